@@ -1,0 +1,214 @@
+"""From a seqio task to fixed-size numpy batches of encoder-decoder features.
+
+seqio task (tokenised ``inputs``/``targets`` with EOS, trimmed to ``feature_lengths``)
+-> ``seqio.EncDecFeatureConverter(pack=pack)`` (fixed lengths L and T, optional packing)
+-> batches of exactly ``batch_size`` rows (remainder dropped) -> dicts of numpy arrays.
+
+Batch keys and shapes (all ``np.int32``; see docs/INTERFACES.md):
+``encoder_input_tokens [B, L]``, ``decoder_input_tokens [B, T]`` (targets shifted right, 0
+first; with packing each segment starts with 0), ``decoder_target_tokens [B, T]`` (EOS = 1 at
+the end of each target, 0 = padding), ``decoder_loss_weights [B, T]`` (1 on real target tokens,
+0 on padding) and, with ``pack=True``, ``encoder_segment_ids``, ``encoder_positions`` ``[B, L]``
+and ``decoder_segment_ids``, ``decoder_positions`` ``[B, T]`` (segment ids 1, 2, ... per packed
+example, 0 on padding).
+
+Shuffling is seeded (same seed, same order), training repeats forever, and multi-host runs pass
+``num_shards`` = number of hosts and ``shard_index`` = this host's index so every host reads a
+disjoint part of the split.
+
+Problems are reported in one sentence naming the problem and its fix: an unknown task name
+(``ValueError`` listing the registered tasks) and a TFDS data set that is not prepared
+(:class:`MissingDatasetError`, e.g. XSum's manual download). Nothing here downloads anything.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from irl_lm.data import tasks as irl_tasks
+
+FEATURE_KEYS = ("inputs", "targets")
+
+
+class MissingDatasetError(FileNotFoundError):
+  """A task's TFDS data set has not been downloaded/prepared on this machine."""
+
+
+def get_task(task_name: str) -> seqio.Task:
+  """Returns a registered seqio task (irl_lm's tasks are registered on import).
+
+  Args:
+    task_name: e.g. ``'stdlib_docstrings'`` or ``'xsum'``.
+
+  Returns:
+    The ``seqio.Task``.
+
+  Raises:
+    ValueError: unknown name; the message lists the registered tasks.
+  """
+  if task_name not in seqio.TaskRegistry.names():
+    names = ", ".join(sorted(seqio.TaskRegistry.names()))
+    raise ValueError(
+        f"Unknown task {task_name!r}: registered tasks are [{names}]; use one of these names "
+        "or import the module that registers your task before asking for it.")
+  task = seqio.TaskRegistry.get(task_name)
+  if not isinstance(task, seqio.Task):
+    raise ValueError(f"{task_name!r} is a seqio mixture, not a task; pass one of its tasks.")
+  return task
+
+
+def get_vocabulary(task_name: str) -> seqio.Vocabulary:
+  """Returns the vocabulary of a task's ``targets`` feature (used to decode model outputs).
+
+  Args:
+    task_name: a registered task.
+
+  Returns:
+    ``seqio.Vocabulary`` (for ``stdlib_docstrings`` the shipped 4096-piece SentencePiece model,
+    for ``xsum`` T5's, loaded lazily).
+  """
+  return get_task(task_name).output_features["targets"].vocabulary
+
+
+def _check_feature_lengths(feature_lengths: Mapping[str, int]) -> dict[str, int]:
+  missing = [k for k in FEATURE_KEYS if k not in feature_lengths]
+  if missing:
+    raise ValueError(f"feature_lengths lacks {missing}: pass lengths for 'inputs' and 'targets', "
+                     "e.g. {'inputs': 256, 'targets': 32}.")
+  lengths = {k: int(feature_lengths[k]) for k in FEATURE_KEYS}
+  if min(lengths.values()) < 2:
+    raise ValueError(f"feature_lengths {lengths} are too short: each needs room for a token "
+                     "and EOS (>= 2).")
+  return lengths
+
+
+def _missing_dataset_message(task: seqio.Task, source: seqio.TfdsDataSource) -> str:
+  loader = source.tfds_dataset
+  tfds_name = loader.name or "?"
+  base_name = tfds_name.split(":")[0].split("/")[0]
+  data_dir = loader.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  hint = irl_tasks.MANUAL_DOWNLOAD_HINTS.get(base_name)
+  if hint:
+    return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir} "
+            f"and needs a manual download: {hint}.")
+  return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir}: "
+          f"run `tfds build {base_name}` (with --data_dir {data_dir}) first.")
+
+
+def _task_dataset(task: seqio.Task, split: str, **kwargs: Any) -> tf.data.Dataset:
+  """``task.get_dataset`` with a checked split and a clear error for unprepared TFDS data."""
+  if split not in task.splits:
+    raise ValueError(f"Task {task.name!r} has no split {split!r}; use one of "
+                     f"{sorted(task.splits)}.")
+  try:
+    # No in-memory caching: seqio decides it from the split size, which it asks TFDS for (absent
+    # under tfds.testing.mock_data), and a cache after a reshuffling source freezes its order.
+    return task.get_dataset(split=split, use_cached=False, try_in_mem_cache=False, **kwargs)
+  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
+    # TFDS raises AssertionError("Dataset xsum: could not find data in ...") when the data set
+    # was never prepared; other assertion failures are not ours to reinterpret.
+    not_prepared = not isinstance(e, AssertionError) or "could not find data" in str(e)
+    if isinstance(task.source, seqio.TfdsDataSource) and not_prepared:
+      raise MissingDatasetError(_missing_dataset_message(task, task.source)) from e
+    raise
+
+
+def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
+                shuffle: bool, seed: Optional[int], pack: bool = False, repeat: bool = True,
+                num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
+  """The unbatched tf.data pipeline behind :func:`get_batches` (same arguments).
+
+  Returns:
+    A dataset of encoder-decoder feature dicts of int32 vectors ``[L]`` / ``[T]``.
+  """
+  lengths = _check_feature_lengths(feature_lengths)
+  if not 0 <= shard_index < num_shards:
+    raise ValueError(f"shard_index {shard_index} is outside [0, {num_shards}): pass this host's "
+                     "index (jax.process_index()) and the host count (jax.process_count()).")
+  if shuffle and num_shards > 1 and seed is None:
+    raise ValueError("Shuffling with num_shards > 1 needs a seed shared by all hosts, else their "
+                     "shards overlap: pass seed=<int>.")
+  task = get_task(task_name)
+  shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
+  ds = _task_dataset(task, split, sequence_length=lengths, shuffle=shuffle, seed=seed,
+                     shard_info=shard_info, num_epochs=None if repeat else 1,
+                     trim_output_features=True)
+  converter = seqio.EncDecFeatureConverter(pack=pack)
+  return converter(ds, task_feature_lengths=lengths)
+
+
+def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
+                batch_size: int, shuffle: bool, seed: Optional[int], pack: bool = False,
+                repeat: bool = True, num_shards: int = 1, shard_index: int = 0
+                ) -> Iterator[dict[str, np.ndarray]]:
+  """Yields fixed-size numpy batches of seqio encoder-decoder features.
+
+  Args:
+    task_name: a registered seqio task, e.g. ``'stdlib_docstrings'``.
+    split: ``'train'``, ``'validation'`` or ``'test'``.
+    feature_lengths: ``{'inputs': L, 'targets': T}``; longer examples are trimmed (EOS kept).
+    batch_size: rows per batch on this host (B); the last partial batch is dropped.
+    shuffle: shuffle the examples (seeded).
+    seed: shuffle seed (None: unseeded; required when shuffling with ``num_shards > 1``).
+    pack: pack several examples per row (adds segment ids and positions).
+    repeat: repeat the split forever (training) instead of one pass (evaluation).
+    num_shards: number of hosts reading the split.
+    shard_index: this host's index in ``[0, num_shards)``.
+
+  Returns:
+    An iterator of dicts of ``np.int32`` arrays: ``encoder_input_tokens [B, L]``,
+    ``decoder_input_tokens``, ``decoder_target_tokens``, ``decoder_loss_weights [B, T]``, and
+    with packing ``encoder_segment_ids``, ``encoder_positions [B, L]``, ``decoder_segment_ids``,
+    ``decoder_positions [B, T]``. The pipeline is built before this returns, so bad arguments
+    and missing data sets raise here, not at the first ``next()``.
+
+  Raises:
+    ValueError: unknown task or split, bad lengths or shard arguments.
+    MissingDatasetError: the task's TFDS data set is not prepared.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  ds = get_dataset(task_name, split, feature_lengths=feature_lengths, shuffle=shuffle, seed=seed,
+                   pack=pack, repeat=repeat, num_shards=num_shards, shard_index=shard_index)
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.as_numpy_iterator()
+
+
+def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
+                 feature_lengths: Mapping[str, int]) -> list[dict[str, Any]]:
+  """Returns the first examples of a split, in order, with texts and padded encoder tokens.
+
+  Args:
+    task_name: a registered seqio task.
+    split: the split to read (not shuffled, one pass).
+    num_examples: how many (fewer if the split is smaller); None for the whole split.
+    feature_lengths: ``{'inputs': L, 'targets': T}``.
+
+  Returns:
+    A list of dicts: ``inputs_text`` and ``targets_text`` (str, the untokenised texts, inputs
+    with any task prefix), ``encoder_input_tokens`` (np.int32 ``[L]``: tokens trimmed to L with
+    EOS last, then 0-padded) and ``decoder_target_tokens`` (np.int32 ``[T]``, likewise).
+  """
+  lengths = _check_feature_lengths(feature_lengths)
+  task = get_task(task_name)
+  ds = _task_dataset(task, split, sequence_length=lengths, shuffle=False, seed=None,
+                     num_epochs=1, trim_output_features=True)
+  if num_examples is not None:
+    ds = ds.take(num_examples)
+  out = []
+  for ex in ds.as_numpy_iterator():
+    enc = np.zeros([lengths["inputs"]], np.int32)
+    enc[:len(ex["inputs"])] = ex["inputs"]
+    dec = np.zeros([lengths["targets"]], np.int32)
+    dec[:len(ex["targets"])] = ex["targets"]
+    out.append({
+        "inputs_text": ex["inputs_pretokenized"].decode("utf-8"),
+        "targets_text": ex["targets_pretokenized"].decode("utf-8"),
+        "encoder_input_tokens": enc,
+        "decoder_target_tokens": dec,
+    })
+  return out

@@ -1,0 +1,317 @@
+"""Built-in summarisation data: Python standard-library functions -> docstring summaries.
+
+Every machine that runs irl_lm has a CPython standard library, i.e. tens of thousands of lines
+of real, human-written code with human-written docstrings. This module turns it into a
+code -> one-line-summary data set that needs no download:
+
+* input (``code``): the source text of a function or method (decorators included, dedented),
+  taken from the file with :mod:`ast` positions, with its docstring lines removed;
+* target (``summary``): the first sentence of the docstring's first paragraph, whitespace
+  collapsed.
+
+Functions are taken from module bodies and class bodies (also inside module-level ``if`` /
+``try`` / ``with`` blocks, e.g. platform variants), not from inside other functions. Files that
+fail to decode or parse are skipped, as are test suites, IDLE, ``lib2to3``, ``site-packages``
+and similar directories (:data:`SKIP_DIRS`). Examples with an empty, very short or very long
+summary, a signature-style summary (``"D.get(k[,d]) -> D[k] ..."``), a docstring-only body or a
+huge source are dropped, and exact duplicate inputs are kept once (first occurrence), so the
+same code cannot land in two splits.
+
+The split (train/validation/test, 90/5/5) is a stable function of the qualified name
+``module.Class.method`` (SHA-256, not Python's salted ``hash``), and the examples come in file
+order (sorted by relative path), then source order; the result is therefore fully deterministic
+for a given standard library. The examples are cached as JSON lines (one file per split) under
+``$IRL_LM_CACHE_DIR`` (default ``~/.cache/irl_lm``), keyed by the extractor version, the Python
+version and the library path, so only the first call pays for the extraction (a few seconds).
+
+This module is pure Python (no TensorFlow); :mod:`irl_lm.data.tasks` wraps it as a seqio task.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import sys
+import sysconfig
+import textwrap
+import tokenize
+import warnings
+from typing import Iterator, Optional
+
+# Bump when the extraction rules change: it is part of the cache key.
+EXTRACTOR_VERSION = 1
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# Cumulative percentages of the hash buckets [0, 100) for each split.
+_SPLIT_PERCENT = (("train", 90), ("validation", 95), ("test", 100))
+
+CACHE_ENV_VAR = "IRL_LM_CACHE_DIR"
+
+# Directory names skipped anywhere under the library root.
+SKIP_DIRS = frozenset({
+    "test", "tests", "idle_test", "idlelib", "lib2to3", "site-packages", "dist-packages",
+    "__pycache__", "turtledemo", "ensurepip", "lib-dynload", "pydoc_data", "__phello__",
+})
+
+MIN_SUMMARY_WORDS = 3
+MAX_SUMMARY_WORDS = 40
+MAX_SUMMARY_CHARS = 250
+MAX_CODE_CHARS = 3000
+
+_ABBREVIATIONS = frozenset({"e.g", "i.e", "eg", "ie", "etc", "cf", "vs", "resp", "approx"})
+_SIGNATURE_RE = re.compile(r"^[\w.]+\s*\(.*\)")
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
+
+
+def default_stdlib_root() -> str:
+  """Returns the directory of the running interpreter's pure-Python standard library."""
+  return sysconfig.get_paths()["stdlib"]
+
+
+def default_cache_dir() -> str:
+  """Returns ``$IRL_LM_CACHE_DIR`` if set, else ``~/.cache/irl_lm``."""
+  return os.environ.get(CACHE_ENV_VAR) or os.path.join(
+      os.path.expanduser("~"), ".cache", "irl_lm")
+
+
+def split_for_name(qualified_name: str) -> str:
+  """Maps a qualified name to its split with a stable hash.
+
+  Args:
+    qualified_name: e.g. ``'json.decoder.JSONDecoder.decode'``.
+
+  Returns:
+    ``'train'`` (90 % of names), ``'validation'`` (5 %) or ``'test'`` (5 %); the same on every
+    machine and Python process.
+  """
+  digest = hashlib.sha256(qualified_name.encode("utf-8")).digest()
+  bucket = int.from_bytes(digest[:8], "big") % 100
+  for split, upper in _SPLIT_PERCENT:
+    if bucket < upper:
+      return split
+  raise AssertionError("unreachable")
+
+
+def docstring_summary(docstring: Optional[str]) -> Optional[str]:
+  """Returns the cleaned first sentence of a docstring, or None if it is unusable.
+
+  Args:
+    docstring: a docstring as returned by ``ast.get_docstring`` (indentation cleaned).
+
+  Returns:
+    The first sentence of the first paragraph with all whitespace runs collapsed to one space
+    (terminal punctuation kept), or None when it has fewer than ``MIN_SUMMARY_WORDS`` or more
+    than ``MAX_SUMMARY_WORDS`` words, more than ``MAX_SUMMARY_CHARS`` characters, looks like a
+    call signature (``'f(x) -> y'``) or a doctest, or has no letters.
+  """
+  if not docstring:
+    return None
+  paragraph = re.split(r"\n\s*\n", docstring.strip(), maxsplit=1)[0]
+  text = " ".join(paragraph.split())
+  for match in _SENTENCE_END_RE.finditer(text):
+    last_word = text[:match.start()].rsplit(" ", 1)[-1].lower()
+    if last_word in _ABBREVIATIONS:
+      continue
+    text = text[:match.end()]
+    break
+  words = text.split()
+  if not MIN_SUMMARY_WORDS <= len(words) <= MAX_SUMMARY_WORDS:
+    return None
+  if len(text) > MAX_SUMMARY_CHARS or "->" in text or text.startswith(">>>"):
+    return None
+  if _SIGNATURE_RE.match(text) or not re.search(r"[A-Za-z]", text):
+    return None
+  return text
+
+
+def _iter_python_files(root: str) -> Iterator[str]:
+  """Yields the .py files under `root`, skipping SKIP_DIRS, sorted by relative path parts."""
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = [d for d in dirnames
+                   if d not in SKIP_DIRS and not d.startswith((".", "config-"))]
+    for filename in filenames:
+      if filename.endswith(".py") and not filename.startswith("test_"):
+        path = os.path.join(dirpath, filename)
+        found.append((tuple(os.path.relpath(path, root).split(os.sep)), path))
+  for _, path in sorted(found):
+    yield path
+
+
+def _module_name(root: str, path: str) -> str:
+  rel = os.path.relpath(path, root)[:-len(".py")]
+  parts = rel.split(os.sep)
+  if parts[-1] == "__init__" and len(parts) > 1:
+    parts = parts[:-1]
+  return ".".join(parts)
+
+
+def _iter_functions(body: list[ast.stmt], prefix: str
+                    ) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+  """Yields (qualified name, node) for functions in a module/class body, in source order."""
+  for node in body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      yield f"{prefix}.{node.name}", node
+    elif isinstance(node, ast.ClassDef):
+      yield from _iter_functions(node.body, f"{prefix}.{node.name}")
+    elif isinstance(node, ast.If):
+      yield from _iter_functions(node.body, prefix)
+      yield from _iter_functions(node.orelse, prefix)
+    elif isinstance(node, ast.Try):
+      for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
+        yield from _iter_functions(block, prefix)
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+      yield from _iter_functions(node.body, prefix)
+
+
+def _byte_prefix(line: str, col: int) -> str:
+  """The text of `line` before the UTF-8 byte offset `col` (ast columns are byte offsets)."""
+  return line.encode("utf-8")[:col].decode("utf-8", errors="replace")
+
+
+def _byte_suffix(line: str, col: int) -> str:
+  return line.encode("utf-8")[col:].decode("utf-8", errors="replace")
+
+
+def _code_without_docstring(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef
+                            ) -> Optional[str]:
+  """Returns the function's dedented source with its docstring lines removed, or None.
+
+  None when the docstring shares a line with other code, or the body is only the docstring.
+  """
+  doc_node = node.body[0]
+  if len(node.body) < 2:
+    return None
+  first, last = doc_node.lineno, doc_node.end_lineno
+  if (_byte_prefix(lines[first - 1], doc_node.col_offset).strip()
+      or _byte_suffix(lines[last - 1], doc_node.end_col_offset).strip()):
+    return None
+  start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+  kept = lines[start - 1:first - 1]
+  after = lines[last:node.end_lineno]
+  if after and not after[0].strip():  # the blank line that usually follows a docstring
+    after = after[1:]
+  if not after:
+    return None
+  code = textwrap.dedent("\n".join(line.rstrip() for line in kept + after))
+  return code.strip("\n")
+
+
+def extract_file(path: str, module: str) -> list[dict[str, str]]:
+  """Extracts the examples of one source file.
+
+  Args:
+    path: a .py file.
+    module: its dotted module name, the prefix of every qualified name.
+
+  Returns:
+    A list (source order) of dicts with keys ``name`` (qualified name), ``code`` (source
+    without docstring) and ``summary`` (docstring first sentence); empty when the file cannot
+    be decoded or parsed.
+  """
+  try:
+    with tokenize.open(path) as f:  # honours PEP 263 coding cookies
+      source = f.read()
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # invalid escape sequences etc. in old modules
+      tree = ast.parse(source, filename=path)
+  except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    return []
+  lines = source.split("\n")  # text mode already turned \r\n and \r into \n
+  examples = []
+  for name, node in _iter_functions(tree.body, module):
+    summary = docstring_summary(ast.get_docstring(node, clean=True))
+    if summary is None:
+      continue
+    code = _code_without_docstring(lines, node)
+    if code is None or len(code) > MAX_CODE_CHARS:
+      continue
+    examples.append({"name": name, "code": code, "summary": summary})
+  return examples
+
+
+def extract_examples(stdlib_root: Optional[str] = None) -> list[dict[str, str]]:
+  """Extracts the whole data set from a standard-library directory (no caching).
+
+  Args:
+    stdlib_root: the library root; default :func:`default_stdlib_root`.
+
+  Returns:
+    Deterministically ordered dicts with keys ``name``, ``code``, ``summary`` and ``split``;
+    qualified names and codes are unique.
+  """
+  root = os.path.abspath(stdlib_root or default_stdlib_root())
+  examples, seen_names, seen_codes = [], set(), set()
+  for path in _iter_python_files(root):
+    for example in extract_file(path, _module_name(root, path)):
+      if example["name"] in seen_names or example["code"] in seen_codes:
+        continue
+      seen_names.add(example["name"])
+      seen_codes.add(example["code"])
+      example["split"] = split_for_name(example["name"])
+      examples.append(example)
+  return examples
+
+
+def cache_paths(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = None
+                ) -> dict[str, str]:
+  """Returns the JSONL path of each split's cache file (they may not exist yet).
+
+  Args:
+    cache_dir: cache root; default :func:`default_cache_dir`.
+    stdlib_root: library root; default :func:`default_stdlib_root`.
+
+  Returns:
+    ``{split: path}`` for the splits in :data:`SPLITS`, in a directory keyed by the extractor
+    version, the Python version and a hash of the library path.
+  """
+  root = os.path.abspath(stdlib_root or default_stdlib_root())
+  root_hash = hashlib.sha256(root.encode("utf-8")).hexdigest()[:12]
+  py = ".".join(str(v) for v in sys.version_info[:3])
+  key = f"v{EXTRACTOR_VERSION}-py{py}-{root_hash}"
+  directory = os.path.join(cache_dir or default_cache_dir(), "stdlib_docstrings", key)
+  return {split: os.path.join(directory, f"{split}.jsonl") for split in SPLITS}
+
+
+def ensure_cache(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = None
+                 ) -> dict[str, str]:
+  """Extracts and writes the cache unless it exists; returns :func:`cache_paths`.
+
+  Files are written to a temporary name and renamed, so concurrent processes never read a
+  partial file.
+  """
+  paths = cache_paths(cache_dir, stdlib_root)
+  if all(os.path.exists(p) for p in paths.values()):
+    return paths
+  examples = extract_examples(stdlib_root)
+  os.makedirs(os.path.dirname(paths["train"]), exist_ok=True)
+  for split, path in paths.items():
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      for ex in examples:
+        if ex["split"] == split:
+          record = {"name": ex["name"], "code": ex["code"], "summary": ex["summary"]}
+          f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+  return paths
+
+
+def load_examples(split: str, *, cache_dir: Optional[str] = None,
+                  stdlib_root: Optional[str] = None) -> list[dict[str, str]]:
+  """Returns one split's examples, extracting and caching them on first use.
+
+  Args:
+    split: one of :data:`SPLITS`.
+    cache_dir: cache root; default :func:`default_cache_dir`.
+    stdlib_root: library root; default :func:`default_stdlib_root`.
+
+  Returns:
+    Dicts with keys ``name``, ``code``, ``summary`` in the deterministic data-set order.
+  """
+  if split not in SPLITS:
+    raise ValueError(f"Unknown split {split!r} for stdlib_docstrings; use one of {SPLITS}.")
+  path = ensure_cache(cache_dir, stdlib_root)[split]
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]

@@ -1,0 +1,99 @@
+"""Jobs the command line runs (`run.mode` in gin): train now; more modes plug in here."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from typing import Optional
+
+from absl import logging
+
+
+class RunDirError(RuntimeError):
+  """The run directory holds a different configuration's run."""
+
+
+def _config_fingerprint(config_text: str) -> str:
+  lines = [l for l in config_text.splitlines() if not l.startswith("run.run_dir")]
+  return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8]
+
+
+def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool) -> None:
+  """Creates `run_dir` and records the config, refusing to reuse another config's run.
+
+  Raises:
+    RunDirError: `run_dir/config.gin` exists with different bindings (and
+      `allow_config_change` is False); the message shows the first differing lines.
+  """
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, "config.gin")
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = f.read()
+    if _config_fingerprint(previous) != _config_fingerprint(config_text):
+      diff = [l for l in difflib.unified_diff(previous.splitlines(), config_text.splitlines(),
+                                               lineterm="", n=0)
+              if l[:1] in "+-" and not l.startswith(("+++", "---"))][:6]
+      if not allow_config_change:
+        raise RunDirError(
+            f"run directory {run_dir} holds a run with a different configuration "
+            f"({'; '.join(diff)}); choose another directory with "
+            "--gin_bindings=\"run.run_dir = '...'\" or resume on purpose with "
+            "--gin_bindings=\"run.allow_config_change = True\".")
+      logging.warning("resuming %s with a changed configuration: %s", run_dir, diff)
+  with open(path, "w") as f:
+    f.write(config_text)
+
+
+def run(mode: str = "train", run_dir: Optional[str] = None,
+        allow_config_change: bool = False, default_name: str = "run") -> dict:
+  """Runs one job as configured by gin.
+
+  Args:
+    mode: 'train' (train, checkpoint, then evaluate on the validation split) or 'check'
+      (build the model and sharded train state abstractly and print their sizes).
+    run_dir: output directory; default `runs/<gin name>-<config hash>`.
+    allow_config_change: resume a run directory whose recorded config differs.
+    default_name: prefix of the default run directory (main passes the gin file's name).
+
+  Returns:
+    The job's summary dict (also written to `<run_dir>/summary.json`).
+  """
+  import gin
+  train = gin.get_configurable("train")  # the trainer with its gin bindings applied
+
+  config_text = gin.config_str()
+  if run_dir is None:
+    run_dir = os.path.join("runs", f"{default_name}-{_config_fingerprint(config_text)}")
+  if mode == "check":
+    summary = train(run_dir=run_dir, dry_run=True)
+    print(json.dumps(summary, indent=2))
+    return summary
+  if mode != "train":
+    raise ValueError(f"unknown run.mode '{mode}': use 'train' or 'check'.")
+  prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change)
+  logging.info("run directory: %s", os.path.abspath(run_dir))
+  summary = train(run_dir=run_dir)
+  _print_summary(run_dir, summary)
+  with open(os.path.join(run_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def _print_summary(run_dir: str, summary: dict) -> None:
+  history = summary["history"]
+  print(f"\nRun directory: {os.path.abspath(run_dir)}")
+  if history:
+    curve = " → ".join(f"{h['loss']:.3f}@{h['step']}" for h in history[::max(len(history) // 6,
+                                                                                1)])
+    print(f"Training loss: {curve} (last {history[-1]['loss']:.4f} at step "
+          f"{history[-1]['step']}); {summary['train_seconds']:.0f} s of training")
+  else:
+    print(f"Training: nothing to do (already at step {summary['final_step']}).")
+  if summary.get("eval"):
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in summary["eval"].items() if k != "num_examples")
+    print(f"Validation ({summary['eval']['num_examples']} examples): {scores}")
+
+
