@@ -11,12 +11,24 @@ from typing import Optional
 from absl import logging
 
 
+# run.mode -> name of the gin configurable job `(run_dir=...) -> summary dict` it runs
+# (registered in irl_lm/config.py).
+OTHER_MODES: dict[str, str] = {}
+
+
 class RunDirError(RuntimeError):
   """The run directory holds a different configuration's run."""
 
 
+# Bindings of these configurables do not change what a run trains, so they are left out of
+# the fingerprint that names (and guards) a run directory: `infer`/`evaluate` jobs find the
+# training run's directory from the same gin files.
+NON_TRAINING_CONFIGURABLES = ("run.", "infer.", "evaluate.")
+
+
 def _config_fingerprint(config_text: str) -> str:
-  lines = [l for l in config_text.splitlines() if not l.startswith("run.run_dir")]
+  lines = [l for l in config_text.splitlines()
+           if not l.startswith(NON_TRAINING_CONFIGURABLES)]
   return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8]
 
 
@@ -72,7 +84,11 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
     print(json.dumps(summary, indent=2))
     return summary
   if mode != "train":
-    raise ValueError(f"unknown run.mode '{mode}': use 'train' or 'check'.")
+    if mode not in OTHER_MODES:
+      raise ValueError(f"unknown run.mode '{mode}': use one of "
+                       f"{', '.join(['train', 'check', *OTHER_MODES])}.")
+    # Other modes read a finished (or running) training run's directory.
+    return gin.get_configurable(OTHER_MODES[mode])(run_dir=run_dir)
   prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change)
   logging.info("run directory: %s", os.path.abspath(run_dir))
   summary = train(run_dir=run_dir)
