@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "rouge-score==0.1.2",
     "sacrebleu==2.6.0",
     "absl-py==2.5.1",
+    "safetensors==0.8.0",
     "numpy==2.4.6",
     "scipy==1.17.1",
 ]
@@ -34,6 +35,10 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={
+        "test": ["pytest==9.2.0"],
+        # Only for comparing against / exporting to transformers (an optional test uses them).
+        "hf": ["torch==2.13.0", "transformers==5.24.0"],
+    },
     license="Apache-2.0",
 )

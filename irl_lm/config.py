@@ -16,8 +16,9 @@ import gin
 import jax.numpy as jnp
 
 import irl_lm
-from irl_lm import jobs
-from irl_lm.evaluation import evaluator
+from irl_lm import inference, jobs
+from irl_lm.data import errors as data_errors, task_configs
+from irl_lm.evaluation import evaluate_job, evaluator
 from irl_lm.models import t5
 from irl_lm.training import checkpoints, objectives, optimizers, partitioning, trainer
 
@@ -30,7 +31,8 @@ class ConfigError(ValueError):
 
 # Errors caused by the user's configuration or files: main prints them as one sentence.
 USER_ERRORS = (ConfigError, partitioning.PartitioningError, checkpoints.CheckpointError,
-               jobs.RunDirError)
+               jobs.RunDirError, inference.InferenceError,
+               data_errors.MissingDatasetError)
 
 
 def _register() -> None:
@@ -41,12 +43,18 @@ def _register() -> None:
   gin.external_configurable(t5.EncoderDecoderModel, "EncoderDecoderModel")
   gin.external_configurable(objectives.MLE, "MLE")
   gin.external_configurable(objectives.IQLearn, "IQLearn")
+  gin.external_configurable(objectives.IQLearnOnline, "IQLearnOnline")
+  gin.external_configurable(objectives.GAIL, "GAIL")
   gin.external_configurable(partitioning.Partitioner, "Partitioner")
   gin.external_configurable(optimizers.make_optimizer, "make_optimizer")
   gin.external_configurable(optimizers.make_schedule, "make_schedule")
   gin.external_configurable(evaluator.DecodingConfig, "DecodingConfig")
   gin.external_configurable(trainer.train, "train")
   gin.external_configurable(jobs.run, "run")
+  gin.external_configurable(evaluate_job.evaluate, "evaluate")
+  for factory in task_configs.FACTORIES:  # e.g. train.task = @gsm8k_task()
+    gin.external_configurable(factory, factory.__name__)
+  gin.external_configurable(inference.infer, "infer")
   gin.constant("bfloat16", jnp.bfloat16)
   gin.constant("float32", jnp.float32)
   _register.done = True
@@ -56,7 +64,7 @@ class _HideGinSearchMisses(logging.Filter):
   """gin logs an ERROR for every search-path prefix an `include` is *not* under; hide those."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("Path not found:")
+    return not record.getMessage().startswith(("Path not found:", "system_path_file_exists:"))
 
 
 def resolve_gin_file(path: str) -> str:

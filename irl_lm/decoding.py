@@ -93,6 +93,42 @@ def _is_static(x: Any) -> bool:
   return isinstance(x, (int, float, np.integer, np.floating))
 
 
+def nucleus_threshold(probs_BV: jax.Array, top_p: Scalar) -> jax.Array:
+  """The probability threshold of top-p (nucleus) filtering, found without sorting.
+
+  The nucleus is the smallest set of most probable tokens whose mass reaches `top_p`, i.e. the
+  tokens with probability >= tau for the largest tau with `sum(p[p >= tau]) >= top_p`. Since
+  positive float32 values order like their bit patterns, tau is found exactly by bisection over
+  the int32 bits (30 halvings of [0, bits(1.0)], each one masked sum over the vocabulary).
+  Same set as sorting and keeping tokens whose preceding mass is < top_p, except that tokens
+  tied with the last one are all kept, and up to float32 rounding of the accumulated mass.
+
+  Args:
+    probs_BV: float32 [B, V], rows of probabilities.
+    top_p: mass in (0, 1] (Python number or traced scalar); >= 1 keeps every token.
+
+  Returns:
+    float32 [B] thresholds tau (0 when every token is kept); the most probable token always
+    has probability >= tau.
+  """
+  probs_BV = probs_BV.astype(jnp.float32)
+  batch = probs_BV.shape[0]
+
+  def halve(_, bounds):
+    lo_B, hi_B = bounds  # mass(p >= tau(lo)) >= top_p; mass(p >= tau(hi)) < top_p
+    mid_B = lo_B + (hi_B - lo_B) // 2
+    tau_B = jax.lax.bitcast_convert_type(mid_B, jnp.float32)
+    mass_B = jnp.sum(jnp.where(probs_BV >= tau_B[:, None], probs_BV, 0.0), axis=-1)
+    reaches_B = mass_B >= top_p
+    return jnp.where(reaches_B, mid_B, lo_B), jnp.where(reaches_B, hi_B, mid_B)
+
+  one_bits = int(np.array(1.0, np.float32).view(np.int32))
+  init = (jnp.zeros((batch,), jnp.int32), jnp.full((batch,), one_bits + 1, jnp.int32))
+  lo_B, _ = jax.lax.fori_loop(0, 30, halve, init)
+  tau_B = jax.lax.bitcast_convert_type(lo_B, jnp.float32)
+  return jnp.where(jnp.asarray(top_p) >= 1.0, 0.0, tau_B)
+
+
 def _sample_from_logits(key: jax.Array, logits_BV: jax.Array, temperature: Scalar, top_k: int,
                         top_p: Scalar) -> jax.Array:
   """Draws one token per row from filtered, tempered logits.
@@ -115,6 +151,14 @@ def _sample_from_logits(key: jax.Array, logits_BV: jax.Array, temperature: Scala
   scaled_BV = logits_BV / temperature
   use_top_k = 0 < top_k < vocab
   use_top_p = not (_is_static(top_p) and top_p >= 1.0)
+  if use_top_p and not use_top_k:
+    # Nucleus over the whole vocabulary without sorting it (a full sort of V = 32128 costs
+    # ~60 ms per step on a CPU; the threshold search ~1 ms).
+    probs_BV = jax.nn.softmax(scaled_BV, axis=-1)
+    tau_B = nucleus_threshold(probs_BV, top_p)
+    return jax.random.categorical(
+        key, jnp.where(probs_BV >= tau_B[:, None], scaled_BV, _NEG_INF), axis=-1
+    ).astype(jnp.int32)
   if use_top_k or use_top_p:
     # Work in the space of candidates sorted by descending logit; map back at the end.
     vals_BC, ids_BC = jax.lax.top_k(scaled_BV, top_k if use_top_k else vocab)

@@ -6,14 +6,19 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from typing import Optional
 
 from absl import logging
+from etils import epath
 
 
 # run.mode -> name of the gin configurable job `(run_dir=...) -> summary dict` it runs
 # (registered in irl_lm/config.py).
-OTHER_MODES: dict[str, str] = {}
+OTHER_MODES: dict[str, str] = {
+    "infer": "infer",
+    "evaluate": "evaluate",
+}
 
 
 class RunDirError(RuntimeError):
@@ -23,12 +28,24 @@ class RunDirError(RuntimeError):
 # Bindings of these configurables do not change what a run trains, so they are left out of
 # the fingerprint that names (and guards) a run directory: `infer`/`evaluate` jobs find the
 # training run's directory from the same gin files.
-NON_TRAINING_CONFIGURABLES = ("run.", "infer.", "evaluate.")
+NON_TRAINING_CONFIGURABLES = ("run.", "infer.", "infer/", "evaluate.")
 
 
 def _config_fingerprint(config_text: str) -> str:
-  lines = [l for l in config_text.splitlines()
-           if not l.startswith(NON_TRAINING_CONFIGURABLES)]
+  # gin.config_str() heads each configurable's bindings with "# Parameters for <name>:", a rule
+  # and a closing blank line: those of non-training configurables (e.g. `run`, or a scoped
+  # `infer/DecodingConfig`) are dropped whole, so a `run.mode` binding keeps the training run's
+  # directory. Texts without such sections hash as before.
+  lines, skipping = [], False
+  for line in config_text.splitlines():
+    header = re.fullmatch(r"# Parameters for (\S+):", line)
+    if header:
+      skipping = (header.group(1) + ".").startswith(NON_TRAINING_CONFIGURABLES)
+    if skipping:
+      skipping = bool(line.strip())  # the blank line ends the section
+      continue
+    if not line.startswith(NON_TRAINING_CONFIGURABLES):
+      lines.append(line)
   return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8]
 
 
@@ -39,11 +56,10 @@ def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool
     RunDirError: `run_dir/config.gin` exists with different bindings (and
       `allow_config_change` is False); the message shows the first differing lines.
   """
-  os.makedirs(run_dir, exist_ok=True)
-  path = os.path.join(run_dir, "config.gin")
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = f.read()
+  epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
+  path = epath.Path(run_dir) / "config.gin"
+  if path.exists():
+    previous = path.read_text()
     if _config_fingerprint(previous) != _config_fingerprint(config_text):
       diff = [l for l in difflib.unified_diff(previous.splitlines(), config_text.splitlines(),
                                                lineterm="", n=0)
@@ -55,8 +71,7 @@ def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool
             "--gin_bindings=\"run.run_dir = '...'\" or resume on purpose with "
             "--gin_bindings=\"run.allow_config_change = True\".")
       logging.warning("resuming %s with a changed configuration: %s", run_dir, diff)
-  with open(path, "w") as f:
-    f.write(config_text)
+  path.write_text(config_text)
 
 
 def run(mode: str = "train", run_dir: Optional[str] = None,
@@ -93,8 +108,7 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
   logging.info("run directory: %s", os.path.abspath(run_dir))
   summary = train(run_dir=run_dir)
   _print_summary(run_dir, summary)
-  with open(os.path.join(run_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 

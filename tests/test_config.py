@@ -18,7 +18,7 @@ FRAGMENTS = sorted(
 
 @pytest.mark.parametrize("gin_file", GIN_FILES)
 def test_runnable_gin_files_build_abstractly(gin_file, tmp_path):
-  config.parse([gin_file], [f"run.mode = 'check'", f"run.run_dir = '{tmp_path}'"])
+  config.parse([gin_file], ["run.mode = 'check'", f"run.run_dir = '{tmp_path}'"])
   summary = gin.get_configurable("run")()
   assert summary["dry_run"] and summary["param_count"] > 0
   assert summary["mesh"]["data"] * summary["mesh"]["model"] == 8
@@ -26,7 +26,7 @@ def test_runnable_gin_files_build_abstractly(gin_file, tmp_path):
 
 
 def test_xl_pod_config_is_t5_1_1_xl_sharded_over_data_and_model(tmp_path):
-  config.parse(["gin/iqlearn_xl.gin"], [f"run.mode = 'check'", f"run.run_dir = '{tmp_path}'"])
+  config.parse(["gin/iqlearn_xl.gin"], ["run.mode = 'check'", f"run.run_dir = '{tmp_path}'"])
   summary = gin.get_configurable("run")()
   assert summary["param_count"] == 2_849_757_184  # T5 1.1 XL (shared NOTES)
   assert summary["mesh"] == {"data": 1, "model": 8}

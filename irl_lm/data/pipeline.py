@@ -30,12 +30,10 @@ import seqio
 import tensorflow as tf
 
 from irl_lm.data import tasks as irl_tasks
+# Raised here for unprepared TFDS data and by the file-based loaders (GSM8k, TL;DR JSONL, WMT).
+from irl_lm.data.errors import MissingDatasetError
 
 FEATURE_KEYS = ("inputs", "targets")
-
-
-class MissingDatasetError(FileNotFoundError):
-  """A task's TFDS data set has not been downloaded/prepared on this machine."""
 
 
 def get_task(task_name: str) -> seqio.Task:
@@ -89,14 +87,17 @@ def _check_feature_lengths(feature_lengths: Mapping[str, int]) -> dict[str, int]
 def _missing_dataset_message(task: seqio.Task, source: seqio.TfdsDataSource) -> str:
   loader = source.tfds_dataset
   tfds_name = loader.name or "?"
-  base_name = tfds_name.split(":")[0].split("/")[0]
+  build_name = tfds_name.split(":")[0]  # with its config, e.g. reddit_tifu/long_split
+  base_name = build_name.split("/")[0]
   data_dir = loader.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
   hint = irl_tasks.MANUAL_DOWNLOAD_HINTS.get(base_name)
   if hint:
     return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir} "
-            f"and needs a manual download: {hint}.")
+            f"and needs a manual download: {hint.format(data_dir=data_dir)}.")
   return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir}: "
-          f"run `tfds build {base_name}` (with --data_dir {data_dir}) first.")
+          f"run `tfds build {build_name} --data_dir {data_dir}` first (it downloads the data; "
+          f"without internet access here, build it on another machine and copy "
+          f"{data_dir}/{base_name} over).")
 
 
 def _task_dataset(task: seqio.Task, split: str, **kwargs: Any) -> tf.data.Dataset:
@@ -168,7 +169,8 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
 
   Raises:
     ValueError: unknown task or split, bad lengths or shard arguments.
-    MissingDatasetError: the task's TFDS data set is not prepared.
+    MissingDatasetError: the task's data set is not prepared (TFDS) or not on disk (GSM8k,
+      TL;DR JSONL, WMT files); the message says what to download and where.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")

@@ -1,30 +1,258 @@
-"""Task metrics as pure functions of (references, predictions) strings."""
+"""Task and diversity metrics as pure functions of strings (and of numpy arrays for entropy).
 
+Task scores (all on a 0-100 scale):
+
+* :func:`rouge` / :func:`rouge_per_example` - ROUGE-1/2/Lsum F-measure (rouge-score, stemming).
+* :func:`bleu` / :func:`chrf` - corpus BLEU and chrF (sacrebleu, one reference per example);
+  :func:`sentence_bleu_scores` / :func:`sentence_chrf_scores` per example.
+* :func:`gsm8k_accuracy` - exact match of the final number (:func:`gsm8k_final_number`:
+  the number after the last ``####``, else the last number outside calculator annotations;
+  commas, ``$``, a trailing period and trailing decimal zeros are ignored, signs kept).
+
+Diversity (DESIGN.md section 3; always report K, temperature and tokenisation with the number):
+
+* :func:`self_bleu` - for each input, every one of its K samples is scored with sacrebleu's
+  sentence BLEU (exponential smoothing, effective order) against the other K - 1 samples as
+  references; mean over samples, then over inputs. 100 = all samples identical, 0 = no shared
+  words. Lower is more diverse.
+* :func:`distinct_n` - distinct n-grams / all n-grams over a set of texts (0-1).
+* :func:`mean_token_entropy` - mean policy entropy (nats) over real output tokens.
+
+Tokenisation for BLEU, Self-BLEU and distinct-n is sacrebleu's (``'13a'`` by default, the
+standard for BLEU; ``'intl'``, ``'zh'``, ``'char'``, ``'none'`` ... also work).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import decimal
+import functools
+import re
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import sacrebleu
 from rouge_score import rouge_scorer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
+DEFAULT_TOKENIZE = "13a"
+
+
+def _check_pairs(references: Sequence[str], predictions: Sequence[str], name: str) -> None:
+  if len(references) != len(predictions):
+    raise ValueError(f"{name}: {len(references)} references but {len(predictions)} predictions.")
+  if not references:
+    raise ValueError(f"{name}() needs at least one example.")
+
+
+def rouge_per_example(references: Sequence[str], predictions: Sequence[str],
+                      rouge_types: Sequence[str] = ROUGE_TYPES) -> list[dict[str, float]]:
+  """ROUGE F-measures (x100) of each example, with rouge-score's stemming tokenizer.
+
+  Args:
+    references: N reference texts.
+    predictions: N predicted texts.
+    rouge_types: rouge-score names (``rougeLsum`` splits summaries on newlines).
+
+  Returns:
+    N dicts ``{rouge_type: F1 x 100}``.
+  """
+  _check_pairs(references, predictions, "rouge")
+  scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=True)
+  return [{t: 100.0 * s[t].fmeasure for t in rouge_types}
+          for s in (scorer.score(ref, pred) for ref, pred in zip(references, predictions))]
 
 
 def rouge(references: Sequence[str], predictions: Sequence[str],
           rouge_types: Sequence[str] = ROUGE_TYPES) -> dict[str, float]:
-  """Mean ROUGE F-measures (×100) over examples, with rouge-score's stemming tokenizer.
+  """Mean ROUGE F-measures (x100) over examples, with rouge-score's stemming tokenizer.
 
   Args:
     references: N reference texts. predictions: N predicted texts.
     rouge_types: which ROUGE variants (rouge-score names).
 
   Returns:
-    {rouge_type: mean F1 × 100} (ROUGE-Lsum splits summaries on newlines, as rouge-score does).
+    {rouge_type: mean F1 x 100} (ROUGE-Lsum splits summaries on newlines, as rouge-score does).
   """
-  if len(references) != len(predictions):
-    raise ValueError(f"{len(references)} references but {len(predictions)} predictions.")
-  if not references:
-    raise ValueError("rouge() needs at least one example.")
-  scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=True)
-  scores = [scorer.score(ref, pred) for ref, pred in zip(references, predictions)]
-  return {t: float(100 * np.mean([s[t].fmeasure for s in scores])) for t in rouge_types}
+  scores = rouge_per_example(references, predictions, rouge_types)
+  return {t: float(np.mean([s[t] for s in scores])) for t in rouge_types}
+
+
+def bleu(references: Sequence[str], predictions: Sequence[str], *,
+         tokenize: str = DEFAULT_TOKENIZE) -> float:
+  """Corpus BLEU (sacrebleu defaults: 4-grams, exponential smoothing, one reference each).
+
+  Args:
+    references: N reference texts. predictions: N predicted texts.
+    tokenize: sacrebleu tokenizer name.
+
+  Returns:
+    BLEU in [0, 100].
+  """
+  _check_pairs(references, predictions, "bleu")
+  return float(sacrebleu.corpus_bleu(list(predictions), [list(references)],
+                                     tokenize=tokenize).score)
+
+
+def chrf(references: Sequence[str], predictions: Sequence[str]) -> float:
+  """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2, no word n-grams).
+
+  Args:
+    references: N reference texts. predictions: N predicted texts.
+
+  Returns:
+    chrF in [0, 100].
+  """
+  _check_pairs(references, predictions, "chrf")
+  return float(sacrebleu.corpus_chrf(list(predictions), [list(references)]).score)
+
+
+def sentence_bleu_scores(references: Sequence[str], predictions: Sequence[str], *,
+                         tokenize: str = DEFAULT_TOKENIZE) -> list[float]:
+  """Sentence BLEU of each example (exponential smoothing, effective order), in [0, 100]."""
+  _check_pairs(references, predictions, "sentence_bleu")
+  return [float(sacrebleu.sentence_bleu(p, [r], tokenize=tokenize).score)
+          for r, p in zip(references, predictions)]
+
+
+def sentence_chrf_scores(references: Sequence[str], predictions: Sequence[str]) -> list[float]:
+  """Sentence chrF of each example, in [0, 100]."""
+  _check_pairs(references, predictions, "sentence_chrf")
+  return [float(sacrebleu.sentence_chrf(p, [r]).score) for r, p in zip(references, predictions)]
+
+
+# A number: an optional sign (ASCII or unicode minus, not glued to a preceding word or number,
+# so "2-3" is two numbers) and dollar sign, then digits with optional thousands commas and
+# decimals, or a bare decimal part.
+_NUMBER = re.compile(
+    r"(?:(?<![\w.])[-−])?\$?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_ANNOTATION = re.compile(r"<<[^>]*>>|<<[^>]*$")
+GSM8K_MARKER = "####"
+
+
+def _normalise_number(text: str) -> Optional[str]:
+  """``'-$1,234.50'`` -> ``'-1234.5'``; ``'3.0'`` -> ``'3'``; None if not a number."""
+  cleaned = re.sub(r"[\s$,]", "", text.replace("−", "-"))
+  try:
+    value = decimal.Decimal(cleaned)
+  except decimal.InvalidOperation:
+    return None
+  if value == value.to_integral_value():
+    return str(int(value))
+  return format(value.normalize(), "f")
+
+
+def gsm8k_final_number(text: str) -> Optional[str]:
+  """The final numeric answer of a GSM8k-style solution, normalised for comparison.
+
+  The answer is the first number after the last ``####`` if there is one, otherwise the last
+  number of the text once calculator annotations ``<<...>>`` (and an unclosed ``<<...`` at the
+  end) are removed. Normalisation drops ``$``, thousands commas, a trailing period and trailing
+  decimal zeros, and keeps the sign.
+
+  Args:
+    text: a model output or a GSM8k reference answer.
+
+  Returns:
+    e.g. ``'72'``, ``'-3'``, ``'1234.5'``; None when the text has no number.
+  """
+  if GSM8K_MARKER in text:
+    tail = text.rsplit(GSM8K_MARKER, 1)[1]
+    match = _NUMBER.search(tail)
+    return _normalise_number(match.group(0)) if match else None
+  matches = _NUMBER.findall(_ANNOTATION.sub(" ", text))
+  return _normalise_number(matches[-1]) if matches else None
+
+
+def gsm8k_correct(references: Sequence[str], predictions: Sequence[str]) -> list[float]:
+  """1.0 where the prediction's final number equals the reference's, else 0.0 (N floats)."""
+  _check_pairs(references, predictions, "gsm8k_accuracy")
+  out = []
+  for ref, pred in zip(references, predictions):
+    expected, found = gsm8k_final_number(ref), gsm8k_final_number(pred)
+    out.append(float(expected is not None and found == expected))
+  return out
+
+
+def gsm8k_accuracy(references: Sequence[str], predictions: Sequence[str]) -> float:
+  """Final-answer exact-match accuracy in percent (0-100); see :func:`gsm8k_final_number`."""
+  return 100.0 * float(np.mean(gsm8k_correct(references, predictions)))
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer(name: str) -> Callable[[str], str]:
+  return sacrebleu.BLEU(tokenize=name).tokenizer
+
+
+def tokenize_words(text: str, tokenize: str = DEFAULT_TOKENIZE) -> list[str]:
+  """Words of `text` under a sacrebleu tokenizer (``'13a'``: punctuation split off)."""
+  return _tokenizer(tokenize)(text.strip()).split()
+
+
+def self_bleu(samples: Sequence[Sequence[str]], *, tokenize: str = DEFAULT_TOKENIZE) -> float:
+  """Self-BLEU: how similar the K samples of each input are to each other (0-100).
+
+  For each input with K >= 2 samples, each sample's sentence BLEU (sacrebleu, exponential
+  smoothing, effective order) against the other K - 1 samples as references; the mean over
+  the K samples, then over inputs.
+
+  Args:
+    samples: N inputs x K samples (K may differ per input; inputs with K < 2 are skipped).
+    tokenize: sacrebleu tokenizer name.
+
+  Returns:
+    Self-BLEU in [0, 100] (100: identical samples; about 0: no shared words).
+
+  Raises:
+    ValueError: when no input has two samples.
+  """
+  per_input = []
+  for group in samples:
+    group = list(group)
+    if len(group) < 2:
+      continue
+    scores = [sacrebleu.sentence_bleu(hyp, group[:i] + group[i + 1:], tokenize=tokenize,
+                                      use_effective_order=True).score
+              for i, hyp in enumerate(group)]
+    per_input.append(float(np.mean(scores)))
+  if not per_input:
+    raise ValueError("self_bleu needs at least one input with 2 or more samples.")
+  return float(np.mean(per_input))
+
+
+def distinct_n(texts: Sequence[str], n: int, *, tokenize: str = DEFAULT_TOKENIZE) -> float:
+  """Distinct-n: the number of distinct word n-grams over the number of all n-grams.
+
+  Args:
+    texts: the texts (e.g. all samples of all inputs); n-grams never span two texts.
+    n: n-gram order >= 1.
+    tokenize: sacrebleu tokenizer name used to split words.
+
+  Returns:
+    A ratio in [0, 1] (0.0 when there is no n-gram at all).
+  """
+  if n < 1:
+    raise ValueError(f"distinct_n needs n >= 1, got {n}.")
+  total, distinct = 0, set()
+  for text in texts:
+    words = tokenize_words(text, tokenize)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    total += len(grams)
+    distinct.update(grams)
+  return len(distinct) / total if total else 0.0
+
+
+def mean_token_entropy(entropy_BT: Any, weights_BT: Any) -> float:
+  """Mean per-token policy entropy over real tokens.
+
+  Args:
+    entropy_BT: per-token entropies [B, T] (nats), e.g. ``soft_q.entropy(logits)``.
+    weights_BT: [B, T], > 0 on real output tokens, 0 on padding.
+
+  Returns:
+    ``sum(w * H) / sum(w)`` with w = 1 on real tokens; 0.0 when there is none.
+  """
+  entropy = np.asarray(entropy_BT, np.float64)
+  mask = (np.asarray(weights_BT) > 0).astype(np.float64)
+  if entropy.shape != mask.shape:
+    raise ValueError(f"entropy {entropy.shape} and weights {mask.shape} shapes differ.")
+  count = mask.sum()
+  return float((entropy * mask).sum() / count) if count else 0.0

@@ -15,6 +15,11 @@ from irl_lm.losses import soft_q
 __all__ = ["mle_loss"]
 
 
+def _is_zero(coefficient: float | jax.Array) -> bool:
+  """True for a Python (or numpy) number equal to 0; traced coefficients are never "zero"."""
+  return isinstance(coefficient, (int, float)) and coefficient == 0
+
+
 def mle_loss(logits_BTV: jax.Array,
              targets_BT: jax.Array,
              weights_BT: jax.Array,
@@ -49,9 +54,16 @@ def mle_loss(logits_BTV: jax.Array,
   stats = soft_q.token_statistics(logits_BTV, targets_BT)
   nll = -soft_q.weighted_mean(stats.log_probs, weights_BT)
   mean_entropy = soft_q.weighted_mean(stats.entropy, weights_BT)
-  z_term = jnp.asarray(z_loss, jnp.float32) * soft_q.weighted_mean(
-      jnp.square(stats.values), weights_BT)
-  loss = nll - jnp.asarray(entropy_weight, jnp.float32) * mean_entropy + z_term
+  mean_square_value = soft_q.weighted_mean(jnp.square(stats.values), weights_BT)
+  # A term whose coefficient is a literal 0 contributes 0 to the loss and to the gradient;
+  # stopping its gradient says so to XLA, which otherwise back-propagates through the entropy
+  # (an extra pass over [B, T, V]) only to multiply the result by 0.
+  entropy_term = mean_entropy if not _is_zero(entropy_weight) else jax.lax.stop_gradient(
+      mean_entropy)
+  square_value_term = (mean_square_value if not _is_zero(z_loss)
+                       else jax.lax.stop_gradient(mean_square_value))
+  z_term = jnp.asarray(z_loss, jnp.float32) * square_value_term
+  loss = nll - jnp.asarray(entropy_weight, jnp.float32) * entropy_term + z_term
   metrics = {
       "loss": loss,
       "nll": nll,

@@ -20,12 +20,14 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "Sequences",
     "TokenStatistics",
     "state_values",
     "log_probs",
     "entropy",
     "token_statistics",
     "next_state_values",
+    "episode_continues",
     "rewards_from_values",
     "implicit_rewards",
     "num_real_tokens",
@@ -82,6 +84,21 @@ def entropy(logits_BTV: jax.Array) -> jax.Array:
   """
   logp_BTV = jax.nn.log_softmax(logits_BTV.astype(_F32), axis=-1)
   return -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+
+
+class Sequences(NamedTuple):
+  """One set of teacher-forced sequences as the losses see them (data or policy samples).
+
+  Attributes:
+    logits: logits [B, T, V] of the model on these sequences, any float dtype.
+    tokens: int target token ids [B, T] (the actions a_t).
+    weights: loss weights [B, T], float or int, 0 on padding.
+    segment_ids: optional int packed-segment ids [B, T] (None: one sequence per row).
+  """
+  logits: jax.Array
+  tokens: jax.Array
+  weights: jax.Array
+  segment_ids: jax.Array | None = None
 
 
 class TokenStatistics(NamedTuple):
@@ -142,6 +159,21 @@ def _has_next_state(weights_BT: jax.Array, segment_ids_BT: jax.Array | None) -> 
     same_BT = jnp.pad(seg_BT[:, 1:] == seg_BT[:, :-1], ((0, 0), (0, 1)), constant_values=False)
     has_next_BT = has_next_BT & same_BT
   return has_next_BT
+
+
+def episode_continues(weights_BT: jax.Array,
+                      segment_ids_BT: jax.Array | None = None) -> jax.Array:
+  """Where the episode goes on after position t (the transition structure of every TD term).
+
+  Args:
+    weights_BT: loss weights [B, T], float or int, 0 on padding.
+    segment_ids_BT: optional int packed-segment ids [B, T].
+
+  Returns:
+    bool [B, T]: True where position t+1 is a real token (weight > 0) of the same packed segment
+    as t; False at the last real token of a sequence or segment and in the last column.
+  """
+  return _has_next_state(weights_BT, segment_ids_BT)
 
 
 def next_state_values(values_BT: jax.Array,

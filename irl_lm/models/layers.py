@@ -166,11 +166,44 @@ class MultiHeadAttention(nn.Module):
     out = out.reshape(out.shape[:-2] + (self.num_heads * self.head_dim,))
     return constrain(self.out(out), EMBED_ACT)
 
+  def attend_cached(self, query: Array, key: Array, value: Array,
+                    bias: Array | None = None) -> Array:
+    """Attention of decode-step queries over a head-major K/V cache (no dropout).
+
+    The cache is stored heads-first so that the per-step dot products read it as it lies: with
+    the [B, K, H, D] layout XLA transposes the whole cache of every layer at every step (on a
+    CPU that made sampling a T5-small batch, 8 x 512 inputs, 128 tokens, 1.4x slower).
+
+    Args:
+      query: [B, Q, H, D] (Q = 1 when decoding).
+      key, value: [B, H, K, D], e.g. from `heads_major(project_key_value(...))`.
+      bias: float32 broadcastable to [B, H, Q, K] (masks as NEG_INF, relative-position bias).
+    Returns:
+      [B, Q, E] in ``dtype`` (after the ``out`` projection); equals `attend` on the same
+      keys/values in the [B, K, H, D] layout.
+    """
+    logits = jnp.einsum("bqhd,bhkd->bhqk", query, key.astype(query.dtype),
+                        preferred_element_type=jnp.float32)
+    if bias is not None:
+      logits = logits + bias.astype(jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(self.dtype))
+    out = out.reshape(out.shape[:-2] + (self.num_heads * self.head_dim,))
+    return constrain(self.out(out), EMBED_ACT)
+
   def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array | None = None,
                deterministic: bool = True) -> Array:
     """inputs_q [B, Q, E], inputs_kv [B, K, E], bias ~[B, H, Q, K] -> [B, Q, E]."""
     key, value = self.project_key_value(inputs_kv)
     return self.attend(self.project_query(inputs_q), key, value, bias, deterministic)
+
+
+HEADS_MAJOR_ACT = ("batch", "heads", "length", "kv")
+
+
+def heads_major(x: Array) -> Array:
+  """[B, K, H, D] -> [B, H, K, D] (the decode cache's layout, see `attend_cached`)."""
+  return constrain(jnp.swapaxes(x, 1, 2), HEADS_MAJOR_ACT)
 
 
 class MlpBlock(nn.Module):

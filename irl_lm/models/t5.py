@@ -162,13 +162,16 @@ class DecoderLayer(nn.Module):
   def init_cache(self, encoded: Array, max_length: int) -> dict[str, Array]:
     """Cross-attention K/V of encoded [B, L, E] and an empty self-attention cache of length T.
 
-    Returns {'cross_key', 'cross_value': [B, L, H, D], 'self_key', 'self_value': [B, T, H, D]}.
+    Returns {'cross_key', 'cross_value': [B, H, L, D], 'self_key', 'self_value': [B, H, T, D]},
+    heads-major (see ``layers.MultiHeadAttention.attend_cached``).
     """
     cross_key, cross_value = self.encoder_decoder_attention.project_key_value(encoded)
     cfg = self.config
-    empty = jnp.zeros((encoded.shape[0], max_length, cfg.num_heads, cfg.head_dim),
-                      cfg.activation_dtype)
-    return {"cross_key": cross_key, "cross_value": cross_value,
+    empty = layers.constrain(
+        jnp.zeros((encoded.shape[0], cfg.num_heads, max_length, cfg.head_dim),
+                  cfg.activation_dtype), layers.HEADS_MAJOR_ACT)
+    return {"cross_key": layers.heads_major(cross_key),
+            "cross_value": layers.heads_major(cross_value),
             "self_key": empty, "self_value": empty}
 
   def decode(self, x: Array, cache: dict[str, Array], self_bias: Array, cross_bias: Array,
@@ -178,17 +181,17 @@ class DecoderLayer(nn.Module):
     """
     h = self.pre_self_attention_layer_norm(x)
     query = self.self_attention.project_query(h)
-    key, value = self.self_attention.project_key_value(h)
-    start = (0, position, 0, 0)
-    self_key = lax.dynamic_update_slice(cache["self_key"], key.astype(cache["self_key"].dtype),
-                                        start)
-    self_value = lax.dynamic_update_slice(cache["self_value"],
-                                          value.astype(cache["self_value"].dtype), start)
-    x = x + self.self_attention.attend(query, self_key, self_value, self_bias)
+    key, value = self.self_attention.project_key_value(h)  # [B, 1, H, D]
+    start = (0, 0, position, 0)
+    self_key = lax.dynamic_update_slice(
+        cache["self_key"], layers.heads_major(key).astype(cache["self_key"].dtype), start)
+    self_value = lax.dynamic_update_slice(
+        cache["self_value"], layers.heads_major(value).astype(cache["self_value"].dtype), start)
+    x = x + self.self_attention.attend_cached(query, self_key, self_value, self_bias)
     h = self.pre_cross_attention_layer_norm(x)
     query = self.encoder_decoder_attention.project_query(h)
-    x = x + self.encoder_decoder_attention.attend(query, cache["cross_key"], cache["cross_value"],
-                                                  cross_bias)
+    x = x + self.encoder_decoder_attention.attend_cached(
+        query, cache["cross_key"], cache["cross_value"], cross_bias)
     new_cache = dict(cache, self_key=self_key, self_value=self_value)
     return self._mlp_residual(x, True), new_cache
 
@@ -232,7 +235,7 @@ class Decoder(nn.Module):
                   position: Array) -> tuple[Array, dict[str, Any]]:
     """embedded [B, 1, E], encoder_bias float32 [B, L], position int32 scalar
     -> (float32 logits [B, V], updated cache)."""
-    max_length = cache["layers_0"]["self_key"].shape[1]
+    max_length = cache["layers_0"]["self_key"].shape[2]
     # Only the bias row of this query position is gathered from rel_embedding (H x T per step),
     # never the full T x T table.
     keys = jnp.arange(max_length, dtype=jnp.int32)
@@ -384,8 +387,9 @@ class EncoderDecoderModel:
     Returns:
       DecodeState, a dict whose every leaf has batch as its leading axis:
         'encoder_bias': float32 [B, L] (0 for real tokens, NEG_INF for padding);
-        'layers_i': {'cross_key', 'cross_value': [B, L, H, D] (precomputed once),
-                     'self_key', 'self_value': [B, T, H, D] (zeros until written)}
+        'layers_i': {'cross_key', 'cross_value': [B, H, L, D] (precomputed once),
+                     'self_key', 'self_value': [B, H, T, D] (zeros until written)}
+      (heads-major, so that each step's attention reads the cache without transposing it)
       with K/V in config.activation_dtype.
     """
     return self.module.apply({"params": params}, encoder_input_tokens, max_decode_length,

@@ -24,48 +24,54 @@ class TrainState:
     params: the model parameters (nested dict of float32 arrays, T5X names).
     opt_state: the optax optimiser state.
     rng: uint32 [2] PRNG key (raw key data, so Orbax can store it).
+    extra: state the objective carries besides the policy (None for MLE and IQLearn, which
+      then have exactly the state they always had): e.g. GAIL's discriminator parameters and
+      optimiser state and the frozen initial policy. Built by the objective's `init_extra`,
+      laid out by its `extra_shardings`, updated by its `prepare` (see
+      `objectives.OnlineObjective`).
   """
   step: jax.Array
   params: Params
   opt_state: optax.OptState
   rng: jax.Array
+  extra: Any = None
 
 
 def create_train_state(params: Params, tx: optax.GradientTransformation,
-                       rng: jax.Array) -> TrainState:
-  """A fresh state at step 0 from initial `params` and optimiser `tx`."""
+                       rng: jax.Array, extra: Any = None) -> TrainState:
+  """A fresh state at step 0 from initial `params`, optimiser `tx` and the objective's `extra`."""
   return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                    opt_state=tx.init(params), rng=rng)
+                    opt_state=tx.init(params), rng=rng, extra=extra)
 
 
 def _dict_path(path: tuple[Any, ...]) -> tuple[str, ...]:
   return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
 
 
-def state_shardings(abstract_state: TrainState, param_shardings: Params,
-                    partitioner: Partitioner) -> TrainState:
-  """Shardings for every leaf of a train state.
+def mirror_shardings(abstract_tree: Any, abstract_params: Params, param_shardings: Params,
+                     partitioner: Partitioner) -> Any:
+  """Shardings for an optimiser state (or any tree) whose leaves mirror parameters.
 
-  Parameters use `param_shardings`. An optimiser-state leaf that mirrors a parameter (same
-  dict path suffix and same shape, e.g. Adam's moments or Adafactor's unfactored second
-  moment) takes that parameter's sharding; everything else (step counts, Adafactor's factored
-  row/column statistics, the RNG) is replicated: these are small.
+  A leaf that mirrors a parameter (same dict path suffix and same shape, e.g. Adam's moments
+  or Adafactor's unfactored second moment) takes that parameter's sharding; everything else
+  (step counts, Adafactor's factored row/column statistics) is replicated: these are small.
 
   Args:
-    abstract_state: the state as `jax.ShapeDtypeStruct`s (from `jax.eval_shape`).
-    param_shardings: NamedShardings with the structure of `abstract_state.params`.
+    abstract_tree: the tree as `jax.ShapeDtypeStruct`s (e.g. an abstract optax state).
+    abstract_params: the parameters it mirrors, as ShapeDtypeStructs.
+    param_shardings: NamedShardings with the structure of `abstract_params`.
     partitioner: gives the mesh for replicated leaves.
 
   Returns:
-    A TrainState-shaped pytree of `NamedSharding`.
+    A pytree of `NamedSharding` with the structure of `abstract_tree`.
   """
   by_path: dict[tuple[str, ...], tuple[tuple[int, ...], NamedSharding]] = {}
   for (path, sharding), leaf in zip(
       jax.tree_util.tree_flatten_with_path(param_shardings)[0],
-      jax.tree.leaves(abstract_state.params)):
+      jax.tree.leaves(abstract_params)):
     by_path[_dict_path(path)] = (tuple(leaf.shape), sharding)
 
-  def opt_leaf_sharding(path, leaf):
+  def leaf_sharding(path, leaf):
     keys = _dict_path(path)
     for start in range(len(keys)):
       match = by_path.get(keys[start:])
@@ -74,11 +80,33 @@ def state_shardings(abstract_state: TrainState, param_shardings: Params,
         return sharding if tuple(leaf.shape) == shape else partitioner.replicated()
     return partitioner.replicated()
 
+  return jax.tree_util.tree_map_with_path(leaf_sharding, abstract_tree)
+
+
+def state_shardings(abstract_state: TrainState, param_shardings: Params,
+                    partitioner: Partitioner, extra_shardings: Any = None) -> TrainState:
+  """Shardings for every leaf of a train state.
+
+  Parameters use `param_shardings`; optimiser-state leaves follow `mirror_shardings`; the step
+  and the RNG are replicated; the objective's extra state uses `extra_shardings`.
+
+  Args:
+    abstract_state: the state as `jax.ShapeDtypeStruct`s (from `jax.eval_shape`).
+    param_shardings: NamedShardings with the structure of `abstract_state.params`.
+    partitioner: gives the mesh for replicated leaves.
+    extra_shardings: NamedShardings with the structure of `abstract_state.extra` (None when
+      the state has no extra part).
+
+  Returns:
+    A TrainState-shaped pytree of `NamedSharding`.
+  """
   return TrainState(
       step=partitioner.replicated(),
       params=param_shardings,
-      opt_state=jax.tree_util.tree_map_with_path(opt_leaf_sharding, abstract_state.opt_state),
-      rng=partitioner.replicated())
+      opt_state=mirror_shardings(abstract_state.opt_state, abstract_state.params,
+                                 param_shardings, partitioner),
+      rng=partitioner.replicated(),
+      extra=extra_shardings)
 
 
 def abstract_train_state(init_params_fn: Callable[[], Params],
@@ -98,16 +126,21 @@ class StateLayout:
     shardings: TrainState-shaped pytree of NamedShardings.
     param_shardings: the `params` part of `shardings`.
     init_fn: `() -> TrainState`, jitted to create the state directly in its shardings.
+    init_from_params: `(params) -> TrainState`, the state at step 0 built around given
+      parameters (e.g. loaded from a checkpoint, laid out with `param_shardings`; donated):
+      fresh optimiser state, the same RNG as `init_fn`, and the objective's extra state built
+      from these parameters (so e.g. GAIL's frozen reference policy is the loaded one).
   """
   abstract: TrainState
   shardings: TrainState
   param_shardings: Params
   init_fn: Callable[[], TrainState]
+  init_from_params: Callable[[Params], TrainState] | None = None
 
 
 def build_state_layout(model: Any, tx: optax.GradientTransformation,
                        partitioner: Partitioner, input_shapes: Mapping[str, Sequence[int]],
-                       seed: int = 0) -> StateLayout:
+                       seed: int = 0, objective: Any = None) -> StateLayout:
   """Abstract state, shardings (from the model's logical axes) and a sharded initialiser.
 
   Args:
@@ -116,20 +149,43 @@ def build_state_layout(model: Any, tx: optax.GradientTransformation,
     partitioner: mesh and logical-axis rules.
     input_shapes: {'encoder_input_tokens': (B, L), 'decoder_input_tokens': (B, T)}.
     seed: seeds parameter init and the state's RNG.
+    objective: the training objective; when it has `init_extra(params, rng, *, model,
+      input_shapes)` and `extra_shardings(abstract_extra, *, model, input_shapes, partitioner,
+      param_shardings)` (see `objectives.OnlineObjective`), the state's `extra` part is built
+      and laid out with them. Objectives without them (MLE, IQLearn) leave `extra` None.
   """
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+  init_extra = getattr(objective, "init_extra", None)
+
+  def state_from_params(params):
+    extra = None
+    if init_extra is not None:
+      extra = init_extra(params, jax.random.fold_in(init_rng, 1), model=model,
+                         input_shapes=input_shapes)
+    return create_train_state(params, tx, state_rng, extra)
 
   def init_state():
-    return create_train_state(model.init(init_rng, input_shapes), tx, state_rng)
+    return state_from_params(model.init(init_rng, input_shapes))
 
   abstract = jax.eval_shape(init_state)
   param_shardings = partitioner.shardings_for(
       model.param_logical_axes(input_shapes), abstract.params)
-  shardings = state_shardings(abstract, param_shardings, partitioner)
+  extra_shardings = None
+  if abstract.extra is not None:
+    extra_shardings = objective.extra_shardings(
+        abstract.extra, model=model, input_shapes=input_shapes, partitioner=partitioner,
+        param_shardings=param_shardings)
+  shardings = state_shardings(abstract, param_shardings, partitioner, extra_shardings)
   jitted = jax.jit(init_state, out_shardings=shardings)
+  jitted_from_params = jax.jit(state_from_params, in_shardings=(param_shardings,),
+                               out_shardings=shardings, donate_argnums=0)
 
   def init_fn():
     with partitioner.activate():
       return jitted()
 
-  return StateLayout(abstract, shardings, param_shardings, init_fn)
+  def init_from_params(params):
+    with partitioner.activate():
+      return jitted_from_params(params)
+
+  return StateLayout(abstract, shardings, param_shardings, init_fn, init_from_params)

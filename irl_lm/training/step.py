@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 import jax
 import optax
 
-from irl_lm.training.objectives import Objective
+from irl_lm.training.objectives import Objective, OnlineObjective, sampling_rng
 from irl_lm.training.partitioning import Partitioner
 from irl_lm.training.state import TrainState
 
@@ -16,20 +16,27 @@ TrainStep = Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, di
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
                objective: Objective, tx: optax.GradientTransformation,
-               schedule: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+               schedule: optax.Schedule,
+               samples: Mapping[str, jax.Array] | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser update (not jitted; see `make_train_step`).
 
   Args:
     state: the current TrainState.
     batch: seqio encoder-decoder features, arrays [B, ...].
     model: the model object (`logits`, ...).
-    objective: `(params, batch, rng, model) -> (loss, metrics)`.
+    objective: `(params, batch, rng, model) -> (loss, metrics)`, or an `OnlineObjective`
+      (see `online_train_step`).
     tx: optimiser; schedule: its learning-rate schedule (logged only).
+    samples: only for an `OnlineObjective`: samples drawn outside the step (None: drawn here).
 
   Returns:
     (new state, metrics): metrics are float32 scalars, including 'loss', 'grad_norm' and
     'learning_rate' plus whatever the objective reports.
   """
+  if isinstance(objective, OnlineObjective):
+    return online_train_step(state, batch, model=model, objective=objective, tx=tx,
+                             schedule=schedule, samples=samples)
   rng, step_rng = jax.random.split(state.rng)
 
   def loss_fn(params):
@@ -41,6 +48,52 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
                  learning_rate=schedule(state.step))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+  return new_state, metrics
+
+
+def online_train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
+                      objective: OnlineObjective, tx: optax.GradientTransformation,
+                      schedule: optax.Schedule,
+                      samples: Mapping[str, jax.Array] | None = None
+                      ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of an online objective (not jitted; see `make_train_step`).
+
+  1. Samples from the current policy with key `sampling_rng(state.rng)`, without gradient
+     (unless `samples` are given: then they were drawn outside with that same key).
+  2. `objective.prepare`: updates of the extra state that take no policy gradient.
+  3. Gradient of `objective.loss` w.r.t. the parameters and one optimiser update.
+
+  Args:
+    state: the current TrainState (its `extra` as built by `objective.init_extra`).
+    batch: unpacked seqio encoder-decoder features, arrays [B, ...].
+    model, tx, schedule: as `train_step`.
+    objective: an `OnlineObjective`.
+    samples: optional pre-drawn samples (`objective.sample`'s output).
+
+  Returns:
+    (new state, metrics): float32 scalars, 'loss', 'grad_norm', 'learning_rate', the
+    objective's loss metrics and the metrics of `prepare`.
+  """
+  rng, step_rng = jax.random.split(state.rng)
+  prepare_rng, loss_rng = jax.random.split(step_rng)
+  if samples is None:
+    samples = objective.sample(jax.lax.stop_gradient(state.params), batch,
+                               sampling_rng(state.rng), model)
+  samples = jax.lax.stop_gradient(samples)
+  extra, aux, prepare_metrics = objective.prepare(
+      state.params, state.extra, batch, samples, prepare_rng, model)
+
+  def loss_fn(params):
+    return objective.loss(params, extra, aux, batch, samples, loss_rng, model)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(prepare_metrics, **metrics)
+  metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+                 learning_rate=schedule(state.step))
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
+                            extra=extra)
   return new_state, metrics
 
 
@@ -57,8 +110,15 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
 
   Returns:
     `step(state, batch) -> (state, metrics)`; batch arrays must be sharded over 'data'
-    (`partitioner.batch_sharding()`); metrics come back replicated.
+    (`partitioner.batch_sharding()`); metrics come back replicated. For an `OnlineObjective`
+    with `sample_in_step = False`, `step` first calls a separately jitted sampler (policy
+    parameters in their training layout, samples sharded over 'data') and feeds its output
+    to the jitted update; both are dispatched without waiting on the host.
   """
+  if isinstance(objective, OnlineObjective) and not objective.sample_in_step:
+    return _make_two_stage_step(model=model, objective=objective, tx=tx, schedule=schedule,
+                                partitioner=partitioner, shardings=shardings)
+
   def step(state, batch):
     return train_step(state, batch, model=model, objective=objective, tx=tx,
                       schedule=schedule)
@@ -69,5 +129,31 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
   def run(state, batch):
     with partitioner.activate():
       return jitted(state, batch)
+
+  return run
+
+
+def _make_two_stage_step(*, model: Any, objective: OnlineObjective,
+                         tx: optax.GradientTransformation, schedule: optax.Schedule,
+                         partitioner: Partitioner, shardings: TrainState) -> TrainStep:
+  """`make_train_step` for an online objective whose samples come from a separate jit."""
+  batch_sharding = partitioner.batch_sharding()
+
+  def sample(params, state_rng, batch):
+    return objective.sample(params, batch, sampling_rng(state_rng), model)
+
+  def step(state, batch, samples):
+    return online_train_step(state, batch, model=model, objective=objective, tx=tx,
+                             schedule=schedule, samples=samples)
+
+  jitted_sample = jax.jit(sample, in_shardings=(shardings.params, shardings.rng, batch_sharding),
+                          out_shardings=batch_sharding)
+  jitted = jax.jit(step, in_shardings=(shardings, batch_sharding, batch_sharding),
+                   out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
+
+  def run(state, batch):
+    with partitioner.activate():
+      samples = jitted_sample(state.params, state.rng, batch)
+      return jitted(state, batch, samples)
 
   return run

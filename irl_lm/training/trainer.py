@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.training import checkpoints as checkpoints_lib
@@ -32,7 +33,7 @@ class MetricsLog:
   """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`) and to TensorBoard."""
 
   def __init__(self, run_dir: str, *, tensorboard: bool = True):
-    self.path = os.path.join(run_dir, "metrics.jsonl")
+    self.path = epath.Path(run_dir) / "metrics.jsonl"
     self._writer = None
     if tensorboard and jax.process_index() == 0:
       from clu import metric_writers  # imports TensorFlow; only for real runs.
@@ -44,7 +45,7 @@ class MetricsLog:
     if jax.process_index() != 0:
       return
     record = {"step": step, **{f"{prefix}/{k}": float(v) for k, v in values.items()}}
-    with open(self.path, "a") as f:
+    with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     if self._writer is not None:
       self._writer.write_scalars(step, {k: v for k, v in record.items() if k != "step"})
@@ -78,7 +79,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           eval_batch_size: Optional[int] = None,
           decoding: evaluator_lib.DecodingConfig = evaluator_lib.DecodingConfig(),
           batches: Optional[Iterator[Batch]] = None,
-          tensorboard: bool = True, dry_run: bool = False) -> dict[str, Any]:
+          tensorboard: bool = True, dry_run: bool = False,
+          init_from: Optional[str] = None) -> dict[str, Any]:
   """Trains `model` on a seqio task with `objective`, checkpointing and evaluating.
 
   Resumes from the newest checkpoint in `<run_dir>/checkpoints` when there is one.
@@ -104,6 +106,10 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
     tensorboard: also write TensorBoard summaries.
     dry_run: only build the model and the sharded train state abstractly (no allocation,
       no data) and return `layout_summary` of it: checks a pod config on a laptop.
+    init_from: a checkpoint to start from when the run directory has none yet: a T5X
+      checkpoint (legacy msgpack + zarr, or Orbax), a Hugging Face T5 1.1 directory or an
+      irl_lm run (see `checkpoint_formats.detect_format`). Only its parameters are taken
+      (checked against the model); the optimiser starts fresh at step 0. Ignored on resume.
 
   Returns:
     {'final_step', 'train_seconds', 'loss_first', 'loss_last', 'history' (list of logged
@@ -115,16 +121,22 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
                   "decoder_input_tokens": (batch_size, feature_lengths["targets"])}
   lr_schedule = schedule(total_steps=num_train_steps)
   tx = optimizer(schedule=lr_schedule)
-  layout = state_lib.build_state_layout(model, tx, partitioner, input_shapes, seed)
+  layout = state_lib.build_state_layout(model, tx, partitioner, input_shapes, seed,
+                                        objective=objective)
   if dry_run:
     return layout_summary(layout.abstract, layout.shardings)
-  os.makedirs(run_dir, exist_ok=True)
+  epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
 
   checkpointer = checkpoints_lib.Checkpointer(
       os.path.join(run_dir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(layout.abstract, layout.shardings)
     logging.info("resumed from checkpoint at step %d", int(state.step))
+    if init_from:
+      logging.info("resuming, so init_from=%s is ignored", init_from)
+  elif init_from:
+    from irl_lm.training import checkpoint_formats
+    state = checkpoint_formats.initial_state(init_from, layout, tx, seed)
   else:
     state = layout.init_fn()
   start_step = int(state.step)
@@ -150,6 +162,11 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
   for step in range(start_step, num_train_steps):
     state, metrics = train_step(state, _global_batch(next(batches), batch_sharding))
     pending.append(metrics)
+    if len(pending) > 1:
+      # Keep at most one step in flight: the host still prepares the next batch while the
+      # device works, but a long queue of dispatched steps can starve XLA's CPU collectives
+      # (simulated multi-device runs abort after 40 s) and hides errors until log time.
+      jax.block_until_ready(pending[-2]["loss"])
     done = step + 1
     if done % log_every == 0 or done == num_train_steps:
       means = _mean_metrics(pending)
@@ -218,9 +235,9 @@ def _final_evaluation(model, params, *, run_dir, task, split, num_examples, feat
       feature_lengths=dict(feature_lengths), batch_size=batch_size)
   if jax.process_index() == 0:
     name = f"eval_{split}_{decoding.describe()}"
-    with open(os.path.join(run_dir, f"{name}.jsonl"), "w") as f:
+    with (epath.Path(run_dir) / f"{name}.jsonl").open("w") as f:
       for record in records:
         f.write(json.dumps(record) + "\n")
-    with open(os.path.join(run_dir, f"{name}_summary.json"), "w") as f:
+    with (epath.Path(run_dir) / f"{name}_summary.json").open("w") as f:
       json.dump({"decoding": decoding.describe(), **metrics}, f, indent=2)
   return metrics

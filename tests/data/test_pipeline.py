@@ -197,8 +197,9 @@ def test_xsum_missing_dataset_error(tmp_path, temp_task_names):
   assert "'xsum:1.1.0'" in message and "not prepared" in message
   assert "manual download" in message
   assert "xsum-extracts-from-downloads.tar.gz" in message
-  assert "~/tensorflow_datasets/downloads/manual/" in message
-  assert "`tfds build xsum`" in message
+  assert "XSum-Dataset/README.md#running-the-download-and-extraction-scripts" in message
+  assert f"put that file in {tmp_path / 'tfds'}/downloads/manual/" in message  # TFDS's manual_dir
+  assert f"`tfds build xsum --data_dir {tmp_path / 'tfds'}`" in message
   assert message.endswith(".") and ". " not in message  # one sentence
   assert not os.path.exists(tmp_path / "tfds" / "downloads")  # nothing was downloaded
 

@@ -168,7 +168,8 @@ def test_decode_state_layout(tiny):
   state = model.init_decode_state(params, enc, 10)
   for leaf in jax.tree.leaves(state):
     assert leaf.shape[0] == 3
-  assert state["layers_1"]["self_key"].shape == (3, 10, 4, 32)
+  # Heads-major caches: [B, H, T, D] and [B, H, L, D].
+  assert state["layers_1"]["self_key"].shape == (3, 4, 10, 32)
   assert state["layers_0"]["cross_value"].shape == (3, 4, 4, 32)
   np.testing.assert_array_equal(state["encoder_bias"] < -1e9, enc == 0)
 

@@ -1,0 +1,7 @@
+# Settings shared by the launch scripts; override any of them in the environment.
+: "${TPU_NAME:=irl-lm-pod}"
+: "${ZONE:=us-central2-b}"
+: "${ACCELERATOR_TYPE:=v4-64}"
+: "${TPU_SOFTWARE:=tpu-ubuntu2204-base}"
+: "${REPO_URL:?set REPO_URL to a git URL of this repository the TPU workers can clone}"
+: "${BUCKET:?set BUCKET to a gs:// bucket for run directories, e.g. gs://my-bucket/irl_lm}"

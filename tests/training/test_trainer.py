@@ -1,0 +1,112 @@
+"""The training loop: metrics log, checkpoints, resume, and run-directory guards."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from irl_lm import jobs
+from irl_lm.models import t5
+from irl_lm.training import checkpoints, objectives, optimizers, trainer
+from irl_lm.training.partitioning import Partitioner
+from tests.training.test_step import VOCAB, B, L, T, _batches
+
+TINY = t5.t5_1_1_config("tiny", vocab_size=VOCAB, activation_dtype=jnp.float32)
+
+
+def _train(run_dir, num_steps, **overrides):
+  batch = _batches(1)[0]
+  kwargs = dict(run_dir=str(run_dir), model=t5.EncoderDecoderModel(TINY), task="unused",
+                feature_lengths={"inputs": L, "targets": T}, batch_size=B,
+                num_train_steps=num_steps, objective=objectives.IQLearn(td_weight=0.1),
+                partitioner=Partitioner((-1, 1)),
+                optimizer=lambda schedule: optax.adam(schedule),
+                schedule=lambda total_steps: optax.constant_schedule(3e-3),
+                checkpoint_every=4, keep_checkpoints=None, log_every=2, eval_examples=0,
+                batches=iter(lambda: batch, None), tensorboard=False)
+  kwargs.update(overrides)
+  return trainer.train(**kwargs)
+
+
+def test_train_logs_checkpoints_and_resumes(tmp_path):
+  summary = _train(tmp_path, 8)
+  assert summary["final_step"] == 8
+  assert summary["loss_last"] < summary["loss_first"]  # one batch, repeated: it is learnt
+  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in records] == [2, 4, 6, 8]
+  for key in ("train/loss", "train/nll", "train/td_loss", "train/grad_norm",
+              "train/learning_rate", "train/steps_per_second"):
+    assert np.isfinite(records[-1][key]), key
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "checkpoints"))
+  assert ckpt.all_steps() == [4, 8]
+  ckpt.close()
+
+  resumed = _train(tmp_path, 12)
+  assert resumed["final_step"] == 12
+  assert [h["step"] for h in resumed["history"]] == [10, 12]  # continued, not restarted
+  # Training 12 steps in one go gives the same losses as 8 + 4 after a resume (the data is
+  # a fixed batch, so the only state is in the checkpoint).
+  straight = _train(tmp_path / "straight", 12)
+  np.testing.assert_allclose(resumed["history"][-1]["loss"], straight["history"][-1]["loss"],
+                             rtol=1e-5)
+
+
+def test_finished_run_does_nothing_more(tmp_path):
+  _train(tmp_path, 4)
+  again = _train(tmp_path, 4)
+  assert again["final_step"] == 4 and again["history"] == []
+
+
+def test_checkpoint_of_another_model_is_refused_not_overwritten(tmp_path):
+  _train(tmp_path, 4)
+  before = sorted(os.listdir(tmp_path / "checkpoints" / "4"))
+  bigger = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=VOCAB, emb_dim=64,
+                                                   activation_dtype=jnp.float32))
+  with pytest.raises(checkpoints.CheckpointError, match=r"does not match.*shape differs: "
+                     r"params/decoder/decoder_norm/scale checkpoint \(128,\) vs model \(64,\)"):
+    _train(tmp_path, 8, model=bigger)
+  assert sorted(os.listdir(tmp_path / "checkpoints" / "4")) == before
+  assert checkpoints.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [4]
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+  _train(tmp_path, 4)
+  meta = tmp_path / "checkpoints" / "4" / "state"
+  for name in os.listdir(meta):
+    path = meta / name
+    if path.is_file():
+      path.write_bytes(b"garbage")
+  with pytest.raises(checkpoints.CheckpointError, match="checkpoints/4"):
+    _train(tmp_path, 8)
+
+
+def test_run_dir_with_another_config_is_refused(tmp_path):
+  jobs.prepare_run_dir(str(tmp_path), "IQLearn.td_weight = 0.1\n", allow_config_change=False)
+  jobs.prepare_run_dir(str(tmp_path), "IQLearn.td_weight = 0.1\nrun.mode = 'infer'\n",
+                       allow_config_change=False)  # non-training bindings may differ
+  with pytest.raises(jobs.RunDirError, match=r"different configuration.*td_weight = 0\.0"):
+    jobs.prepare_run_dir(str(tmp_path), "IQLearn.td_weight = 0.0\n", allow_config_change=False)
+  jobs.prepare_run_dir(str(tmp_path), "IQLearn.td_weight = 0.0\n", allow_config_change=True)
+
+
+def test_batch_not_divisible_by_mesh_is_refused(tmp_path):
+  from irl_lm.training.partitioning import PartitioningError
+  with pytest.raises(PartitioningError, match="batch size 8 is not divisible"):
+    _train(tmp_path, 2, partitioner=Partitioner((-1, 1), devices=tuple(jax.devices()[:3])))
+
+
+def test_schedules():
+  cosine = optimizers.make_schedule("cosine", learning_rate=1.0, warmup_steps=10,
+                                    total_steps=110)
+  np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(60), cosine(110)],
+                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  rsqrt = optimizers.make_schedule("rsqrt", learning_rate=1.0, warmup_steps=100)
+  np.testing.assert_allclose([rsqrt(0), rsqrt(100), rsqrt(400)], [1.0, 1.0, 0.5], rtol=1e-6)
+  linear = optimizers.make_schedule("linear", learning_rate=2.0, total_steps=10)
+  np.testing.assert_allclose([linear(0), linear(5), linear(10)], [2.0, 1.0, 0.0], atol=1e-6)
+  with pytest.raises(ValueError, match="unknown schedule"):
+    optimizers.make_schedule("nope")
