@@ -62,7 +62,7 @@ class Case:
 
 CASES = {
     # gin/iqlearn_tiny.gin's shapes (the built-in task's 4096-piece vocabulary).
-    "tiny": Case("tiny", "tiny", batch=32, inputs=256, targets=32, vocab=4096),
+    "tiny": Case("tiny", "tiny", batch=32, inputs=128, targets=32, vocab=4096),
     # T5 1.1 small with T5's vocabulary (as benchmarks/decode.py).
     "small": Case("small", "small", batch=8, inputs=512, targets=128, vocab=32128),
 }

@@ -157,7 +157,7 @@ def task_input_prefix(task: Any) -> str:
 
 def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitioner,
                    input_shapes: Mapping[str, Sequence[int]], step: Optional[int] = None,
-                   seed: int = 0) -> tuple[Any, Any, int]:
+                   seed: int = 0, objective: Any = None) -> tuple[Any, Any, int]:
   """Restores the parameters of a training run's checkpoint, laid out as in training.
 
   Args:
@@ -169,6 +169,7 @@ def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitione
       trace the model.
     step: checkpoint step (default: the newest).
     seed: the run's seed (only used to trace the initialiser; nothing is initialised).
+    objective: the run's objective; online methods (GAIL) keep extra state in checkpoints.
 
   Returns:
     (params, param_shardings, step): sharded jax.Arrays, their NamedShardings, and the step.
@@ -184,7 +185,8 @@ def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitione
       "point at a trained run with --gin_bindings=\"run.run_dir = '...'\".")
   if not os.path.isdir(directory):  # Checkpointer would create it.
     raise no_checkpoint
-  layout = state_lib.build_state_layout(model, tx, partitioner, input_shapes, seed)
+  layout = state_lib.build_state_layout(model, tx, partitioner, input_shapes, seed,
+                                        objective=objective)
   checkpointer = checkpoints_lib.Checkpointer(directory, async_save=False)
   try:
     if checkpointer.latest_step() is None:
@@ -298,9 +300,6 @@ def training_settings_from_gin() -> dict[str, Any]:
   return {**defaults, **gin.get_bindings("train")}
 
 
-_training_settings_from_gin = training_settings_from_gin  # the name evaluate_job.py first used
-
-
 def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[str] = None, *,
           decoding: Optional[evaluator.DecodingConfig] = None,
           batch_size: Optional[int] = None, max_decode_length: Optional[int] = None,
@@ -365,7 +364,7 @@ def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[
                   "decoder_input_tokens": (batch_size, max_decode_length)}
   params, param_shardings, step = restore_params(
       run_dir, model=model, tx=tx, partitioner=partitioner, input_shapes=input_shapes,
-      step=checkpoint_step, seed=settings.get("seed", 0))
+      step=checkpoint_step, seed=settings.get("seed", 0), objective=settings.get("objective"))
 
   from irl_lm.data import pipeline  # TensorFlow only when a task is needed.
   task = pipeline.get_task(task_name)

@@ -192,7 +192,7 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     ValueError: unknown setting names, metric family or reward score.
   """
   if training is None:
-    training = inference._training_settings_from_gin()  # pylint: disable=protected-access
+    training = inference.training_settings_from_gin()
   run = dict(training)
   missing = [k for k in ("model", "task", "feature_lengths", "optimizer", "schedule")
              if run.get(k) is None]
@@ -235,7 +235,7 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
       run_dir, model=model, tx=tx, partitioner=partitioner,
       input_shapes={"encoder_input_tokens": (batch_size, lengths["inputs"]),
                     "decoder_input_tokens": (batch_size, max_decode_length)},
-      step=checkpoint_step, seed=run.get("seed", 0))
+      step=checkpoint_step, seed=run.get("seed", 0), objective=run.get("objective"))
   output_dir = output_dir or os.path.join(run_dir, "eval", f"{task_name}_{split}_step{step}")
   is_writer = jax.process_index() == 0
   if is_writer:

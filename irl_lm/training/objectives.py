@@ -268,7 +268,8 @@ class IQLearnOnline(OnlineObjective):
     td_weight: λ, the χ² (TD) regularisation strength.
     gamma: discount γ.
     online_mix: α, the weight of the samples in the mixture (the paper uses 0.1); also the
-      fraction of inputs that are sampled.
+      fraction of inputs that are sampled (at least one per data shard: with α = 0 those
+      samples are drawn and ignored; use `IQLearn` for offline training).
     td_on: 'mixture' or 'data': where the χ² penalty is taken.
     temperature, top_k, top_p: sampling (`decoding.temperature_sample`; top_k 0 = off).
     eos_id: end-of-sequence id.

@@ -11,7 +11,7 @@ import pytest
 
 from irl_lm.models import t5
 from irl_lm.training import checkpoint_formats, checkpoints, objectives, state as state_lib
-from irl_lm.training import step as step_lib, trainer
+from irl_lm.training import trainer
 from irl_lm.training.partitioning import Partitioner
 from tests.training.test_step import B, L, T, VOCAB, _batches
 
@@ -165,3 +165,42 @@ def test_separate_sampler_gives_the_same_run_as_sampling_in_step(runs, tmp_path)
   for a, b in zip(in_step["history"], two_stage["history"]):
     for key in ("loss", "num_sample_tokens", "reward_mean_samples"):
       np.testing.assert_allclose(b[key], a[key], rtol=1e-5, err_msg=key)
+
+
+def test_num_sampled_rows_rounds_up_per_data_shard():
+  assert objectives.num_sampled_rows(32, 0.1) == 4
+  assert objectives.num_sampled_rows(32, 0.1, 8) == 8
+  assert objectives.num_sampled_rows(24, 0.5, 8) == 16
+  assert objectives.num_sampled_rows(8, 1.0, 8) == 8
+  assert objectives.num_sampled_rows(8, 0.0, 2) == 2  # at least one row per shard
+  with pytest.raises(ValueError, match="fraction"):
+    objectives.num_sampled_rows(8, 1.5)
+
+
+def test_samples_as_batch_ends_at_eos_or_a_sampled_pad():
+  tokens = jnp.array([[5, 6, 1, 0], [7, 0, 8, 1], [4, 4, 4, 4]])
+  lengths = jnp.array([3, 4, 4])  # row 1 sampled a PAD at t=1; row 2 hit the length limit
+  out = objectives.samples_as_batch(jnp.ones((3, 2), jnp.int32), tokens, lengths)
+  np.testing.assert_array_equal(out["decoder_target_tokens"],
+                                [[5, 6, 1, 0], [7, 0, 0, 0], [4, 4, 4, 4]])
+  np.testing.assert_array_equal(out["decoder_loss_weights"],
+                                [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+  np.testing.assert_array_equal(out["decoder_input_tokens"],
+                                [[0, 5, 6, 1], [0, 7, 0, 0], [0, 4, 4, 4]])
+
+
+def test_gail_run_can_be_restored_for_inference(runs):
+  """`infer`/`evaluate` rebuild the run's state with its objective (GAIL has extra state)."""
+  from irl_lm import inference
+  summary, gail_dir = runs["gail", (1, 1)]
+  shapes = {"encoder_input_tokens": (B, L), "decoder_input_tokens": (B, T)}
+  common = dict(model=t5.EncoderDecoderModel(TINY),
+                tx=optax.adam(optax.constant_schedule(3e-3)),
+                partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+                input_shapes=shapes)
+  params, _, step = inference.restore_params(str(gail_dir), objective=METHODS["gail"], **common)
+  assert step == summary["final_step"] == STEPS
+  expected = checkpoint_formats.load_params(str(gail_dir), _layout(METHODS["gail"]).abstract.params)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), expected)
+  with pytest.raises(checkpoints.CheckpointError, match="unexpected in checkpoint: extra/"):
+    inference.restore_params(str(gail_dir), **common)  # without the objective: refused clearly
