@@ -1,5 +1,9 @@
 """irl_lm: fine-tune language models by inverse reinforcement learning (JAX/Flax)."""
+import pathlib
+
 import setuptools
+
+README = pathlib.Path(__file__).with_name("README.md")
 
 # Versions verified to install and work together on Python 3.11 (see shared NOTES).
 INSTALL_REQUIRES = [
@@ -28,7 +32,7 @@ setuptools.setup(
     name="irl_lm",
     version="0.1.0",
     description="Imitating language via scalable inverse RL (IQLearn) in JAX/Flax.",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=README.read_text() if README.exists() else "",
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["irl_lm", "irl_lm.*"]),
     package_data={"irl_lm": ["data/vocabularies/*.model", "data/vocabularies/*.vocab"]},
