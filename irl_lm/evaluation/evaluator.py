@@ -226,8 +226,11 @@ PRIMARY_SCORE = {"rouge": "rouge1", "gsm8k": "correct", "translation": "bleu"}
 
 def evaluate_summaries(decode_fn: Callable, params: Any, *, task: str, split: str,
                        num_examples: int, feature_lengths: dict[str, int],
-                       batch_size: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                       batch_size: int, seed: int = 0
+                       ) -> tuple[dict[str, float], list[dict[str, Any]]]:
   """Decodes `num_examples` of a seqio task's split and scores them with the task's metric.
+
+  `seed` seeds sampling (`DecodingConfig.seed`); greedy and beam search ignore it.
 
   Returns:
     (metrics, records): metrics are the task's corpus scores (ROUGE-1/2/Lsum for summaries,
@@ -241,7 +244,7 @@ def evaluate_summaries(decode_fn: Callable, params: Any, *, task: str, split: st
                                    feature_lengths=feature_lengths)
   vocabulary = pipeline.get_vocabulary(task)
   inputs = np.stack([ex["encoder_input_tokens"] for ex in examples]).astype(np.int32)
-  tokens = predict_tokens(decode_fn, params, inputs, batch_size=batch_size)
+  tokens = predict_tokens(decode_fn, params, inputs, batch_size=batch_size, seed=seed)
   predictions = [vocabulary.decode(strip_after_eos(row)) for row in tokens]
   references = [ex["targets_text"] for ex in examples]
   scores, _ = score_predictions(tasks.metric_family(task), references, predictions)

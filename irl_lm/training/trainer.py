@@ -232,7 +232,7 @@ def _final_evaluation(model, params, *, run_dir, task, split, num_examples, feat
       param_shardings=param_shardings)
   metrics, records = evaluator_lib.evaluate_summaries(
       decode_fn, params, task=task, split=split, num_examples=num_examples,
-      feature_lengths=dict(feature_lengths), batch_size=batch_size)
+      feature_lengths=dict(feature_lengths), batch_size=batch_size, seed=decoding.seed)
   if jax.process_index() == 0:
     name = f"eval_{split}_{decoding.describe()}"
     with (epath.Path(run_dir) / f"{name}.jsonl").open("w") as f:
