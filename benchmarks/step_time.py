@@ -46,7 +46,7 @@ from irl_lm.models import t5  # noqa: E402
 from irl_lm.training import objectives, optimizers  # noqa: E402
 from irl_lm.training import state as state_lib  # noqa: E402
 from irl_lm.training import step as step_lib  # noqa: E402
-from irl_lm.training.partitioning import Partitioner  # noqa: E402
+from irl_lm.partitioning import Partitioner  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

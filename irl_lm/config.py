@@ -16,11 +16,13 @@ import gin
 import jax.numpy as jnp
 
 import irl_lm
-from irl_lm import inference, jobs
+from irl_lm import partitioning, runner as jobs
+from irl_lm.checkpoints import manager as checkpoints
 from irl_lm.data import errors as data_errors, task_configs
-from irl_lm.evaluation import evaluate_job, evaluator
+from irl_lm.evaluation import evaluator
+from irl_lm.jobs import evaluate as evaluate_job, infer as inference
 from irl_lm.models import t5
-from irl_lm.training import checkpoints, objectives, optimizers, partitioning, trainer
+from irl_lm.training import objectives, optimizers, trainer
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__))), "gin")
 

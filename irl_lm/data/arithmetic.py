@@ -14,7 +14,7 @@ ending with ``#### <final answer>``::
 Each template has several valid solution orders (compute either part first, combine before or
 after multiplying, ...); every example picks one at random, so the targets are multi-modal the
 way human solutions are. Results are written with
-:func:`irl_lm.evaluation.calculator.format_number`, so a calculator that forces results reproduces the targets' annotations exactly.
+:func:`irl_lm.data.calculator.format_number`, so a calculator that forces results reproduces the targets' annotations exactly.
 
 Splits are generated deterministically (one seed per split, Python's ``random.Random``); the
 validation and test questions never occur in train, and test questions never in validation.
@@ -28,7 +28,7 @@ import random
 from fractions import Fraction
 from typing import Callable, Mapping, Optional, Sequence
 
-from irl_lm.evaluation.calculator import calculate, format_number
+from irl_lm.data.calculator import calculate, format_number
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_SIZES: Mapping[str, int] = {"train": 20000, "validation": 500, "test": 1000}

@@ -2,7 +2,7 @@
 
 Decoding goes through `irl_lm.decoding` (cached, one jitted loop), with the batch sharded over
 the mesh's 'data' axis and the parameters laid out as in training; decoding with the GSM8k
-calculator goes through `irl_lm.evaluation.calculator_decode` (host loop over a jitted step).
+calculator goes through `irl_lm.decoding.calculator` (host loop over a jitted step).
 Scores follow the task's metric family (`irl_lm.data.tasks.TASK_METRICS`): 'rouge'
 (ROUGE-1/2/Lsum), 'gsm8k' (final-answer accuracy) or 'translation' (BLEU, chrF).
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from irl_lm import decoding
 from irl_lm.evaluation import metrics as metrics_lib
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 
 EOS_ID = 1
 
@@ -33,7 +33,7 @@ class DecodingConfig:
     beam_size, alpha: beam width and T5X-style length-penalty exponent.
     seed: PRNG seed for sampling.
     calculator: force GSM8k calculator results into the output (greedy or sample without
-      top-k/top-p; see `irl_lm.evaluation.calculator_decode`).
+      top-k/top-p; see `irl_lm.decoding.calculator`).
   """
   method: str = "greedy"
   temperature: float = 1.0
@@ -101,7 +101,7 @@ def make_decode_fn(model: Any, config: DecodingConfig, *, max_decode_length: int
   if config.calculator:
     if vocabulary is None:
       raise ValueError("decoding with the calculator needs the task's vocabulary.")
-    from irl_lm.evaluation import calculator_decode  # pylint: disable=g-import-not-at-top
+    from irl_lm.decoding import calculator as calculator_decode  # pylint: disable=g-import-not-at-top
     return calculator_decode.make_calculator_decode_fn(
         model, vocabulary=vocabulary, max_decode_length=max_decode_length,
         temperature=0.0 if config.method == "greedy" else config.temperature, eos_id=EOS_ID,

@@ -10,7 +10,7 @@ import jax
 import optax
 from jax.sharding import NamedSharding
 
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 
 Params = Any
 

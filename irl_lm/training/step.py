@@ -8,7 +8,7 @@ import jax
 import optax
 
 from irl_lm.training.objectives import Objective, OnlineObjective, sampling_rng
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 from irl_lm.training.state import TrainState
 
 TrainStep = Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict]]

@@ -14,12 +14,12 @@ from absl import logging
 from etils import epath
 
 from irl_lm.evaluation import evaluator as evaluator_lib
-from irl_lm.training import checkpoints as checkpoints_lib
+from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.training import optimizers
 from irl_lm.training import state as state_lib
 from irl_lm.training import step as step_lib
 from irl_lm.training.objectives import IQLearn, Objective
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 
 Batch = Mapping[str, np.ndarray]
 
@@ -135,7 +135,7 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
     if init_from:
       logging.info("resuming, so init_from=%s is ignored", init_from)
   elif init_from:
-    from irl_lm.training import checkpoint_formats
+    from irl_lm.checkpoints import formats as checkpoint_formats
     state = checkpoint_formats.initial_state(init_from, layout, tx, seed)
   else:
     state = layout.init_fn()

@@ -7,7 +7,8 @@ import pytest
 import sentencepiece as spm
 
 from irl_lm.data import arithmetic, pipeline, vocabularies
-from irl_lm.evaluation import calculator, metrics
+from irl_lm.data import calculator
+from irl_lm.evaluation import metrics
 
 SIZES = {"train": 600, "validation": 100, "test": 100}
 ANNOTATION = re.compile(r"<<([^=>]*)=([^>]*)>>")

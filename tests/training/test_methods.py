@@ -10,9 +10,10 @@ import optax
 import pytest
 
 from irl_lm.models import t5
-from irl_lm.training import checkpoint_formats, checkpoints, objectives, state as state_lib
+from irl_lm.checkpoints import formats as checkpoint_formats, manager as checkpoints
+from irl_lm.training import objectives, state as state_lib
 from irl_lm.training import trainer
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 from tests.training.test_step import B, L, T, VOCAB, _batches
 
 # The tiny T5 with one layer per stack: these tests are about the methods, and compiling the
@@ -191,7 +192,7 @@ def test_samples_as_batch_ends_at_eos_or_a_sampled_pad():
 
 def test_gail_run_can_be_restored_for_inference(runs):
   """`infer`/`evaluate` rebuild the run's state with its objective (GAIL has extra state)."""
-  from irl_lm import inference
+  from irl_lm.jobs import infer as inference
   summary, gail_dir = runs["gail", (1, 1)]
   shapes = {"encoder_input_tokens": (B, L), "decoder_input_tokens": (B, T)}
   common = dict(model=t5.EncoderDecoderModel(TINY),

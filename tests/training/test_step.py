@@ -8,7 +8,7 @@ import pytest
 
 from irl_lm.models import t5
 from irl_lm.training import objectives, state as state_lib, step as step_lib
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 
 VOCAB = 64
 B, L, T = 8, 12, 10

@@ -9,10 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from irl_lm import jobs
+from irl_lm import runner as jobs
 from irl_lm.models import t5
-from irl_lm.training import checkpoints, objectives, optimizers, trainer
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.checkpoints import manager as checkpoints
+from irl_lm.training import objectives, optimizers, trainer
+from irl_lm.partitioning import Partitioner
 from tests.training.test_step import VOCAB, B, L, T, _batches
 
 TINY = t5.t5_1_1_config("tiny", vocab_size=VOCAB, activation_dtype=jnp.float32)
@@ -94,7 +95,7 @@ def test_run_dir_with_another_config_is_refused(tmp_path):
 
 
 def test_batch_not_divisible_by_mesh_is_refused(tmp_path):
-  from irl_lm.training.partitioning import PartitioningError
+  from irl_lm.partitioning import PartitioningError
   with pytest.raises(PartitioningError, match="batch size 8 is not divisible"):
     _train(tmp_path, 2, partitioner=Partitioner((-1, 1), devices=tuple(jax.devices()[:3])))
 

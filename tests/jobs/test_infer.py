@@ -11,12 +11,14 @@ import numpy as np
 import optax
 import pytest
 
-from irl_lm import decoding, inference
+from irl_lm import decoding
+from irl_lm.jobs import infer as inference
 from irl_lm.data import pipeline
 from irl_lm.evaluation.evaluator import DecodingConfig
 from irl_lm.models import t5
-from irl_lm.training import checkpoints, objectives, trainer
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.checkpoints import manager as checkpoints
+from irl_lm.training import objectives, trainer
+from irl_lm.partitioning import Partitioner
 
 TASK = "stdlib_docstrings"
 L, T, B, STEPS = 32, 16, 8, 60
@@ -206,7 +208,7 @@ def test_run_and_infer_bindings_keep_the_fingerprint():
   """gin heads each configurable's bindings with a comment: a `run`/`infer` section (and a
   scoped `infer/DecodingConfig`) must not change the run directory's fingerprint."""
   import gin
-  from irl_lm import config, jobs
+  from irl_lm import config, runner as jobs
 
   def fingerprint(*bindings):
     config.parse(["gin/iqlearn_tiny.gin"], list(bindings))

@@ -20,10 +20,11 @@ from flax import serialization, traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from irl_lm.models import t5
-from irl_lm.training import checkpoint_formats as cf
-from irl_lm.training import checkpoints, hf_checkpoints, objectives, state as state_lib, trainer
-from irl_lm.training.checkpoints import CheckpointError
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.checkpoints import formats as cf
+from irl_lm.checkpoints import hf as hf_checkpoints, manager as checkpoints
+from irl_lm.training import objectives, state as state_lib, trainer
+from irl_lm.checkpoints.manager import CheckpointError
+from irl_lm.partitioning import Partitioner
 
 SHAPES = {"encoder_input_tokens": (1, 1), "decoder_input_tokens": (1, 1)}
 # Small but with every kind of parameter; J = 16 != E = 32 and 2 encoder vs 1 decoder layers,

@@ -589,7 +589,7 @@ def test_t5_cached_decoding_equals_teacher_forcing_on_8_device_mesh():
   """Cached step-by-step logits equal the teacher-forced pass at every position (float32, 1e-5)
   with the parameters laid out by the Partitioner (wide axes over 'model') on a 4x2 mesh and the
   batch, hence the decode cache, over 'data'."""
-  from irl_lm.training.partitioning import Partitioner
+  from irl_lm.partitioning import Partitioner
   assert jax.device_count() == 8
   model = _tiny_t5()
   V = model.config.vocab_size

@@ -1,7 +1,7 @@
 """Decoding "with calculator": a host-driven loop over one jitted decoder step.
 
 While decoding, as soon as a row's text completes ``<<expr=`` (see
-:func:`irl_lm.evaluation.calculator.find_call`), the result of ``expr`` and ``>>`` are forced into
+:func:`irl_lm.data.calculator.find_call`), the result of ``expr`` and ``>>`` are forced into
 that row's output, token by token, and sampling continues after them. Forcing needs the text of
 each row at every step, so the loop runs on the host: each step calls one jitted
 ``model.decode_step`` + sampling function (the cache stays on the device and is donated), then the
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from irl_lm.evaluation import calculator
+from irl_lm.data import calculator
 
 EOS_ID = 1
 _SPACE_PIECE = "\u2581"  # SentencePiece's word-boundary marker

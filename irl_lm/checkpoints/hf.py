@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from irl_lm.models.t5 import T5Config
-from irl_lm.training.checkpoints import CheckpointError
+from irl_lm.checkpoints.manager import CheckpointError
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

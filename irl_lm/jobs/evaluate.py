@@ -7,7 +7,7 @@ r"""Evaluate mode: score a training run's newest checkpoint under several decodi
 
 The run directory, model, task, feature lengths, optimiser and mesh are the training run's (the
 same gin files; ``run.*`` and ``evaluate.*`` bindings do not change the run directory), and the
-checkpoint is restored with :func:`irl_lm.inference.restore_params`.
+checkpoint is restored with :func:`irl_lm.jobs.infer.restore_params`.
 
 For every decoding setting (names as :meth:`DecodingConfig.describe` writes them: ``greedy``,
 ``sample_t0.7``, ``sample_t1_k40_p0.9``, ``beam4``, ``greedy_calc`` / ``sample_t0.5_calc`` for
@@ -39,11 +39,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from irl_lm import inference
+from irl_lm.jobs import infer as inference
 from irl_lm.evaluation import evaluator
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import rewards as rewards_lib
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 
 DecodingSetting = Union[str, evaluator.DecodingConfig]
 DISTINCT_ORDERS = (1, 2)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from irl_lm import convert
+from irl_lm.jobs import convert
 from irl_lm.models import t5
-from irl_lm.training import checkpoint_formats as cf
-from irl_lm.training.checkpoints import CheckpointError
+from irl_lm.checkpoints import formats as cf
+from irl_lm.checkpoints.manager import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # T5 1.1 'tiny' dimensions with a small vocabulary: the preset is recognised from the shapes.

@@ -27,8 +27,8 @@ from absl import logging
 from etils import epath
 
 from irl_lm.models import t5
-from irl_lm.training import hf_checkpoints
-from irl_lm.training.checkpoints import CheckpointError, describe_mismatch, flat_shapes
+from irl_lm.checkpoints import hf as hf_checkpoints
+from irl_lm.checkpoints.manager import CheckpointError, describe_mismatch, flat_shapes
 
 FORMATS = ("t5x", "orbax", "hf", "irl_lm")
 FORMAT_NAMES = {"t5x": "T5X legacy (msgpack + zarr)", "orbax": "T5X Orbax",

@@ -4,7 +4,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from irl_lm.training.partitioning import Partitioner, PartitioningError, make_mesh
+from irl_lm.partitioning import Partitioner, PartitioningError, make_mesh
 
 
 def test_mesh_shapes():

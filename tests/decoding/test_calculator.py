@@ -8,7 +8,8 @@ import pytest
 
 from irl_lm import decoding
 from irl_lm.data import vocabularies
-from irl_lm.evaluation import calculator, calculator_decode
+from irl_lm.data import calculator
+from irl_lm.decoding import calculator as calculator_decode
 
 
 @pytest.mark.parametrize("expression,expected", [

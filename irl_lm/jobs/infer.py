@@ -43,9 +43,9 @@ from absl import logging
 
 from irl_lm import decoding as decoding_lib
 from irl_lm.evaluation import evaluator
-from irl_lm.training import checkpoints as checkpoints_lib
+from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.training import state as state_lib
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.partitioning import Partitioner
 
 INPUT_FIELDS = ("input", "inputs")
 EOS_ID = evaluator.EOS_ID

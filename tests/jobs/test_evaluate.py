@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import seqio
 
-from irl_lm import config, inference
+from irl_lm import config
+from irl_lm.jobs import infer as inference
 from irl_lm.data import pipeline, tasks, task_configs, vocabularies
-from irl_lm.evaluation import calculator, evaluate_job, evaluator, metrics, rewards
+from irl_lm.data import calculator
+from irl_lm.jobs import evaluate as evaluate_job
+from irl_lm.evaluation import evaluator, metrics, rewards
 from irl_lm.losses import soft_q
-from irl_lm.training import checkpoints
-from irl_lm.training.partitioning import Partitioner
+from irl_lm.checkpoints import manager as checkpoints
+from irl_lm.partitioning import Partitioner
 
 TASK = "gsm8k_evaluate_e2e"
 STEPS = 80

@@ -3,7 +3,7 @@
 GSM8k solutions annotate each computation as ``<<expr=result>>``, e.g.
 ``Natalia sold 48/2 = <<48/2=24>>24 clips in May.`` With the calculator on, when a model has
 written ``<<expr=``, the decoder evaluates ``expr`` itself and forces ``result>>`` into the output
-(:mod:`irl_lm.evaluation.calculator_decode`). This module holds the pure-Python parts:
+(:mod:`irl_lm.decoding.calculator`). This module holds the pure-Python parts:
 
 * :func:`evaluate_expression` - a tiny recursive-descent parser (no ``eval``) for numbers,
   ``+ - * /`` (also ``− × ÷``) and parentheses, in exact rational arithmetic.

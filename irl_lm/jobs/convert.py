@@ -1,0 +1,113 @@
+r"""Converts T5 1.1 checkpoints between formats: `python -m irl_lm.convert --from A --to B`.
+
+  # A T5X checkpoint (legacy msgpack + zarr, or Orbax) to Hugging Face safetensors:
+  python -m irl_lm.convert --from=/ckpt/t5_1_1_xl/checkpoint_1000000 --to=/models/t5_1_1_xl_hf
+  # An irl_lm run (its newest checkpoint) to a T5X legacy checkpoint:
+  python -m irl_lm.convert --from=runs/iqlearn_xl-1a2b3c4d --to=gs://bucket/xl/checkpoint_20000 \
+      --format=t5x
+  # A Hugging Face directory to a T5X Orbax checkpoint:
+  python -m irl_lm.convert --from=/models/flan_t5_base --to=/ckpt/checkpoint_0 --format=orbax
+
+Flags:
+  --from    source checkpoint; its format is detected (see checkpoint_formats.detect_format).
+  --to      output directory: a Hugging Face model directory (config.json + model.safetensors),
+            or a T5X checkpoint directory (`checkpoint` msgpack + zarr arrays for 't5x',
+            `state/` for 'orbax').
+  --format  hf (default), t5x or orbax.
+  --size    T5 1.1 preset the source must be ('small', 'xl', ...); by default the model's
+            dimensions are read from the checkpoint itself.
+  --dtype   float32 (default) or bfloat16: stored dtype of T5X outputs (Hugging Face: float32).
+  --step    step recorded in T5X outputs (default: the source's step, else 0).
+Only model parameters are converted (no optimiser state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Optional, Sequence
+
+from absl import app, flags
+
+FROM = flags.DEFINE_string("from", None, "Source checkpoint (any supported format).")
+TO = flags.DEFINE_string("to", None, "Output directory.")
+FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "t5x", "orbax"], "Output format.")
+SIZE = flags.DEFINE_enum("size", None, ["tiny", "small", "base", "large", "xl", "xxl"],
+                         "T5 1.1 size preset of the source (default: read from its shapes).")
+DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                          "Stored dtype of T5X outputs.")
+STEP = flags.DEFINE_integer("step", None, "Step recorded in T5X outputs.")
+
+
+def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[str] = None,
+            dtype: str = "float32", step: Optional[int] = None) -> dict:
+  """Reads the parameters of any supported checkpoint and writes them in `format`.
+
+  Args:
+    from_path: source checkpoint path (T5X legacy or Orbax, Hugging Face, irl_lm run).
+    to_path: output directory.
+    format: 'hf', 't5x' or 'orbax'.
+    size: T5 1.1 preset the source must be; None infers the dimensions from the checkpoint.
+    dtype: 'float32' or 'bfloat16' (T5X outputs only).
+    step: step recorded in T5X outputs (default the source's, else 0).
+  Returns:
+    {'source': CheckpointSource, 'config': T5Config, 'size': preset name or None,
+     'param_count': int}.
+  Raises:
+    CheckpointError: unreadable source, or one that is not a T5 1.1 model of `size`.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from irl_lm.models import t5
+  from irl_lm.checkpoints import formats as checkpoint_formats, hf as hf_checkpoints
+  from irl_lm.checkpoints.manager import CheckpointError
+
+  source = checkpoint_formats.detect_format(from_path)
+  shapes = checkpoint_formats.read_shapes(source)
+  if source.format == "hf":
+    config = hf_checkpoints.config_from_hf(hf_checkpoints.read_hf_config(source.path))
+  else:
+    config = checkpoint_formats.infer_config(shapes)
+  if size is not None:
+    vocab = config.vocab_size if config is not None else 32128
+    config = t5.t5_1_1_config(size, vocab_size=vocab)
+  if config is None:
+    scanned = checkpoint_formats.likely_cause(shapes, {})
+    raise CheckpointError(
+        f"the {source.describe()} does not hold a T5 1.1 parameter tree (found e.g. "
+        f"{', '.join(list(shapes)[:3])}){'; ' + scanned if scanned else ''}.")
+  config = dataclasses.replace(config, activation_dtype=jnp.float32)
+  model = t5.EncoderDecoderModel(config)
+  input_shapes = {"encoder_input_tokens": (1, 1), "decoder_input_tokens": (1, 1)}
+  abstract = jax.eval_shape(lambda rng: model.init(rng, input_shapes), jax.random.key(0))
+  params = checkpoint_formats.load_params(source, abstract)
+  out_step = step if step is not None else (source.step or 0)
+  checkpoint_formats.save_params(params, to_path, format, config=config, step=out_step,
+                                 dtype=dtype)
+  return {"source": source, "config": config, "size": checkpoint_formats.size_name(config),
+          "param_count": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract)))}
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FROM.value or not TO.value:
+    raise app.UsageError("both --from and --to are required.")
+  from irl_lm.checkpoints import formats as checkpoint_formats
+  from irl_lm.checkpoints.manager import CheckpointError
+  try:
+    summary = convert(FROM.value, TO.value, format=FORMAT.value, size=SIZE.value,
+                      dtype=DTYPE.value, step=STEP.value)
+  except CheckpointError as e:  # a user error: one clear sentence, no traceback.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  size = f"T5 1.1 '{summary['size']}'" if summary["size"] else "T5 1.1"
+  print(f"converted the {summary['source'].describe()} ({size}, "
+        f"{summary['param_count']:,} parameters) to "
+        f"{checkpoint_formats.FORMAT_NAMES[FORMAT.value]} at {TO.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
