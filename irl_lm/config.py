@@ -16,13 +16,14 @@ import gin
 import jax.numpy as jnp
 
 import irl_lm
-from irl_lm import partitioning, runner as jobs
+from irl_lm import partitioning, runner
 from irl_lm.checkpoints import manager as checkpoints
 from irl_lm.data import errors as data_errors, task_configs
-from irl_lm.evaluation import evaluator
-from irl_lm.jobs import evaluate as evaluate_job, infer as inference
+from irl_lm.decoding.config import DecodingConfig
+from irl_lm.jobs import check as check_job, common, evaluate as evaluate_job, infer as infer_job
+from irl_lm.jobs import train as train_job
 from irl_lm.models import t5
-from irl_lm.training import objectives, optimizers, trainer
+from irl_lm.training import objectives, optimizers
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__))), "gin")
 
@@ -33,8 +34,7 @@ class ConfigError(ValueError):
 
 # Errors caused by the user's configuration or files: main prints them as one sentence.
 USER_ERRORS = (ConfigError, partitioning.PartitioningError, checkpoints.CheckpointError,
-               jobs.RunDirError, inference.InferenceError,
-               data_errors.MissingDatasetError)
+               runner.RunDirError, common.JobError, data_errors.MissingDatasetError)
 
 
 def _register() -> None:
@@ -50,13 +50,14 @@ def _register() -> None:
   gin.external_configurable(partitioning.Partitioner, "Partitioner")
   gin.external_configurable(optimizers.make_optimizer, "make_optimizer")
   gin.external_configurable(optimizers.make_schedule, "make_schedule")
-  gin.external_configurable(evaluator.DecodingConfig, "DecodingConfig")
-  gin.external_configurable(trainer.train, "train")
-  gin.external_configurable(jobs.run, "run")
+  gin.external_configurable(DecodingConfig, "DecodingConfig")
+  gin.external_configurable(train_job.train, "train")
+  gin.external_configurable(check_job.check, "check")
+  gin.external_configurable(runner.run, "run")
   gin.external_configurable(evaluate_job.evaluate, "evaluate")
   for factory in task_configs.FACTORIES:  # e.g. train.task = @gsm8k_task()
     gin.external_configurable(factory, factory.__name__)
-  gin.external_configurable(inference.infer, "infer")
+  gin.external_configurable(infer_job.infer, "infer")
   gin.constant("bfloat16", jnp.bfloat16)
   gin.constant("float32", jnp.float32)
   _register.done = True

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -115,6 +116,27 @@ class Partitioner:
     """Context in which model code may use `nn.with_logical_constraint` (trace inside it)."""
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       yield
+
+  def jit(self, fn: Callable[..., Any], *, in_shardings: Any = None, out_shardings: Any = None,
+          donate_argnums: Union[int, Sequence[int]] = (), **jit_kwargs: Any) -> Callable[..., Any]:
+    """`jax.jit(fn, ...)` whose calls (tracing included) run inside `activate()`.
+
+    Model code's logical sharding constraints apply only when traced with the mesh and rules
+    active, so every jitted model function goes through here.
+    """
+    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                     donate_argnums=donate_argnums, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+      with self.activate():
+        return jitted(*args, **kwargs)
+    def lower(*args: Any, **kwargs: Any) -> Any:  # for XLA's cost analysis (benchmarks)
+      with self.activate():
+        return jitted.lower(*args, **kwargs)
+
+    run.lower = lower
+    return run
 
   def logical_to_spec(self, logical: PartitionSpec, shape: Sequence[int]) -> PartitionSpec:
     """Maps one logical PartitionSpec to a mesh PartitionSpec for an array of `shape`.

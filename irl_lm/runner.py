@@ -1,4 +1,10 @@
-"""Jobs the command line runs (`run.mode` in gin): train now; more modes plug in here."""
+"""`run`: the gin-configured entry of every job (`run.mode`), naming and guarding run directories.
+
+`run.mode` picks the job: 'train' (train, checkpoint, evaluate), 'check' (build the sharded
+train state abstractly), 'infer' and 'evaluate' (read a training run's directory). Every job but
+train gets the training job's arguments (`training_settings`) so it rebuilds the run exactly.
+The run directory defaults to `runs/<gin file name>-<hash of the training bindings>`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,19 @@ import difflib
 import hashlib
 import json
 import os
+import inspect
 import re
-from typing import Optional
+from typing import Any, Optional
 
 from absl import logging
 from etils import epath
 
+from irl_lm.jobs import train as train_job
 
-# run.mode -> name of the gin configurable job `(run_dir=...) -> summary dict` it runs
-# (registered in irl_lm/config.py).
-OTHER_MODES: dict[str, str] = {
-    "infer": "infer",
-    "evaluate": "evaluate",
-}
+
+# run.mode -> the gin configurable job `(run_dir, *, training) -> summary dict` it runs on a
+# training run (registered in irl_lm/config.py).
+RUN_READING_MODES = ("check", "infer", "evaluate")
 
 
 class RunDirError(RuntimeError):
@@ -74,39 +80,45 @@ def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool
   path.write_text(config_text)
 
 
+def training_settings() -> dict[str, Any]:
+  """The train job's arguments as gin binds them, over `jobs.train.train`'s defaults (gin
+  references resolved), so other jobs rebuild the run's train state exactly."""
+  import gin  # pylint: disable=g-import-not-at-top
+  defaults = {name: p.default for name, p in inspect.signature(train_job.train).parameters.items()
+              if p.default is not inspect.Parameter.empty}
+  return {**defaults, **gin.get_bindings("train")}
+
+
 def run(mode: str = "train", run_dir: Optional[str] = None,
         allow_config_change: bool = False, default_name: str = "run") -> dict:
   """Runs one job as configured by gin.
 
   Args:
-    mode: 'train' (train, checkpoint, then evaluate on the validation split) or 'check'
-      (build the model and sharded train state abstractly and print their sizes).
+    mode: 'train' (train, checkpoint, then evaluate on the validation split), 'check' (build
+      the model and sharded train state abstractly and print their sizes), 'infer' or
+      'evaluate' (decode with a training run's checkpoint; see their gin configurables).
     run_dir: output directory; default `runs/<gin name>-<config hash>`.
     allow_config_change: resume a run directory whose recorded config differs.
     default_name: prefix of the default run directory (main passes the gin file's name).
 
   Returns:
-    The job's summary dict (also written to `<run_dir>/summary.json`).
+    The job's summary dict (train also writes it to `<run_dir>/summary.json`).
   """
-  import gin
-  train = gin.get_configurable("train")  # the trainer with its gin bindings applied
-
+  import gin  # pylint: disable=g-import-not-at-top
   config_text = gin.config_str()
   if run_dir is None:
     run_dir = os.path.join("runs", f"{default_name}-{_config_fingerprint(config_text)}")
-  if mode == "check":
-    summary = train(run_dir=run_dir, dry_run=True)
-    print(json.dumps(summary, indent=2))
-    return summary
   if mode != "train":
-    if mode not in OTHER_MODES:
+    if mode not in RUN_READING_MODES:
       raise ValueError(f"unknown run.mode '{mode}': use one of "
-                       f"{', '.join(['train', 'check', *OTHER_MODES])}.")
-    # Other modes read a finished (or running) training run's directory.
-    return gin.get_configurable(OTHER_MODES[mode])(run_dir=run_dir)
+                       f"{', '.join(['train', *RUN_READING_MODES])}.")
+    summary = gin.get_configurable(mode)(run_dir=run_dir, training=training_settings())
+    if mode == "check":
+      print(json.dumps(summary, indent=2))
+    return summary
   prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change)
   logging.info("run directory: %s", os.path.abspath(run_dir))
-  summary = train(run_dir=run_dir)
+  summary = gin.get_configurable("train")(run_dir=run_dir)
   _print_summary(run_dir, summary)
   (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from irl_lm.data import calculator
+from irl_lm.decoding import search
 
-EOS_ID = 1
 _SPACE_PIECE = "\u2581"  # SentencePiece's word-boundary marker
 
 
@@ -105,22 +105,19 @@ def make_step_fn(model: Any) -> Callable[..., tuple[jax.Array, Any]]:
   """
   def step(params, state, tokens_B, position, key, temperature):
     logits_BV, state = model.decode_step(params, state, tokens_B, position)
-    logits_BV = logits_BV.astype(jnp.float32)
-    greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-    safe_t = jnp.where(temperature > 0, temperature, 1.0)
-    sampled_B = jax.random.categorical(key, logits_BV / safe_t, axis=-1).astype(jnp.int32)
-    return jnp.where(temperature > 0, sampled_B, greedy_B), state
+    return search.next_tokens(logits_BV.astype(jnp.float32), key,
+                              temperature=temperature), state
   return jax.jit(step, donate_argnums=(1,))
 
 
 def make_init_fn(model: Any, max_decode_length: int) -> Callable[[Any, Any], Any]:
-  """A jitted ``(params, encoder_input_tokens [B, L]) -> decode state`` (cache of length T)."""
+  """A jitted ``(params, prompts [B, L]) -> decode state`` (cache of length T)."""
   return jax.jit(lambda params, enc: model.init_decode_state(params, enc, max_decode_length))
 
 
-def calculator_sample(model: Any, params: Any, encoder_input_tokens: Any, rng: jax.Array, *,
+def calculator_sample(model: Any, params: Any, prompts: Any, rng: jax.Array, *,
                       vocabulary: Any, max_decode_length: int, temperature: float = 0.0,
-                      eos_id: int = EOS_ID,
+                      eos_id: Optional[int] = None,
                       step_fn: Optional[Callable[..., Any]] = None,
                       init_fn: Optional[Callable[..., Any]] = None,
                       context: Optional[Callable[[], Any]] = None) -> CalculatorOutput:
@@ -129,13 +126,13 @@ def calculator_sample(model: Any, params: Any, encoder_input_tokens: Any, rng: j
   Args:
     model: has ``init_decode_state`` and ``decode_step`` (docs/INTERFACES.md).
     params: the model's parameters.
-    encoder_input_tokens: int32 [B, L].
+    prompts: int32 [B, L].
     rng: PRNG key; step i draws with ``fold_in(rng, i)``.
     vocabulary: decodes/encodes the outputs (``encode``, ``decode``; see
       :func:`continuation_ids`).
     max_decode_length: T.
     temperature: >= 0; 0 is greedy.
-    eos_id: end-of-sequence id.
+    eos_id: end-of-sequence id (default `model.eos_id`).
     step_fn, init_fn: prebuilt :func:`make_step_fn` / :func:`make_init_fn` (reused across
       batches to avoid recompiling); built here when None.
     context: optional context-manager factory entered around device calls (e.g. a
@@ -149,7 +146,8 @@ def calculator_sample(model: Any, params: Any, encoder_input_tokens: Any, rng: j
   step_fn = step_fn or make_step_fn(model)
   init_fn = init_fn or make_init_fn(model, max_decode_length)
   ctx = context or contextlib.nullcontext
-  batch, T = int(encoder_input_tokens.shape[0]), max_decode_length
+  batch, T = int(prompts.shape[0]), max_decode_length
+  eos_id = model.eos_id if eos_id is None else eos_id
   tokens = np.zeros((batch, T), np.int32)
   forced = np.zeros((batch, T), bool)
   lengths = np.zeros((batch,), np.int32)
@@ -158,9 +156,9 @@ def calculator_sample(model: Any, params: Any, encoder_input_tokens: Any, rng: j
   ids: list[list[int]] = [[] for _ in range(batch)]
   texts = [""] * batch
   queues: list[list[int]] = [[] for _ in range(batch)]
-  feed = np.zeros((batch,), np.int32)
+  feed = np.array(model.start_tokens(prompts), np.int32)  # a writable host copy
   with ctx():
-    state = init_fn(params, encoder_input_tokens)
+    state = init_fn(params, prompts)
   t = np.float32(temperature)
   for i in range(T):
     if done.all():
@@ -201,13 +199,13 @@ def calculator_sample(model: Any, params: Any, encoder_input_tokens: Any, rng: j
 
 
 def make_calculator_decode_fn(model: Any, *, vocabulary: Any, max_decode_length: int,
-                              temperature: float = 0.0, eos_id: int = EOS_ID,
+                              temperature: float = 0.0,
                               context: Optional[Callable[[], Any]] = None
                               ) -> Callable[[Any, np.ndarray, jax.Array], np.ndarray]:
-  """A ``(params, encoder_input_tokens [B, L], rng) -> tokens [B, T]`` decoder with calculator.
+  """A ``(params, prompts [B, L], rng) -> tokens [B, T]`` decoder with calculator.
 
-  Same signature as :func:`irl_lm.evaluation.evaluator.make_decode_fn`'s result, so it plugs
-  into :func:`irl_lm.evaluation.evaluator.predict_tokens`. The jitted step is built once.
+  Same signature as :func:`irl_lm.decoding.config.make_decode_fn`'s result, so it plugs
+  into the evaluation's prediction loop. The jitted step is built once.
   """
   step_fn = make_step_fn(model)
   init_fn = make_init_fn(model, max_decode_length)
@@ -215,6 +213,6 @@ def make_calculator_decode_fn(model: Any, *, vocabulary: Any, max_decode_length:
   def decode(params, inputs, rng):
     return calculator_sample(model, params, inputs, rng, vocabulary=vocabulary,
                              max_decode_length=max_decode_length, temperature=temperature,
-                             eos_id=eos_id, step_fn=step_fn, init_fn=init_fn,
+                             step_fn=step_fn, init_fn=init_fn,
                              context=context).tokens
   return decode

@@ -8,17 +8,17 @@ Two decoders, both a single `jax.lax.while_loop` over `model.decode_step`:
 * `beam_search`: length-normalised beam search (T5X's default penalty
   `((5 + length) / 6) ** alpha`), results ranked best first.
 
-The model is anything with the two methods of `DecodableModel` (see docs/INTERFACES.md):
-`init_decode_state(params, encoder_input_tokens, max_decode_length) -> state` and
-`decode_step(params, state, tokens_B, position) -> (logits_BV, state)`, where every leaf of the
-state has the batch on axis 0.
+The model is anything with the decoding part of `irl_lm.models.base.Model` (`DecodableModel`):
+`init_decode_state(params, prompts_BL, max_decode_length) -> state`, `start_tokens(prompts_BL)
+-> tokens_B` (fed at position 0), `decode_step(params, state, tokens_B, position) -> (logits_BV,
+state)` and `eos_id`, where every leaf of the state has the batch on axis 0.
 
 Both functions are pure and jit-compilable as a whole. Close over the model and the static
 arguments, e.g.::
 
   sample = jax.jit(functools.partial(temperature_sample, model),
                    static_argnames=('max_decode_length', 'top_k', 'eos_id'))
-  out = sample(params, encoder_input_tokens, rng, max_decode_length=64, temperature=0.7)
+  out = sample(params, prompts, rng, max_decode_length=64, temperature=0.7)
 
 Deliberate differences from T5X's `decoding.py`:
 * `top_k=0` means "no top-k filtering"; sampling is never silently greedy.
@@ -26,8 +26,8 @@ Deliberate differences from T5X's `decoding.py`:
 * In beam search, a hypothesis that reaches `max_decode_length` without EOS is kept as a
   finished candidate (scored at length `max_decode_length`) instead of only being a fallback.
 
-Token conventions: 0 is PAD and the decoder's start token; positions after a sequence's end
-are 0.
+Token conventions: positions after a sequence's end are 0 (PAD); the start tokens and the
+end-of-sequence id are the model's (`model.start_tokens`, `model.eos_id`).
 """
 from __future__ import annotations
 
@@ -46,11 +46,17 @@ _NEG_INF = float("-inf")
 
 
 class DecodableModel(Protocol):
-  """What the decoders need from a model (docs/INTERFACES.md, "Model")."""
+  """What the decoders need from a model (the decoding part of `irl_lm.models.base.Model`)."""
 
-  def init_decode_state(self, params: Params, encoder_input_tokens: jax.Array,
+  eos_id: int
+
+  def init_decode_state(self, params: Params, prompts: jax.Array,
                         max_decode_length: int) -> DecodeState:
-    """Encodes once and allocates the cache; every state leaf has batch on axis 0."""
+    """Reads the prompts once and allocates the cache; every state leaf has batch on axis 0."""
+    ...
+
+  def start_tokens(self, prompts: jax.Array) -> jax.Array:
+    """int32 [B], the tokens fed at position 0."""
     ...
 
   def decode_step(self, params: Params, state: DecodeState, tokens: jax.Array,
@@ -172,20 +178,43 @@ def _sample_from_logits(key: jax.Array, logits_BV: jax.Array, temperature: Scala
   return jax.random.categorical(key, scaled_BV, axis=-1).astype(jnp.int32)
 
 
+def next_tokens(logits_BV: jax.Array, key: Optional[jax.Array], *, temperature: Scalar,
+                top_k: int = 0, top_p: Scalar = 1.0) -> jax.Array:
+  """The decoders' one sampling step: the next token of each row from its logits.
+
+  Args:
+    logits_BV: float32 [B, V].
+    key: PRNG key (unused, and may be None, when `temperature` is the Python number 0).
+    temperature: >= 0; 0 is greedy (argmax, no division). A traced 0 also gives greedy.
+    top_k: static int; 0 disables top-k.
+    top_p: nucleus mass in (0, 1]; 1 disables it.
+
+  Returns:
+    int32 [B] token ids.
+  """
+  greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  if _is_static(temperature) and temperature == 0:
+    return greedy_B
+  t = jnp.asarray(temperature, jnp.float32)
+  safe_t = jnp.where(t > 0, t, 1.0)
+  sampled_B = _sample_from_logits(key, logits_BV, safe_t, top_k, top_p)
+  return sampled_B if _is_static(temperature) else jnp.where(t > 0, sampled_B, greedy_B)
+
+
 def temperature_sample(model: DecodableModel,
                        params: Params,
-                       encoder_input_tokens: jax.Array,
+                       prompts: jax.Array,
                        rng: jax.Array,
                        *,
                        max_decode_length: int,
                        temperature: Scalar = 1.0,
                        top_k: int = 0,
                        top_p: Scalar = 1.0,
-                       eos_id: int = 1,
+                       eos_id: Optional[int] = None,
                        decode_lengths: Optional[jax.Array] = None) -> SampleOutput:
   """Samples one continuation per row, with temperature, top-k and top-p filtering.
 
-  One `lax.while_loop` over `model.decode_step`, starting from the start token 0 at position 0.
+  One `lax.while_loop` over `model.decode_step`, starting from `model.start_tokens` at position 0.
   Each row stops at its first EOS or at its maximum length; the loop exits as soon as every row
   has stopped. Step `i` uses the key `jax.random.fold_in(rng, i)`; with jax's (default)
   partitionable threefry the draws do not depend on how the batch is sharded.
@@ -193,14 +222,14 @@ def temperature_sample(model: DecodableModel,
   Args:
     model: object with `init_decode_state` and `decode_step` (see `DecodableModel`).
     params: the model's parameters (any pytree, passed through to the model).
-    encoder_input_tokens: int32 [B, L].
+    prompts: int32 [B, L], the model's prompts (T5: encoder input tokens).
     rng: PRNG key (unused when `temperature` is the Python number 0).
     max_decode_length: static int T, the number of decoder positions.
     temperature: float >= 0. 0 means greedy (argmax of the logits, no division). May be a
       Python number (static) or a traced scalar; a traced 0 also gives greedy.
     top_k: static int; keep only the k most likely tokens. 0 (default) disables top-k.
     top_p: nucleus mass in (0, 1]; 1.0 (default) disables it. Python number or traced scalar.
-    eos_id: static int, end-of-sequence id.
+    eos_id: static int, end-of-sequence id (default `model.eos_id`).
     decode_lengths: optional int [B], per-row maximum number of tokens (clipped to [0, T]).
 
   Returns:
@@ -218,7 +247,8 @@ def temperature_sample(model: DecodableModel,
     raise ValueError(f"temperature must be >= 0, got {temperature}")
   if _is_static(top_p) and not 0.0 < top_p <= 1.0:
     raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-  batch = encoder_input_tokens.shape[0]
+  batch = prompts.shape[0]
+  eos_id = model.eos_id if eos_id is None else eos_id
   T = max_decode_length
   greedy_only = _is_static(temperature) and temperature == 0
 
@@ -227,7 +257,7 @@ def temperature_sample(model: DecodableModel,
   else:
     limit_B = jnp.clip(jnp.asarray(decode_lengths, jnp.int32), 0, T)
 
-  state = model.init_decode_state(params, encoder_input_tokens, T)
+  state = model.init_decode_state(params, prompts, T)
   positions_T = jnp.arange(T, dtype=jnp.int32)
 
   def cond_fn(carry):
@@ -238,14 +268,8 @@ def temperature_sample(model: DecodableModel,
     i, last_B, state, tokens_BT, logp_BT, done_B, lengths_B = carry
     logits_BV, state = model.decode_step(params, state, last_B, i)
     logits_BV = logits_BV.astype(jnp.float32)
-    greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-    if greedy_only:
-      next_B = greedy_B
-    else:
-      t = jnp.asarray(temperature, jnp.float32)
-      safe_t = jnp.where(t > 0, t, 1.0)
-      sampled_B = _sample_from_logits(jax.random.fold_in(rng, i), logits_BV, safe_t, top_k, top_p)
-      next_B = sampled_B if _is_static(temperature) else jnp.where(t > 0, sampled_B, greedy_B)
+    next_B = next_tokens(logits_BV, None if greedy_only else jax.random.fold_in(rng, i),
+                         temperature=temperature, top_k=top_k, top_p=top_p)
     policy_logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
     next_logp_B = jnp.take_along_axis(policy_logp_BV, next_B[:, None], axis=-1)[:, 0]
 
@@ -261,7 +285,7 @@ def temperature_sample(model: DecodableModel,
 
   init = (
       jnp.asarray(0, jnp.int32),
-      jnp.zeros((batch,), jnp.int32),  # start token
+      jnp.asarray(model.start_tokens(prompts), jnp.int32),
       state,
       jnp.zeros((batch, T), jnp.int32),
       jnp.zeros((batch, T), jnp.float32),
@@ -307,12 +331,12 @@ def _gather_beams(tree: Any, beam_idx_BK: jax.Array, batch: int, beams: int) -> 
 
 def beam_search(model: DecodableModel,
                 params: Params,
-                encoder_input_tokens: jax.Array,
+                prompts: jax.Array,
                 *,
                 beam_size: int,
                 max_decode_length: int,
                 alpha: Scalar = 0.6,
-                eos_id: int = 1) -> BeamOutput:
+                eos_id: Optional[int] = None) -> BeamOutput:
   """Beam search with T5X's length penalty; returns the K best hypotheses, best first.
 
   The decode state from `model.init_decode_state` (encoder run once per example) is tiled to
@@ -329,11 +353,11 @@ def beam_search(model: DecodableModel,
   Args:
     model: object with `init_decode_state` and `decode_step` (see `DecodableModel`).
     params: the model's parameters (any pytree, passed through to the model).
-    encoder_input_tokens: int32 [B, L].
+    prompts: int32 [B, L], the model's prompts (T5: encoder input tokens).
     beam_size: static int K >= 1.
     max_decode_length: static int T.
     alpha: length-penalty exponent (0.6 as in T5X; 0 ranks by raw summed log-prob).
-    eos_id: static int, end-of-sequence id.
+    eos_id: static int, end-of-sequence id (default `model.eos_id`).
 
   Returns:
     `BeamOutput(tokens [B, K, T] int32, scores [B, K] float32)`, best first; see `BeamOutput`.
@@ -343,11 +367,12 @@ def beam_search(model: DecodableModel,
   """
   if beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-  B = encoder_input_tokens.shape[0]
+  B = prompts.shape[0]
+  eos_id = model.eos_id if eos_id is None else eos_id
   K = beam_size
   T = max_decode_length
 
-  state = model.init_decode_state(params, encoder_input_tokens, T)
+  state = model.init_decode_state(params, prompts, T)
   state = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), state)
   positions_T = jnp.arange(T, dtype=jnp.int32)
   lp_final = length_penalty(T, alpha)
@@ -396,7 +421,7 @@ def beam_search(model: DecodableModel,
 
   init = (
       jnp.asarray(0, jnp.int32),
-      jnp.zeros((B, K), jnp.int32),  # start token
+      jnp.repeat(jnp.asarray(model.start_tokens(prompts), jnp.int32)[:, None], K, axis=1),
       jnp.zeros((B, K, T), jnp.int32),
       # Only beam 0 is live at first, so the K starting beams do not yield K copies.
       jnp.tile(jnp.where(jnp.arange(K) == 0, 0.0, _NEG_INF).astype(jnp.float32), (B, 1)),

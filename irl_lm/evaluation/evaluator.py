@@ -1,253 +1,264 @@
-"""Decode a split with the model and score it (the end-of-training evaluation and evaluate mode).
+"""`Evaluator`: decode a task's split under decoding settings and score the outputs.
 
-Decoding goes through `irl_lm.decoding` (cached, one jitted loop), with the batch sharded over
-the mesh's 'data' axis and the parameters laid out as in training; decoding with the GSM8k
-calculator goes through `irl_lm.decoding.calculator` (host loop over a jitted step).
-Scores follow the task's metric family (`irl_lm.data.tasks.TASK_METRICS`): 'rouge'
-(ROUGE-1/2/Lsum), 'gsm8k' (final-answer accuracy) or 'translation' (BLEU, chrF).
+One object serves the end-of-training evaluation, the evaluation during training and evaluate
+mode. It reads the split once, decodes through `irl_lm.decoding` (cached, jitted, the batch over
+the mesh's 'data' axis, the parameters laid out as in training) in the batched loop of
+`irl_lm.evaluation.predict`, and scores with the task's metric family ('rouge': ROUGE-1/2/Lsum,
+'gsm8k': final-answer accuracy, 'translation': BLEU and chrF).
+
+With `statistics=True` every output is also teacher-forced once more for its summed implicit
+reward (DESIGN.md section 1.2), log-probability and policy entropy, and the summary gets the
+mean summed reward and its Spearman correlation with the per-example score.
 """
-
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Any, Callable, Sequence
+import time
+from typing import Any, Mapping, Optional, Sequence
 
-import jax
 import numpy as np
 
-from irl_lm import decoding
+from irl_lm.decoding.config import DecodingConfig, make_decode_fn, make_sampler
 from irl_lm.evaluation import metrics as metrics_lib
+from irl_lm.evaluation import predict
+from irl_lm.evaluation import rewards as rewards_lib
 from irl_lm.partitioning import Partitioner
 
-EOS_ID = 1
+DISTINCT_ORDERS = (1, 2)
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodingConfig:
-  """How outputs are generated.
-
-  Attributes:
-    method: 'greedy', 'sample' (temperature / top-k / top-p) or 'beam'.
-    temperature, top_k, top_p: sampling settings (top_k=0 and top_p=1 disable filtering).
-    beam_size, alpha: beam width and T5X-style length-penalty exponent.
-    seed: PRNG seed for sampling.
-    calculator: force GSM8k calculator results into the output (greedy or sample without
-      top-k/top-p; see `irl_lm.decoding.calculator`).
-  """
-  method: str = "greedy"
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  beam_size: int = 4
-  alpha: float = 0.6
-  seed: int = 0
-  calculator: bool = False
-
-  def describe(self) -> str:
-    """A short human-readable name, e.g. 'greedy', 'sample_t0.7', 'beam4', 'greedy_calc'."""
-    if self.method == "greedy":
-      name = "greedy"
-    elif self.method == "beam":
-      name = f"beam{self.beam_size}"
-    elif self.method == "sample":
-      extra = (f"_k{self.top_k}" if self.top_k else "") + (
-          f"_p{self.top_p:g}" if self.top_p < 1 else "")
-      name = f"sample_t{self.temperature:g}{extra}"
-    else:
-      raise ValueError(f"unknown decoding method '{self.method}': use greedy, sample or beam.")
-    if self.calculator:
-      if self.method == "beam" or self.top_k or self.top_p < 1:
-        raise ValueError(f"the calculator works with greedy decoding and plain temperature "
-                         f"sampling, not with {name}.")
-      name += "_calc"
-    return name
-
-  @classmethod
-  def from_name(cls, name: str, **overrides: Any) -> "DecodingConfig":
-    """Parses a `describe()` name: 'greedy', 'beam4', 'sample_t0.7', 'sample_t1_k40_p0.9',
-    with an optional '_calc' suffix; `overrides` set other fields (e.g. seed, alpha).
-
-    Raises:
-      ValueError: a name that is not of these forms.
-    """
-    match = re.fullmatch(r"(greedy|beam(\d+)|sample_t([\d.]+)(?:_k(\d+))?(?:_p([\d.]+))?)"
-                         r"(_calc)?", name.strip())
-    if not match:
-      raise ValueError(f"unknown decoding setting {name!r}: use e.g. 'greedy', 'beam4', "
-                       "'sample_t0.7', 'sample_t1_k40', 'sample_t1_p0.9', 'greedy_calc'.")
-    fields: dict[str, Any] = {"calculator": bool(match.group(6))}
-    if match.group(1) == "greedy":
-      fields["method"] = "greedy"
-    elif match.group(2):
-      fields.update(method="beam", beam_size=int(match.group(2)))
-    else:
-      fields.update(method="sample", temperature=float(match.group(3)),
-                    top_k=int(match.group(4) or 0), top_p=float(match.group(5) or 1.0))
-    config = cls(**{**fields, **overrides})
-    config.describe()  # validates
-    return config
+def decoding_dict(config: DecodingConfig) -> dict[str, Any]:
+  """The settings as a dict; greedy shows temperature 0 (its temperature field is unused)."""
+  fields = dataclasses.asdict(config)
+  if config.method == "greedy":
+    fields["temperature"] = 0.0
+  return fields
 
 
-def make_decode_fn(model: Any, config: DecodingConfig, *, max_decode_length: int,
-                   partitioner: Partitioner, param_shardings: Any,
-                   vocabulary: Any = None) -> Callable[[Any, np.ndarray, jax.Array], jax.Array]:
-  """A `(params, encoder_input_tokens [B, L], rng) -> tokens [B, T]` decoder (best beam).
-
-  Jitted as a whole, except with `config.calculator`, which needs the task's `vocabulary` and
-  runs `calculator_decode`'s host loop over a jitted step.
-  """
-  config.describe()  # validates the method name
-  if config.calculator:
-    if vocabulary is None:
-      raise ValueError("decoding with the calculator needs the task's vocabulary.")
-    from irl_lm.decoding import calculator as calculator_decode  # pylint: disable=g-import-not-at-top
-    return calculator_decode.make_calculator_decode_fn(
-        model, vocabulary=vocabulary, max_decode_length=max_decode_length,
-        temperature=0.0 if config.method == "greedy" else config.temperature, eos_id=EOS_ID,
-        context=partitioner.activate)
-  if config.method == "beam":
-    def decode(params, inputs, rng):
-      del rng
-      out = decoding.beam_search(model, params, inputs, beam_size=config.beam_size,
-                                 max_decode_length=max_decode_length, alpha=config.alpha,
-                                 eos_id=EOS_ID)
-      return out.tokens[:, 0]
-  else:
-    temperature = 0.0 if config.method == "greedy" else config.temperature
-
-    def decode(params, inputs, rng):
-      return decoding.temperature_sample(
-          model, params, inputs, rng, max_decode_length=max_decode_length,
-          temperature=temperature, top_k=config.top_k, top_p=config.top_p,
-          eos_id=EOS_ID).tokens
-
-  batch = partitioner.batch_sharding()
-  jitted = jax.jit(decode, in_shardings=(param_shardings, batch, partitioner.replicated()),
-                   out_shardings=batch)
-
-  def run(params, inputs, rng):
-    with partitioner.activate():
-      return jitted(params, inputs, rng)
-  return run
+def diversity_entry(value: float, *, samples_per_input: int, temperature: Optional[float],
+                    tokenize: str) -> dict[str, Any]:
+  """A diversity number with the K, temperature and tokenisation it was measured with."""
+  return {"value": value, "samples_per_input": samples_per_input, "temperature": temperature,
+          "tokenize": tokenize}
 
 
-def make_sampler(model: Any, *, max_decode_length: int, partitioner: Partitioner,
-                 param_shardings: Any, top_k: int = 0, top_p: float = 1.0
-                 ) -> Callable[[Any, np.ndarray, jax.Array, float], jax.Array]:
-  """A jitted `(params, inputs [B, L], rng, temperature) -> tokens [B, T]` sampler.
-
-  The temperature is a traced argument (0 = greedy), so a whole temperature sweep, greedy
-  included, compiles once; the outputs equal `make_decode_fn`'s for the same settings.
-  """
-  def sample(params, inputs, rng, temperature):
-    return decoding.temperature_sample(
-        model, params, inputs, rng, max_decode_length=max_decode_length,
-        temperature=temperature, top_k=top_k, top_p=top_p, eos_id=EOS_ID).tokens
-
-  batch = partitioner.batch_sharding()
-  replicated = partitioner.replicated()
-  jitted = jax.jit(sample, in_shardings=(param_shardings, batch, replicated, replicated),
-                   out_shardings=batch)
-
-  def run(params, inputs, rng, temperature):
-    with partitioner.activate():
-      return jitted(params, inputs, rng, np.float32(temperature))
-  return run
+def _mean_entropy(stats: Mapping[str, np.ndarray]) -> float:
+  tokens = float(np.sum(stats["num_tokens"]))
+  return float(np.sum(stats["entropy"]) / tokens) if tokens else 0.0
 
 
-def predict_tokens(decode_fn: Callable, params: Any, encoder_inputs: np.ndarray, *,
-                   batch_size: int, seed: int = 0) -> np.ndarray:
-  """Decodes every row of `encoder_inputs` [N, L] in batches of `batch_size`.
-
-  The last batch is padded with all-PAD rows (their outputs are dropped). Returns int32
-  [N, T] output tokens (PAD after EOS).
-  """
-  rng = jax.random.PRNGKey(seed)
-  outputs = []
-  for start in range(0, len(encoder_inputs), batch_size):
-    chunk = encoder_inputs[start:start + batch_size]
-    padded = np.zeros((batch_size,) + chunk.shape[1:], np.int32)
-    padded[:len(chunk)] = chunk
-    rng, step_rng = jax.random.split(rng)
-    tokens = np.asarray(jax.device_get(decode_fn(params, padded, step_rng)))
-    outputs.append(tokens[:len(chunk)])
-  return np.concatenate(outputs, axis=0)
-
-
-def strip_after_eos(tokens: Sequence[int]) -> list[int]:
-  """Token ids before the first EOS, without PAD."""
-  out = []
-  for t in tokens:
-    if t == EOS_ID:
-      break
-    if t != 0:
-      out.append(int(t))
-  return out
-
-
-def score_predictions(metric: str, references: Sequence[str], predictions: Sequence[str], *,
-                      tokenize: str = metrics_lib.DEFAULT_TOKENIZE
-                      ) -> tuple[dict[str, float], list[dict[str, float]]]:
-  """Corpus-level and per-example task scores (all 0-100).
+class Evaluator:
+  """Decodes and scores one split of a task; see the module docstring.
 
   Args:
-    metric: 'rouge' (rouge1, rouge2, rougeLsum), 'gsm8k' (accuracy; per example `correct`
-      0/100) or 'translation' (corpus bleu and chrf; per example sentence `bleu`, `chrf`).
-    references: N reference texts.
-    predictions: N outputs.
-    tokenize: sacrebleu tokenizer for BLEU.
+    model: a `base.Model`.
+    task: seqio task name; split: its split; num_examples: the first N (None: all).
+    feature_lengths: {'inputs': L, 'targets': T}; T is the most output tokens.
+    batch_size: rows decoded at once (a multiple of the mesh's 'data' axis).
+    partitioner: the mesh; param_shardings: the parameters' NamedShardings (as in training).
+    metric: 'rouge', 'gsm8k' or 'translation' (default: the task's).
+    statistics: also compute implicit rewards, log-probs and entropies of the outputs.
+    gamma: discount of the implicit reward.
+    reward_score: per-example score correlated with the reward (default by metric).
+    tokenize: sacrebleu tokenizer for BLEU, Self-BLEU and distinct-n.
+    examples: the split's examples (`pipeline.get_examples` records) instead of reading them.
 
-  Returns:
-    (corpus scores dict, N per-example score dicts).
+  Raises:
+    ValueError: an empty split or a reward score that the metric does not produce.
   """
-  if metric == "rouge":
-    per_example = metrics_lib.rouge_per_example(references, predictions)
-    corpus = {k: float(np.mean([s[k] for s in per_example])) for k in metrics_lib.ROUGE_TYPES}
-  elif metric == "gsm8k":
-    correct = metrics_lib.gsm8k_correct(references, predictions)
-    per_example = [{"correct": 100.0 * c} for c in correct]
-    corpus = {"accuracy": 100.0 * float(np.mean(correct))}
-  elif metric == "translation":
-    per_example = [{"bleu": b, "chrf": c} for b, c in zip(
-        metrics_lib.sentence_bleu_scores(references, predictions, tokenize=tokenize),
-        metrics_lib.sentence_chrf_scores(references, predictions))]
-    corpus = {"bleu": metrics_lib.bleu(references, predictions, tokenize=tokenize),
-              "chrf": metrics_lib.chrf(references, predictions)}
-  else:
-    raise ValueError(f"unknown metric family {metric!r}: use rouge, gsm8k or translation.")
-  return corpus, per_example
+
+  def __init__(self, model: Any, *, task: str, split: str, feature_lengths: Mapping[str, int],
+               batch_size: int, partitioner: Partitioner, param_shardings: Any,
+               num_examples: Optional[int] = None, metric: Optional[str] = None,
+               statistics: bool = True, gamma: float = 1.0, reward_score: Optional[str] = None,
+               tokenize: str = metrics_lib.DEFAULT_TOKENIZE,
+               examples: Optional[Sequence[Mapping[str, Any]]] = None):
+    from irl_lm.data import pipeline, registry  # pylint: disable=g-import-not-at-top (TF)
+    partitioner.check_batch_size(batch_size)
+    if examples is None:
+      examples = pipeline.get_examples(task, split, num_examples=num_examples,
+                                       feature_lengths=dict(feature_lengths))
+    if not examples:
+      raise ValueError(f"split {split!r} of task {task!r} has no examples.")
+    self.model, self.task, self.split = model, task, split
+    self.examples = list(examples)
+    self.vocabulary = pipeline.get_vocabulary(task)
+    self.metric = metric or registry.metric_family(task)
+    self.reward_score = reward_score or metrics_lib.PRIMARY_SCORE.get(self.metric)
+    self.prompts = np.stack([ex["input_tokens"] for ex in self.examples]).astype(np.int32)
+    self.references = [ex["targets_text"] for ex in self.examples]
+    self.max_decode_length = int(feature_lengths["targets"])
+    self.batch_size, self.partitioner = batch_size, partitioner
+    self.param_shardings = param_shardings
+    self.gamma, self.tokenize = gamma, tokenize
+    self._stats_fn = (rewards_lib.make_statistics_fn(
+        model, gamma=gamma, partitioner=partitioner, param_shardings=param_shardings)
+                      if statistics else None)
+    self._decoders: dict[Any, Any] = {}
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.examples)
+
+  def _decoder(self, config: DecodingConfig) -> Any:
+    """`(params, prompts, rng) -> tokens`, compiled once per setting (one sampler compile for
+    every temperature of the same top-k / top-p)."""
+    if config.method == "beam" or config.calculator or config.method == "greedy":
+      key: Any = config.describe()
+      if key not in self._decoders:
+        self._decoders[key] = make_decode_fn(
+            self.model, config, max_decode_length=self.max_decode_length,
+            partitioner=self.partitioner, param_shardings=self.param_shardings,
+            vocabulary=self.vocabulary)
+      return self._decoders[key]
+    key = ("sample", config.top_k, config.top_p)
+    if key not in self._decoders:
+      self._decoders[key] = make_sampler(
+          self.model, max_decode_length=self.max_decode_length, partitioner=self.partitioner,
+          param_shardings=self.param_shardings, top_k=config.top_k, top_p=config.top_p)
+    sampler, temperature = self._decoders[key], config.sampling_temperature
+    return lambda params, prompts, rng: sampler(params, prompts, rng, temperature)
+
+  def decode(self, params: Any, config: DecodingConfig, prompts: Optional[np.ndarray] = None
+             ) -> tuple[np.ndarray, list[str]]:
+    """Decodes `prompts` [N, L] (default the split's) with `config`.
+
+    Returns:
+      (tokens int32 [N, T], the N output texts).
+    """
+    prompts = self.prompts if prompts is None else prompts
+    decode_fn = self._decoder(config)
+    tokens = predict.map_batches(lambda p, key: decode_fn(params, p, key), [prompts],
+                                 batch_size=self.batch_size, seed=config.seed)
+    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id, self.model.pad_id))
+             for row in tokens]
+    return tokens, texts
+
+  def statistics(self, params: Any, prompts: np.ndarray, tokens: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Summed implicit reward, log-prob, entropy and length of each output: float32 [N]."""
+    if self._stats_fn is None:
+      raise ValueError("this Evaluator was built with statistics=False.")
+    return predict.map_batches(lambda p, t: self._stats_fn(params, p, t), [prompts, tokens],
+                               batch_size=self.batch_size)
+
+  def _reward_summary(self, stats: Mapping[str, np.ndarray],
+                      scores: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    if self.reward_score not in scores[0]:
+      raise ValueError(f"evaluate.reward_score {self.reward_score!r} is not a per-example score "
+                       f"of this task's metric: use one of {sorted(scores[0])}.")
+    values = [s[self.reward_score] for s in scores]
+    return {"gamma": self.gamma, "mean_summed_reward": float(np.mean(stats["reward"])),
+            "score": self.reward_score,
+            "spearman": rewards_lib.spearman(stats["reward"], values)}
+
+  def evaluate(self, params: Any, config: DecodingConfig
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Decodes the split with `config` and scores it.
+
+    Returns:
+      (summary, records). summary: 'setting', 'decoding', 'num_examples', 'scores' (corpus
+      task scores), 'diversity' (distinct-1/2 of the outputs), 'mean_output_tokens', 'seconds'
+      and, with statistics, 'entropy' and 'reward'. records, one per example: 'index',
+      'input', 'reference', 'output', 'scores' and, with statistics, 'implicit_reward',
+      'log_prob', 'num_tokens', 'mean_entropy'; for GSM8k also the compared 'answer' and
+      'reference_answer'.
+    """
+    start = time.time()
+    name = config.describe()
+    tokens, outputs = self.decode(params, config)
+    corpus, per_example = metrics_lib.score_predictions(self.metric, self.references, outputs,
+                                                        tokenize=self.tokenize)
+    temperature = config.sampling_temperature
+    summary: dict[str, Any] = {
+        "setting": name, "decoding": decoding_dict(config), "num_examples": self.num_examples,
+        "scores": corpus,
+        "diversity": {f"distinct_{n}": diversity_entry(
+            metrics_lib.distinct_n(outputs, n, tokenize=self.tokenize), samples_per_input=1,
+            temperature=temperature, tokenize=self.tokenize) for n in DISTINCT_ORDERS}}
+    records = [{"index": i, "input": ex["inputs_text"], "reference": self.references[i],
+                "output": outputs[i], "scores": per_example[i]}
+               for i, ex in enumerate(self.examples)]
+    lengths = [predict.emitted_length(row, self.model.eos_id) for row in tokens]
+    if self._stats_fn is not None:
+      stats = self.statistics(params, self.prompts, tokens)
+      summary["entropy"] = {"mean_token_entropy": _mean_entropy(stats), "unit": "nats",
+                            "policy": "softmax(logits), temperature 1, over the output tokens"}
+      summary["reward"] = self._reward_summary(stats, per_example)
+      lengths = stats["num_tokens"]
+      for i, record in enumerate(records):
+        record.update(implicit_reward=float(stats["reward"][i]),
+                      log_prob=float(stats["log_prob"][i]),
+                      num_tokens=int(stats["num_tokens"][i]),
+                      mean_entropy=float(stats["entropy"][i] / max(stats["num_tokens"][i], 1.0)))
+    if self.metric == "gsm8k":  # the final numbers that were compared
+      for record in records:
+        record["answer"] = metrics_lib.gsm8k_final_number(record["output"])
+        record["reference_answer"] = metrics_lib.gsm8k_final_number(record["reference"])
+    summary["mean_output_tokens"] = float(np.mean(lengths))
+    summary["seconds"] = time.time() - start
+    return summary, records
+
+  def diversity(self, params: Any, *, samples_per_input: int = 4, temperature: float = 1.0,
+                seed: int = 0, num_inputs: Optional[int] = None
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """K samples per input: Self-BLEU, distinct-1/2 over all samples, task scores and, with
+    statistics, the entropy and the reward correlation over all K*N samples.
+
+    Args:
+      samples_per_input: K >= 2.
+      temperature: the sampling temperature.
+      seed: sampling seed.
+      num_inputs: use only the first N inputs of the split (default all).
+
+    Returns:
+      (summary, records): each diversity number with its K, temperature and tokenisation;
+      one record per input with its K samples.
+    """
+    if samples_per_input < 2:
+      raise ValueError(f"diversity needs at least 2 samples per input, got {samples_per_input}.")
+    start, k = time.time(), samples_per_input
+    n = self.num_examples if num_inputs is None else min(num_inputs, self.num_examples)
+    config = DecodingConfig("sample", temperature=temperature, seed=seed)
+    prompts = np.repeat(self.prompts[:n], k, axis=0)
+    tokens, outputs = self.decode(params, config, prompts)
+    sample_refs = [ref for ref in self.references[:n] for _ in range(k)]
+    corpus, per_example = metrics_lib.score_predictions(self.metric, sample_refs, outputs,
+                                                        tokenize=self.tokenize)
+    groups = [outputs[i * k:(i + 1) * k] for i in range(n)]
+    entry = lambda value: diversity_entry(value, samples_per_input=k, temperature=temperature,
+                                          tokenize=self.tokenize)
+    summary: dict[str, Any] = {
+        "setting": f"diversity_K{k}_t{temperature:g}", "decoding": decoding_dict(config),
+        "num_inputs": n,
+        "self_bleu": {**entry(metrics_lib.self_bleu(groups, tokenize=self.tokenize)),
+                      "smoothing": "exp", "effective_order": True},
+        **{f"distinct_{order}": entry(metrics_lib.distinct_n(outputs, order,
+                                                             tokenize=self.tokenize))
+           for order in DISTINCT_ORDERS},
+        "scores": corpus}
+    samples = [{"output": outputs[j], "scores": per_example[j]} for j in range(n * k)]
+    if self._stats_fn is not None:
+      stats = self.statistics(params, prompts, tokens)
+      summary["entropy"] = {"mean_token_entropy": _mean_entropy(stats), "unit": "nats",
+                            "samples_per_input": k, "temperature": temperature}
+      summary["reward"] = self._reward_summary(stats, per_example)
+      for j, sample in enumerate(samples):
+        sample.update(implicit_reward=float(stats["reward"][j]),
+                      num_tokens=int(stats["num_tokens"][j]))
+    summary["seconds"] = time.time() - start
+    records = [{"index": i, "input": self.examples[i]["inputs_text"],
+                "reference": self.references[i], "samples": samples[i * k:(i + 1) * k]}
+               for i in range(n)]
+    return summary, records
 
 
-# The per-example score each metric family correlates with the implicit reward by default
-# (the paper: ROUGE-1 on TL;DR, accuracy on GSM8k, BLEU on WMT22).
-PRIMARY_SCORE = {"rouge": "rouge1", "gsm8k": "correct", "translation": "bleu"}
-
-
-def evaluate_summaries(decode_fn: Callable, params: Any, *, task: str, split: str,
-                       num_examples: int, feature_lengths: dict[str, int],
-                       batch_size: int, seed: int = 0
-                       ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-  """Decodes `num_examples` of a seqio task's split and scores them with the task's metric.
-
-  `seed` seeds sampling (`DecodingConfig.seed`); greedy and beam search ignore it.
-
-  Returns:
-    (metrics, records): metrics are the task's corpus scores (ROUGE-1/2/Lsum for summaries,
-    'accuracy' for GSM8k-style tasks, 'bleu'/'chrf' for translation) plus 'num_examples';
-    records one dict per example with 'input', 'target', 'prediction'.
-  """
-  from irl_lm.data import pipeline  # TensorFlow only when data is needed.
-  from irl_lm.data import tasks  # pylint: disable=g-import-not-at-top
-
-  examples = pipeline.get_examples(task, split, num_examples=num_examples,
-                                   feature_lengths=feature_lengths)
-  vocabulary = pipeline.get_vocabulary(task)
-  inputs = np.stack([ex["encoder_input_tokens"] for ex in examples]).astype(np.int32)
-  tokens = predict_tokens(decode_fn, params, inputs, batch_size=batch_size, seed=seed)
-  predictions = [vocabulary.decode(strip_after_eos(row)) for row in tokens]
-  references = [ex["targets_text"] for ex in examples]
-  scores, _ = score_predictions(tasks.metric_family(task), references, predictions)
-  records = [{"input": ex["inputs_text"], "target": ref, "prediction": pred}
-             for ex, ref, pred in zip(examples, references, predictions)]
-  return dict(scores, num_examples=len(examples)), records
+def log_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+  """The scalars of an `evaluate` or `diversity` summary for metrics.jsonl / TensorBoard:
+  task scores, 'num_examples', and 'self_bleu' / 'distinct_n' values when present."""
+  out = {k: float(v) for k, v in summary["scores"].items()}
+  if "num_examples" in summary:
+    out["num_examples"] = float(summary["num_examples"])
+  if "self_bleu" in summary:
+    out["self_bleu"] = float(summary["self_bleu"]["value"])
+  return out

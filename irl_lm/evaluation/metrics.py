@@ -256,3 +256,41 @@ def mean_token_entropy(entropy_BT: Any, weights_BT: Any) -> float:
     raise ValueError(f"entropy {entropy.shape} and weights {mask.shape} shapes differ.")
   count = mask.sum()
   return float((entropy * mask).sum() / count) if count else 0.0
+
+
+# The per-example score each metric family correlates with the implicit reward by default
+# (the paper: ROUGE-1 on TL;DR, accuracy on GSM8k, BLEU on WMT22).
+PRIMARY_SCORE = {"rouge": "rouge1", "gsm8k": "correct", "translation": "bleu"}
+
+
+def score_predictions(metric: str, references: Sequence[str], predictions: Sequence[str], *,
+                      tokenize: str = DEFAULT_TOKENIZE
+                      ) -> tuple[dict[str, float], list[dict[str, float]]]:
+  """Corpus-level and per-example task scores (all 0-100).
+
+  Args:
+    metric: 'rouge' (rouge1, rouge2, rougeLsum), 'gsm8k' (accuracy; per example `correct`
+      0/100) or 'translation' (corpus bleu and chrf; per example sentence `bleu`, `chrf`).
+    references: N reference texts.
+    predictions: N outputs.
+    tokenize: sacrebleu tokenizer for BLEU.
+
+  Returns:
+    (corpus scores dict, N per-example score dicts).
+  """
+  if metric == "rouge":
+    per_example = rouge_per_example(references, predictions)
+    corpus = {k: float(np.mean([s[k] for s in per_example])) for k in ROUGE_TYPES}
+  elif metric == "gsm8k":
+    correct = gsm8k_correct(references, predictions)
+    per_example = [{"correct": 100.0 * c} for c in correct]
+    corpus = {"accuracy": 100.0 * float(np.mean(correct))}
+  elif metric == "translation":
+    per_example = [{"bleu": b, "chrf": c} for b, c in zip(
+        sentence_bleu_scores(references, predictions, tokenize=tokenize),
+        sentence_chrf_scores(references, predictions))]
+    corpus = {"bleu": bleu(references, predictions, tokenize=tokenize),
+              "chrf": chrf(references, predictions)}
+  else:
+    raise ValueError(f"unknown metric family {metric!r}: use rouge, gsm8k or translation.")
+  return corpus, per_example

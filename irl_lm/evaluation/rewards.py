@@ -20,14 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from irl_lm.losses import soft_q
-
-EOS_ID = 1
+from irl_lm.models import base
+from irl_lm.models.base import EOS_ID
 
 
 def output_weights(tokens_BT: jax.Array, eos_id: int = EOS_ID) -> jax.Array:
-  """1.0 on emitted output tokens (up to and including the first EOS), 0.0 after it.
+  """1.0 on emitted output tokens (up to and including the first EOS, before any PAD), 0.0 after.
 
-  A row without EOS (cut at T) counts all T positions as emitted.
+  A row without EOS (cut at T) counts all T positions as emitted (`base.continuation_mask`).
 
   Args:
     tokens_BT: int [B, T] decoded tokens (0 after EOS).
@@ -36,36 +36,27 @@ def output_weights(tokens_BT: jax.Array, eos_id: int = EOS_ID) -> jax.Array:
   Returns:
     float32 [B, T].
   """
-  is_eos = tokens_BT == eos_id
-  after_eos = (jnp.cumsum(is_eos, axis=1) - is_eos) > 0
-  return jnp.where(after_eos, 0.0, 1.0).astype(jnp.float32)
+  return base.continuation_mask(tokens_BT, eos_id=eos_id).astype(jnp.float32)
 
 
-def output_statistics(model: Any, params: Any, encoder_input_tokens: jax.Array,
-                      tokens: jax.Array, *, gamma: float, eos_id: int = EOS_ID
-                      ) -> dict[str, jax.Array]:
+def output_statistics(model: Any, params: Any, prompts: jax.Array, tokens: jax.Array, *,
+                      gamma: float) -> dict[str, jax.Array]:
   """Teacher-forces the model on its outputs and sums per-token quantities per row.
 
   Args:
-    model: has ``logits(params, batch) -> float32 [B, T, V]``.
+    model: a `base.Model` (`teacher_forcing_batch`, `logits`).
     params: its parameters.
-    encoder_input_tokens: int32 [B, L].
+    prompts: int32 [B, L], the model's prompts.
     tokens: int32 [B, T] outputs (EOS included, 0 after it).
     gamma: discount of the implicit reward.
-    eos_id: end-of-sequence id.
 
   Returns:
     float32 [B] arrays: ``reward`` (summed implicit reward), ``log_prob`` (summed log pi),
     ``entropy`` (summed per-token entropy, nats) and ``num_tokens`` (emitted tokens).
   """
-  weights = output_weights(tokens, eos_id)
-  targets = jnp.where(weights > 0, tokens, 0).astype(jnp.int32)
-  batch = {"encoder_input_tokens": encoder_input_tokens,
-           "decoder_input_tokens": jnp.pad(targets[:, :-1], ((0, 0), (1, 0))),
-           # Marks real decoder positions; an emitted PAD (0) counts as real via the weights.
-           "decoder_target_tokens": jnp.where(weights > 0, jnp.maximum(targets, 1), 0)}
-  logits = model.logits(params, batch)
-  stats = soft_q.token_statistics(logits, targets)
+  batch = model.teacher_forcing_batch(prompts, tokens)
+  targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  stats = soft_q.token_statistics(model.logits(params, batch), targets)
   rewards = soft_q.rewards_from_values(stats.target_logits, stats.values, weights, gamma=gamma)
   return {"reward": jnp.sum(rewards, axis=1),
           "log_prob": jnp.sum(stats.log_probs * weights, axis=1),
@@ -74,29 +65,23 @@ def output_statistics(model: Any, params: Any, encoder_input_tokens: jax.Array,
 
 
 def make_statistics_fn(model: Any, *, gamma: float, partitioner: Any = None,
-                       param_shardings: Any = None, eos_id: int = EOS_ID
+                       param_shardings: Any = None
                        ) -> Callable[[Any, Any, Any], dict[str, np.ndarray]]:
-  """A jitted :func:`output_statistics`: ``(params, inputs [B, L], tokens [B, T]) -> dict``.
+  """A jitted :func:`output_statistics`: ``(params, prompts [B, L], tokens [B, T]) -> dict``.
 
   With a partitioner (and the parameters' shardings) the batch is sharded over 'data' as in
   training; the results come back as numpy float32 [B] arrays.
   """
-  def fn(params, inputs, tokens):
-    return output_statistics(model, params, inputs, tokens, gamma=gamma, eos_id=eos_id)
+  def fn(params, prompts, tokens):
+    return output_statistics(model, params, prompts, tokens, gamma=gamma)
 
   if partitioner is None:
     jitted = jax.jit(fn)
-
-    def run(params, inputs, tokens):
-      return jax.device_get(jitted(params, inputs, tokens))
-    return run
-  batch = partitioner.batch_sharding()
-  jitted = jax.jit(fn, in_shardings=(param_shardings, batch, batch), out_shardings=batch)
-
-  def run_sharded(params, inputs, tokens):
-    with partitioner.activate():
-      return jax.device_get(jitted(params, inputs, tokens))
-  return run_sharded
+  else:
+    batch = partitioner.batch_sharding()
+    jitted = partitioner.jit(fn, in_shardings=(param_shardings, batch, batch),
+                             out_shardings=batch)
+  return lambda params, prompts, tokens: jax.device_get(jitted(params, prompts, tokens))
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, Optional[float]]:

@@ -14,13 +14,13 @@ Shapes: B batch, L encoder length, T decoder length, V vocab, E emb dim.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from irl_lm.models import layers
+from irl_lm.models import base, layers
 from irl_lm.models import t5
 
 Array = jax.Array
@@ -85,7 +85,7 @@ class T5Scorer(nn.Module):
                         cross_mask)
 
 
-class DiscriminatorModel:
+class DiscriminatorModel(base.FlaxModel):
   """Pure-function wrapper around ``T5Scorer`` (no dropout: a discriminator for GAIL).
 
   Attributes:
@@ -97,33 +97,37 @@ class DiscriminatorModel:
     self.config = config
     self.module = T5Scorer(config)
 
-  def _init_variables(self, rng: Array, input_shapes: Mapping[str, Sequence[int]]):
+  @classmethod
+  def for_policy(cls, policy: Any, size: str,
+                 overrides: Mapping[str, Any] | None = None) -> "DiscriminatorModel":
+    """A T5 1.1 discriminator of preset `size` for `policy` (a T5 `EncoderDecoderModel`): the
+    policy's vocabulary and activation dtype, other fields from `overrides`.
+
+    Raises:
+      ValueError: the policy is not an encoder-decoder (GAIL's discriminator reads the input
+        with an encoder, as in the paper).
+    """
+    if not isinstance(policy, t5.EncoderDecoderModel):
+      raise ValueError(f"GAIL's discriminator is a T5 encoder-decoder and needs an "
+                       f"encoder-decoder policy, not {type(policy).__name__}.")
+    config = t5.t5_1_1_config(size, **{**dict(overrides or {}),
+                                       "vocab_size": policy.config.vocab_size,
+                                       "activation_dtype": policy.config.activation_dtype})
+    return cls(config)
+
+  def _dummy_inputs(self, input_shapes: base.InputShapes) -> tuple[Array, ...]:
     enc = jnp.ones(tuple(input_shapes["encoder_input_tokens"]), jnp.int32)
     dec = jnp.ones(tuple(input_shapes["decoder_input_tokens"]), jnp.int32)
-    return self.module.init({"params": rng}, enc, dec)
-
-  def init(self, rng: Array, input_shapes: Mapping[str, Sequence[int]]) -> Params:
-    """Random parameters, a nested dict of float32 arrays (traceable; see EncoderDecoderModel).
-
-    Args:
-      rng: PRNG key.
-      input_shapes: {'encoder_input_tokens': (B, L), 'decoder_input_tokens': (B, T)}.
-    """
-    return nn.meta.unbox(self._init_variables(rng, input_shapes)["params"])
-
-  def param_logical_axes(self, input_shapes: Mapping[str, Sequence[int]]) -> Any:
-    """Pytree like ``init``'s result of logical PartitionSpecs, computed abstractly."""
-    abstract = jax.eval_shape(lambda rng: self._init_variables(rng, input_shapes),
-                              jax.random.key(0))
-    return nn.get_partition_spec(abstract)["params"]
+    return enc, dec
 
   def scores(self, params: Params, batch: Mapping[str, Array]) -> Array:
     """Discriminator logits ``l_t`` of every (prefix, token) pair.
 
     Args:
       params: from ``init``.
-      batch: 'encoder_input_tokens' [B, L], 'decoder_target_tokens' [B, T] (0 = padding), and
-        optionally 'encoder_segment_ids' [B, L], 'decoder_segment_ids' [B, T].
+      batch: the policy's features: 'encoder_input_tokens' [B, L], 'decoder_target_tokens'
+        [B, T] (0 = padding), and optionally 'encoder_segment_ids' [B, L],
+        'decoder_segment_ids' [B, T].
 
     Returns:
       float32 [B, T]; ``sigmoid`` of it is D(s_t, a_t), the probability that the pair is data.

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import layers
+from irl_lm.models import base, layers
 
 Array = jax.Array
-Params = Any  # nested dict of float32 arrays, T5X names
+Params = base.Params
 DecodeState = dict[str, Any]
 
 
@@ -313,48 +313,65 @@ class T5Transformer(nn.Module):
     return logits, {**cache, "encoder_bias": state["encoder_bias"]}
 
 
-def _dummy_inputs(input_shapes: Mapping[str, Sequence[int]]) -> tuple[Array, Array]:
-  enc = jnp.ones(tuple(input_shapes["encoder_input_tokens"]), jnp.int32)
-  dec = jnp.ones(tuple(input_shapes["decoder_input_tokens"]), jnp.int32)
-  return enc, dec
+class EncoderDecoderModel(base.FlaxModel):
+  """T5 1.1 as pure functions of (params, inputs): the `base.Model` seam for encoder-decoders.
 
-
-class EncoderDecoderModel:
-  """T5 1.1 as pure functions of (params, inputs); the seam used by losses, training, decoding.
+  Features (seqio's encoder-decoder features): 'encoder_input_tokens' [B, L],
+  'decoder_input_tokens' [B, T] (targets shifted right, start token `decoder_start_id`),
+  'decoder_target_tokens' [B, T], 'decoder_loss_weights' [B, T], and when packed
+  'encoder_segment_ids', 'decoder_segment_ids' (positions are not needed: relative bias only).
 
   Attributes:
     config: the T5Config.
     module: the flax module (``T5Transformer``).
   """
 
+  decoder_start_id: int = base.PAD_ID  # T5 starts decoding from the PAD id
+
   def __init__(self, config: T5Config):
     self.config = config
     self.module = T5Transformer(config)
 
-  def _init_variables(self, rng: Array, input_shapes: Mapping[str, Sequence[int]]):
-    enc, dec = _dummy_inputs(input_shapes)
-    return self.module.init({"params": rng}, enc, dec, dec, deterministic=True)
+  def _dummy_inputs(self, input_shapes: base.InputShapes) -> tuple[Array, ...]:
+    enc = jnp.ones(tuple(input_shapes["encoder_input_tokens"]), jnp.int32)
+    dec = jnp.ones(tuple(input_shapes["decoder_input_tokens"]), jnp.int32)
+    return enc, dec, dec
 
-  def init(self, rng: Array, input_shapes: Mapping[str, Sequence[int]]) -> Params:
-    """Random parameters (T5X initialisers). Traceable: to jit or eval_shape it, close over
-    ``input_shapes`` (e.g. ``jax.jit(lambda r: model.init(r, shapes), out_shardings=...)``).
+  def input_shapes(self, batch_size: int, feature_lengths: Mapping[str, int]
+                   ) -> base.InputShapes:
+    """{'encoder_input_tokens': (B, L), 'decoder_input_tokens': (B, T)} from {'inputs': L,
+    'targets': T}."""
+    return {"encoder_input_tokens": (batch_size, feature_lengths["inputs"]),
+            "decoder_input_tokens": (batch_size, feature_lengths["targets"])}
 
-    Args:
-      rng: a PRNG key.
-      input_shapes: {'encoder_input_tokens': (B, L), 'decoder_input_tokens': (B, T)}; only used
-        to trace the module, the parameters do not depend on them.
+  def feature_converter(self, pack: bool) -> Any:
+    """`seqio.EncDecFeatureConverter` (imported here: seqio loads TensorFlow)."""
+    import seqio  # pylint: disable=g-import-not-at-top
+    return seqio.EncDecFeatureConverter(pack=pack)
+
+  def prompts(self, batch: base.Batch) -> Array:
+    """'encoder_input_tokens' [B, L]."""
+    return batch["encoder_input_tokens"]
+
+  def teacher_forcing_batch(self, prompts: Array, continuations: Array,
+                            lengths: Array | None = None) -> dict[str, Array]:
+    """Encoder-decoder features for `continuations` [B, T] of `prompts` [B, L].
+
+    See `base.Model.teacher_forcing_batch` for where a continuation ends.
+
     Returns:
-      Nested dict of float32 arrays, T5X names, no 'params' key and no partitioning boxes.
+      {'encoder_input_tokens' [B, L], 'decoder_input_tokens' [B, T] (targets shifted right,
+      start token 0), 'decoder_target_tokens' [B, T] (0 after the end), 'decoder_loss_weights'
+      float32 [B, T] (1 on real tokens)}.
     """
-    return nn.meta.unbox(self._init_variables(rng, input_shapes)["params"])
-
-  def param_logical_axes(self, input_shapes: Mapping[str, Sequence[int]]) -> Any:
-    """Pytree like ``init``'s result of PartitionSpecs of logical axis names, e.g.
-    PartitionSpec('vocab', 'embed'); computed abstractly. Map to mesh axes with
-    ``nn.logical_to_mesh_sharding(axes, mesh, rules)``."""
-    abstract = jax.eval_shape(lambda rng: self._init_variables(rng, input_shapes),
-                              jax.random.key(0))
-    return nn.get_partition_spec(abstract)["params"]
+    real = base.continuation_mask(continuations, lengths, eos_id=self.eos_id,
+                                  pad_id=self.pad_id)
+    targets = jnp.where(real, continuations, self.pad_id).astype(jnp.int32)
+    return {"encoder_input_tokens": prompts,
+            "decoder_input_tokens": jnp.pad(targets[:, :-1], ((0, 0), (1, 0)),
+                                            constant_values=self.decoder_start_id),
+            "decoder_target_tokens": targets,
+            "decoder_loss_weights": real.astype(jnp.float32)}
 
   def logits(self, params: Params, batch: Mapping[str, Array], *,
              dropout_rng: Array | None = None) -> Array:
@@ -376,13 +393,13 @@ class EncoderDecoderModel:
         batch.get("decoder_target_tokens"), batch.get("encoder_segment_ids"),
         batch.get("decoder_segment_ids"), deterministic=deterministic, rngs=rngs)
 
-  def init_decode_state(self, params: Params, encoder_input_tokens: Array,
+  def init_decode_state(self, params: Params, prompts: Array,
                         max_decode_length: int) -> DecodeState:
     """Runs the encoder once and prepares incremental decoding.
 
     Args:
       params: from ``init``.
-      encoder_input_tokens: int32 [B, L], 0 = padding (unpacked).
+      prompts: encoder input tokens, int32 [B, L], 0 = padding (unpacked).
       max_decode_length: T, the length of the self-attention cache (static).
     Returns:
       DecodeState, a dict whose every leaf has batch as its leading axis:
@@ -392,8 +409,12 @@ class EncoderDecoderModel:
       (heads-major, so that each step's attention reads the cache without transposing it)
       with K/V in config.activation_dtype.
     """
-    return self.module.apply({"params": params}, encoder_input_tokens, max_decode_length,
+    return self.module.apply({"params": params}, prompts, max_decode_length,
                              method=T5Transformer.init_decode_state)
+
+  def start_tokens(self, prompts: Array) -> Array:
+    """The decoder start token (0) for every row: int32 [B]."""
+    return jnp.full((prompts.shape[0],), self.decoder_start_id, jnp.int32)
 
   def decode_step(self, params: Params, state: DecodeState, tokens: Array,
                   position: Array | int) -> tuple[Array, DecodeState]:
@@ -402,7 +423,7 @@ class EncoderDecoderModel:
     Args:
       params: from ``init``.
       state: from ``init_decode_state`` or a previous step.
-      tokens: int32 [B], the decoder input at ``position`` (start token 0 at position 0).
+      tokens: int32 [B], the decoder input at ``position`` (``start_tokens`` at position 0).
       position: int32 scalar, may be traced (jit / lax.while_loop).
     Returns:
       (float32 logits [B, V] for the next token, updated DecodeState of unchanged shapes).

@@ -17,9 +17,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from irl_lm import decoding
+from irl_lm.decoding import search
+from irl_lm.decoding.config import DecodingConfig
 from irl_lm.losses import gail, iqlearn, mle, soft_q
+from irl_lm.models import discriminator as discriminator_lib
 from irl_lm.models import layers
+from irl_lm.training import state as state_lib
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -149,33 +152,6 @@ def _take_rows(x: jax.Array, num_rows: int, data_axis_size: int) -> jax.Array:
   return x.reshape((num_rows,) + x.shape[2:])
 
 
-def samples_as_batch(encoder_input_tokens: jax.Array, tokens: jax.Array,
-                     lengths: jax.Array) -> dict[str, jax.Array]:
-  """Turns sampled completions into encoder-decoder features the model and losses read.
-
-  A sample ends at its EOS (included) or at the maximum length; a PAD (0) sampled before that
-  ends it too (the model treats target 0 as padding), so weights stop before the PAD.
-
-  Args:
-    encoder_input_tokens: int32 [S, L], the inputs the samples were drawn for.
-    tokens: int32 [S, T] sampled tokens (`decoding.SampleOutput.tokens`).
-    lengths: int32 [S] number of emitted tokens, EOS included.
-
-  Returns:
-    {'encoder_input_tokens' [S, L], 'decoder_input_tokens' [S, T] (targets shifted right, start
-    token 0), 'decoder_target_tokens' [S, T] (0 after the end), 'decoder_loss_weights' float32
-    [S, T] (1 on real tokens)}.
-  """
-  positions = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
-  emitted = positions < lengths[:, None]
-  real = emitted & (jnp.cumsum((tokens == 0) & emitted, axis=1) == 0)
-  targets = jnp.where(real, tokens, 0).astype(jnp.int32)
-  return {"encoder_input_tokens": encoder_input_tokens,
-          "decoder_input_tokens": jnp.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_target_tokens": targets,
-          "decoder_loss_weights": real.astype(jnp.float32)}
-
-
 class OnlineObjective:
   """Base of objectives that learn from the policy's own samples (and may carry extra state).
 
@@ -188,16 +164,19 @@ class OnlineObjective:
     3. `loss(params, extra, aux, batch, samples, rng, model)`, differentiated w.r.t. params.
   `init_extra` and `extra_shardings` build and lay out `TrainState.extra` (None by default).
 
-  Subclasses are frozen dataclasses with the fields `temperature`, `top_k`, `top_p`, `eos_id`,
-  `sample_in_step` and define `sample_fraction` (property or field) and `loss`.
+  Subclasses are frozen dataclasses with the fields `sampling` (a `DecodingConfig` with
+  method 'sample' or 'greedy') and `sample_in_step`, and define `sample_fraction` (property or
+  field) and `loss`.
   """
 
-  temperature: float
-  top_k: int
-  top_p: float
-  eos_id: int
+  sampling: DecodingConfig
   sample_in_step: bool
   sample_fraction: float
+
+  def _check_sampling(self) -> None:
+    if self.sampling.method not in ("sample", "greedy") or self.sampling.calculator:
+      raise ValueError(f"{type(self).__name__}.sampling must sample (method 'sample' or "
+                       f"'greedy', no calculator), got {self.sampling.describe()}.")
 
   def sample(self, params: Any, batch: Batch, rng: jax.Array, model: Any) -> dict[str, jax.Array]:
     """Completions of a fraction of the batch's inputs, drawn from the policy `params`.
@@ -209,19 +188,22 @@ class OnlineObjective:
       model: has `init_decode_state` / `decode_step`.
 
     Returns:
-      `samples_as_batch(...)` of S = `num_sampled_rows(B, sample_fraction, data axis)` rows.
+      `model.teacher_forcing_batch(...)` of S = `num_sampled_rows(B, sample_fraction, data
+      axis)` prompts and their sampled completions.
     """
-    if "encoder_segment_ids" in batch:
+    if "decoder_segment_ids" in batch:
       raise ValueError("online objectives sample completions per input and need unpacked "
                        "batches: set train.pack = False.")
-    enc_BL = batch["encoder_input_tokens"]
+    prompts_BL = model.prompts(batch)
     data_axis = _data_axis_size()
-    num_rows = num_sampled_rows(enc_BL.shape[0], self.sample_fraction, data_axis)
-    enc_SL = layers.constrain(_take_rows(enc_BL, num_rows, data_axis), ("batch", "length"))
-    out = decoding.temperature_sample(
-        model, params, enc_SL, rng, max_decode_length=batch["decoder_target_tokens"].shape[1],
-        temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, eos_id=self.eos_id)
-    return samples_as_batch(enc_SL, out.tokens, out.lengths)
+    num_rows = num_sampled_rows(prompts_BL.shape[0], self.sample_fraction, data_axis)
+    prompts_SL = layers.constrain(_take_rows(prompts_BL, num_rows, data_axis),
+                                  ("batch", "length"))
+    out = search.temperature_sample(
+        model, params, prompts_SL, rng, max_decode_length=batch["decoder_target_tokens"].shape[1],
+        temperature=self.sampling.sampling_temperature, top_k=self.sampling.top_k,
+        top_p=self.sampling.top_p)
+    return model.teacher_forcing_batch(prompts_SL, out.tokens, out.lengths)
 
   def init_extra(self, params: Any, rng: jax.Array, *, model: Any,
                  input_shapes: Mapping[str, Any]) -> Any:
@@ -271,8 +253,9 @@ class IQLearnOnline(OnlineObjective):
       fraction of inputs that are sampled (at least one per data shard: with α = 0 those
       samples are drawn and ignored; use `IQLearn` for offline training).
     td_on: 'mixture' or 'data': where the χ² penalty is taken.
-    temperature, top_k, top_p: sampling (`decoding.temperature_sample`; top_k 0 = off).
-    eos_id: end-of-sequence id.
+    sampling: how the completions are drawn (`DecodingConfig`, method 'sample' with
+      temperature / top_k / top_p, or 'greedy'; its seed is unused: the train state's RNG
+      draws them).
     sample_in_step: draw the samples inside the jitted train step (True) or with a separately
       jitted sampler whose output feeds the step (False); same samples either way.
   """
@@ -280,10 +263,7 @@ class IQLearnOnline(OnlineObjective):
   gamma: float = 1.0
   online_mix: float = 0.1
   td_on: str = "mixture"
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  eos_id: int = 1
+  sampling: DecodingConfig = DecodingConfig("sample", temperature=1.0)
   sample_in_step: bool = True
 
   def __post_init__(self):
@@ -291,6 +271,7 @@ class IQLearnOnline(OnlineObjective):
       raise ValueError(f"IQLearnOnline.td_on must be one of {iqlearn.TD_ON_CHOICES}, got "
                        f"{self.td_on!r}")
     num_sampled_rows(1, self.online_mix)  # validates the range
+    self._check_sampling()
 
   @property
   def sample_fraction(self) -> float:
@@ -346,7 +327,7 @@ class GAIL(OnlineObjective):
     discriminator_learning_rate: Adam learning rate of the discriminator.
     discriminator_grad_clip_norm: clip its gradients to this global norm (0 disables).
     sample_fraction: fraction of the batch's inputs sampled each step.
-    temperature, top_k, top_p, eos_id, sample_in_step: as `IQLearnOnline`.
+    sampling, sample_in_step: as `IQLearnOnline`.
   """
   gamma: float = 1.0
   baseline: str = "batch_mean"
@@ -358,25 +339,19 @@ class GAIL(OnlineObjective):
   discriminator_learning_rate: float = 1e-4
   discriminator_grad_clip_norm: float = 1.0
   sample_fraction: float = 1.0
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  eos_id: int = 1
+  sampling: DecodingConfig = DecodingConfig("sample", temperature=1.0)
   sample_in_step: bool = True
 
   def __post_init__(self):
     if self.baseline not in gail.BASELINES:
       raise ValueError(f"GAIL.baseline must be one of {gail.BASELINES}, got {self.baseline!r}")
     num_sampled_rows(1, self.sample_fraction)  # validates the range
+    self._check_sampling()
 
-  def discriminator(self, model: Any) -> Any:
+  def discriminator(self, model: Any) -> discriminator_lib.DiscriminatorModel:
     """The discriminator model for policy `model` (same vocabulary and activation dtype)."""
-    from irl_lm.models import discriminator, t5  # models import nothing from training
-    config = t5.t5_1_1_config(
-        self.discriminator_size, **{**dict(self.discriminator_overrides or {}),
-                                    "vocab_size": model.config.vocab_size,
-                                    "activation_dtype": model.config.activation_dtype})
-    return discriminator.DiscriminatorModel(config)
+    return discriminator_lib.DiscriminatorModel.for_policy(model, self.discriminator_size,
+                                                           self.discriminator_overrides)
 
   def discriminator_optimizer(self) -> optax.GradientTransformation:
     """Adam with gradient clipping, the discriminator's own optimiser."""
@@ -405,7 +380,6 @@ class GAIL(OnlineObjective):
                       param_shardings):
     """Discriminator parameters from its logical axes (as the policy's), its Adam moments like
     the parameters they mirror, the reference policy like the policy (`param_shardings`)."""
-    from irl_lm.training import state as state_lib  # state imports nothing from here
     disc_shardings = partitioner.shardings_for(
         self.discriminator(model).param_logical_axes(input_shapes), abstract_extra["disc_params"])
     out = {"disc_params": disc_shardings,

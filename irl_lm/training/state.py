@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import flax.struct
 import jax
+import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
@@ -176,16 +177,29 @@ def build_state_layout(model: Any, tx: optax.GradientTransformation,
         abstract.extra, model=model, input_shapes=input_shapes, partitioner=partitioner,
         param_shardings=param_shardings)
   shardings = state_shardings(abstract, param_shardings, partitioner, extra_shardings)
-  jitted = jax.jit(init_state, out_shardings=shardings)
-  jitted_from_params = jax.jit(state_from_params, in_shardings=(param_shardings,),
-                               out_shardings=shardings, donate_argnums=0)
-
-  def init_fn():
-    with partitioner.activate():
-      return jitted()
-
-  def init_from_params(params):
-    with partitioner.activate():
-      return jitted_from_params(params)
-
+  init_fn = partitioner.jit(init_state, out_shardings=shardings)
+  init_from_params = partitioner.jit(state_from_params, in_shardings=(param_shardings,),
+                                     out_shardings=shardings, donate_argnums=0)
   return StateLayout(abstract, shardings, param_shardings, init_fn, init_from_params)
+
+
+def layout_summary(layout: StateLayout) -> dict[str, Any]:
+  """Sizes of an abstract, sharded train state (what `run.mode = 'check'` prints).
+
+  Returns:
+    {'param_count', 'state_bytes' (whole state), 'max_state_bytes_per_device',
+     'mesh' (axis sizes), 'dry_run': True}.
+  """
+  leaves = jax.tree.leaves(layout.abstract)
+  shardings = jax.tree.leaves(layout.shardings)
+  per_device: dict[Any, int] = {}
+  for leaf, sharding in zip(leaves, shardings):
+    nbytes = int(np.prod(sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+    for device in sharding.device_set:
+      per_device[device] = per_device.get(device, 0) + nbytes
+  return {"dry_run": True,
+          "param_count": int(sum(np.prod(p.shape)
+                                 for p in jax.tree.leaves(layout.abstract.params))),
+          "state_bytes": int(sum(np.prod(l.shape) * l.dtype.itemsize for l in leaves)),
+          "max_state_bytes_per_device": max(per_device.values()),
+          "mesh": dict(shardings[0].mesh.shape)}

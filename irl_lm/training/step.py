@@ -123,14 +123,8 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
     return train_step(state, batch, model=model, objective=objective, tx=tx,
                       schedule=schedule)
 
-  jitted = jax.jit(step, in_shardings=(shardings, partitioner.batch_sharding()),
-                   out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
-
-  def run(state, batch):
-    with partitioner.activate():
-      return jitted(state, batch)
-
-  return run
+  return partitioner.jit(step, in_shardings=(shardings, partitioner.batch_sharding()),
+                         out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
 
 
 def _make_two_stage_step(*, model: Any, objective: OnlineObjective,
@@ -146,14 +140,13 @@ def _make_two_stage_step(*, model: Any, objective: OnlineObjective,
     return online_train_step(state, batch, model=model, objective=objective, tx=tx,
                              schedule=schedule, samples=samples)
 
-  jitted_sample = jax.jit(sample, in_shardings=(shardings.params, shardings.rng, batch_sharding),
-                          out_shardings=batch_sharding)
-  jitted = jax.jit(step, in_shardings=(shardings, batch_sharding, batch_sharding),
-                   out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
+  jitted_sample = partitioner.jit(
+      sample, in_shardings=(shardings.params, shardings.rng, batch_sharding),
+      out_shardings=batch_sharding)
+  jitted = partitioner.jit(step, in_shardings=(shardings, batch_sharding, batch_sharding),
+                           out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
 
   def run(state, batch):
-    with partitioner.activate():
-      samples = jitted_sample(state.params, state.rng, batch)
-      return jitted(state, batch, samples)
+    return jitted(state, batch, jitted_sample(state.params, state.rng, batch))
 
   return run

@@ -98,9 +98,14 @@ class ToyVocabulary:
 class ScriptedModel:
   """Proposes script[b, position] at every position, whatever it is fed (a decodable model)."""
 
+  eos_id = 1
+
   def __init__(self, script_BT, vocab_size):
     self.script = jnp.asarray(script_BT, jnp.int32)
     self.vocab_size = vocab_size
+
+  def start_tokens(self, prompts):
+    return jnp.zeros((prompts.shape[0],), jnp.int32)
 
   def init_decode_state(self, params, encoder_input_tokens, max_decode_length):
     del params, max_decode_length

@@ -24,6 +24,11 @@ EOS = 1
 class MarkovTableModel:
   """Implements the decode interface: logits = table[pos, prev, last] + sum_l enc_emb[enc_l]."""
 
+  eos_id = EOS
+
+  def start_tokens(self, prompts: jax.Array) -> jax.Array:
+    return jnp.zeros((prompts.shape[0],), jnp.int32)
+
   def init_decode_state(self, params: dict, encoder_input_tokens: jax.Array,
                         max_decode_length: int) -> dict:
     batch = encoder_input_tokens.shape[0]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from irl_lm.evaluation import evaluator, metrics
+from irl_lm.evaluation import metrics
 
 
 def test_rouge_hand_computed():
@@ -72,7 +72,7 @@ def test_gsm8k_accuracy():
   preds = ["The total is $1,000.00.", "#### 72.", "#### 6", "#### 1"]
   assert metrics.gsm8k_correct(refs, preds) == [1.0, 1.0, 0.0, 0.0]
   assert metrics.gsm8k_accuracy(refs, preds) == pytest.approx(50.0)
-  corpus, per_example = evaluator.score_predictions("gsm8k", refs, preds)
+  corpus, per_example = metrics.score_predictions("gsm8k", refs, preds)
   assert corpus == {"accuracy": pytest.approx(50.0)}
   assert [s["correct"] for s in per_example] == [100.0, 100.0, 0.0, 0.0]
 
@@ -116,9 +116,9 @@ def test_mean_token_entropy_hand_computed():
 
 def test_translation_scores_per_example_and_corpus():
   refs, preds = ["a b c e", "x y"], ["a b c d", "x y"]
-  corpus, per_example = evaluator.score_predictions("translation", refs, preds)
+  corpus, per_example = metrics.score_predictions("translation", refs, preds)
   assert per_example[1] == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
   assert corpus["bleu"] == pytest.approx(metrics.bleu(refs, preds))
   assert corpus["chrf"] == pytest.approx(metrics.chrf(refs, preds))
   with pytest.raises(ValueError, match="unknown metric family"):
-    evaluator.score_predictions("bleurt", refs, preds)
+    metrics.score_predictions("bleurt", refs, preds)

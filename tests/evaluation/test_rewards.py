@@ -12,7 +12,10 @@ from irl_lm.models import t5
 
 
 class UniformModel:
-  """Logits all zero: pi is uniform, V(s) = log V everywhere."""
+  """Logits all zero: pi is uniform, V(s) = log V everywhere (T5's features)."""
+
+  pad_id, eos_id, decoder_start_id = 0, 1, 0
+  teacher_forcing_batch = t5.EncoderDecoderModel.teacher_forcing_batch
 
   def __init__(self, vocab_size):
     self.vocab_size = vocab_size

@@ -12,11 +12,12 @@ import pytest
 import seqio
 
 from irl_lm import config
-from irl_lm.jobs import infer as inference
+from irl_lm.jobs import common, infer as inference
 from irl_lm.data import pipeline, tasks, task_configs, vocabularies
 from irl_lm.data import calculator
 from irl_lm.jobs import evaluate as evaluate_job
-from irl_lm.evaluation import evaluator, metrics, rewards
+from irl_lm.decoding import config as decoding_config
+from irl_lm.evaluation import metrics, predict, rewards
 from irl_lm.losses import soft_q
 from irl_lm.checkpoints import manager as checkpoints
 from irl_lm.partitioning import Partitioner
@@ -146,18 +147,18 @@ def test_outputs_rewards_and_calculator(evaluated):
   model, vocab = settings["model"], pipeline.get_vocabulary(TASK)
   partitioner = Partitioner((1, 1), devices=tuple(jax.devices()[:1]))
   tx = settings["optimizer"](schedule=settings["schedule"](total_steps=STEPS))
-  params, shardings, step = inference.restore_params(
+  params, shardings, step = common.restore_params(
       run_dir, model=model, tx=tx, partitioner=partitioner,
       input_shapes={"encoder_input_tokens": (4, LENGTHS["inputs"]),
                     "decoder_input_tokens": (4, LENGTHS["targets"])})
   assert step == STEPS
   examples = pipeline.get_examples(TASK, "test", num_examples=None, feature_lengths=LENGTHS)
   enc = np.stack([ex["encoder_input_tokens"] for ex in examples])
-  decode = evaluator.make_decode_fn(model, evaluator.DecodingConfig("greedy"),
+  decode = decoding_config.make_decode_fn(model, decoding_config.DecodingConfig("greedy"),
                                     max_decode_length=LENGTHS["targets"],
                                     partitioner=partitioner, param_shardings=shardings)
   tokens = np.asarray(decode(params, enc, jax.random.PRNGKey(0)))
-  assert [vocab.decode(evaluator.strip_after_eos(t)) for t in tokens] == [
+  assert [vocab.decode(predict.output_ids(t)) for t in tokens] == [
       r["output"] for r in greedy]
   weights = rewards.output_weights(jnp.asarray(tokens))
   logits = jax.jit(model.logits)(params, {"encoder_input_tokens": enc,
@@ -198,7 +199,7 @@ def test_evaluate_errors(tmp_path):
     evaluate_job.evaluate(str(tmp_path), settings=["beam_4"], training=settings)
   with pytest.raises(ValueError, match="calculator works with greedy"):
     evaluate_job.evaluate(str(tmp_path), settings=["beam4_calc"], training=settings)
-  with pytest.raises(inference.InferenceError, match="lacks train.model"):
+  with pytest.raises(common.JobError, match="lacks train.model"):
     evaluate_job.evaluate(str(tmp_path), training={"task": "x"})
   assert [c.describe() for c in evaluate_job.resolve_settings(
       ["greedy", "sample_t0.5"], temperatures=[0.5, 1.0], beam_sizes=[4])] == [

@@ -12,12 +12,13 @@ import optax
 import pytest
 
 from irl_lm import decoding
-from irl_lm.jobs import infer as inference
+from irl_lm.jobs import common, infer as inference
 from irl_lm.data import pipeline
-from irl_lm.evaluation.evaluator import DecodingConfig
+from irl_lm.decoding.config import DecodingConfig
 from irl_lm.models import t5
 from irl_lm.checkpoints import manager as checkpoints
-from irl_lm.training import objectives, trainer
+from irl_lm.jobs import train as train_job
+from irl_lm.training import objectives
 from irl_lm.partitioning import Partitioner
 
 TASK = "stdlib_docstrings"
@@ -56,7 +57,7 @@ def trained_run(tmp_path_factory):
       partitioner=Partitioner((-1, 1)), optimizer=lambda schedule: optax.adam(schedule),
       schedule=lambda total_steps: optax.constant_schedule(3e-3), seed=0,
       decoding=DecodingConfig("greedy"))
-  summary = trainer.train(run_dir=run_dir, **settings, checkpoint_every=STEPS, log_every=5,
+  summary = train_job.train(run_dir=run_dir, **settings, checkpoint_every=STEPS, log_every=5,
                           eval_examples=0, batches=itertools.repeat(_training_batch(vocab)),
                           tensorboard=False)
   assert summary["final_step"] == STEPS and summary["loss_last"] < 0.5 * summary["loss_first"]
@@ -94,7 +95,7 @@ def test_decodes_memorised_targets_with_consistent_scores(trained_run, tmp_path)
     assert not record["truncated"]
 
   # log_prob equals the sum of the per-token log-probs the cached sampler reports.
-  params, _, step = inference.restore_params(
+  params, _, step = common.restore_params(
       run_dir, model=settings["model"], tx=settings["optimizer"](settings["schedule"](STEPS)),
       partitioner=settings["partitioner"],
       input_shapes={"encoder_input_tokens": (B, L), "decoder_input_tokens": (B, T)})

@@ -11,7 +11,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from irl_lm.models import EncoderDecoderModel, T5Config, t5_1_1_config
-from irl_lm.models import layers
+from irl_lm.models import layers, t5
 
 SHAPES = {"encoder_input_tokens": (1, 1), "decoder_input_tokens": (1, 1)}
 VOCAB = 96  # even, so the 'model' mesh axis (2) divides it
@@ -256,3 +256,21 @@ def test_logical_constraints_noop_without_mesh_and_sharded_run_matches(tiny):
     sharded = jax.device_put(params, shardings)
     got = jax.jit(model.logits)(sharded, batch)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_forcing_batch_ends_at_eos_or_a_sampled_pad():
+  model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=16))
+  tokens = jnp.array([[5, 6, 1, 0], [7, 0, 8, 1], [4, 4, 4, 4]])
+  lengths = jnp.array([3, 4, 4])  # row 1 sampled a PAD at t=1; row 2 hit the length limit
+  out = model.teacher_forcing_batch(jnp.ones((3, 2), jnp.int32), tokens, lengths)
+  np.testing.assert_array_equal(out["decoder_target_tokens"],
+                                [[5, 6, 1, 0], [7, 0, 0, 0], [4, 4, 4, 4]])
+  np.testing.assert_array_equal(out["decoder_loss_weights"],
+                                [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+  np.testing.assert_array_equal(out["decoder_input_tokens"],
+                                [[0, 5, 6, 1], [0, 7, 0, 0], [0, 4, 4, 4]])
+  np.testing.assert_array_equal(out["encoder_input_tokens"], np.ones((3, 2)))
+  # Without lengths a continuation ends at its first EOS (beam outputs, infer, rewards).
+  no_lengths = model.teacher_forcing_batch(jnp.ones((3, 2), jnp.int32), tokens)
+  np.testing.assert_array_equal(no_lengths["decoder_loss_weights"],
+                                [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])

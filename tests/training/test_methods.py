@@ -1,4 +1,4 @@
-"""Every method of the paper trains through `trainer.train`: MLE, MLE + entropy, offline IQLearn,
+"""Every method of the paper trains through the train job: MLE, MLE + entropy, offline IQLearn,
 online IQLearn and GAIL, on one device and on the simulated 8-device mesh."""
 
 import dataclasses
@@ -12,7 +12,7 @@ import pytest
 from irl_lm.models import t5
 from irl_lm.checkpoints import formats as checkpoint_formats, manager as checkpoints
 from irl_lm.training import objectives, state as state_lib
-from irl_lm.training import trainer
+from irl_lm.jobs import train as train_job
 from irl_lm.partitioning import Partitioner
 from tests.training.test_step import B, L, T, VOCAB, _batches
 
@@ -55,7 +55,7 @@ def _train(run_dir, objective, mesh_shape, num_steps=STEPS, **overrides):
                 checkpoint_every=1000, log_every=1, eval_examples=0,
                 batches=iter(lambda: batch, None), tensorboard=False)
   kwargs.update(overrides)
-  return trainer.train(**kwargs)
+  return train_job.train(**kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -178,30 +178,18 @@ def test_num_sampled_rows_rounds_up_per_data_shard():
     objectives.num_sampled_rows(8, 1.5)
 
 
-def test_samples_as_batch_ends_at_eos_or_a_sampled_pad():
-  tokens = jnp.array([[5, 6, 1, 0], [7, 0, 8, 1], [4, 4, 4, 4]])
-  lengths = jnp.array([3, 4, 4])  # row 1 sampled a PAD at t=1; row 2 hit the length limit
-  out = objectives.samples_as_batch(jnp.ones((3, 2), jnp.int32), tokens, lengths)
-  np.testing.assert_array_equal(out["decoder_target_tokens"],
-                                [[5, 6, 1, 0], [7, 0, 0, 0], [4, 4, 4, 4]])
-  np.testing.assert_array_equal(out["decoder_loss_weights"],
-                                [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
-  np.testing.assert_array_equal(out["decoder_input_tokens"],
-                                [[0, 5, 6, 1], [0, 7, 0, 0], [0, 4, 4, 4]])
-
-
 def test_gail_run_can_be_restored_for_inference(runs):
   """`infer`/`evaluate` rebuild the run's state with its objective (GAIL has extra state)."""
-  from irl_lm.jobs import infer as inference
+  from irl_lm.jobs import common as jobs_common
   summary, gail_dir = runs["gail", (1, 1)]
   shapes = {"encoder_input_tokens": (B, L), "decoder_input_tokens": (B, T)}
   common = dict(model=t5.EncoderDecoderModel(TINY),
                 tx=optax.adam(optax.constant_schedule(3e-3)),
                 partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
                 input_shapes=shapes)
-  params, _, step = inference.restore_params(str(gail_dir), objective=METHODS["gail"], **common)
+  params, _, step = jobs_common.restore_params(str(gail_dir), objective=METHODS["gail"], **common)
   assert step == summary["final_step"] == STEPS
   expected = checkpoint_formats.load_params(str(gail_dir), _layout(METHODS["gail"]).abstract.params)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), expected)
   with pytest.raises(checkpoints.CheckpointError, match="unexpected in checkpoint: extra/"):
-    inference.restore_params(str(gail_dir), **common)  # without the objective: refused clearly
+    jobs_common.restore_params(str(gail_dir), **common)  # without the objective: refused clearly

@@ -12,7 +12,8 @@ import pytest
 from irl_lm import runner as jobs
 from irl_lm.models import t5
 from irl_lm.checkpoints import manager as checkpoints
-from irl_lm.training import objectives, optimizers, trainer
+from irl_lm.jobs import train as train_job
+from irl_lm.training import objectives, optimizers
 from irl_lm.partitioning import Partitioner
 from tests.training.test_step import VOCAB, B, L, T, _batches
 
@@ -30,7 +31,7 @@ def _train(run_dir, num_steps, **overrides):
                 checkpoint_every=4, keep_checkpoints=None, log_every=2, eval_examples=0,
                 batches=iter(lambda: batch, None), tensorboard=False)
   kwargs.update(overrides)
-  return trainer.train(**kwargs)
+  return train_job.train(**kwargs)
 
 
 def test_train_logs_checkpoints_and_resumes(tmp_path):

@@ -1,0 +1,140 @@
+"""The train job (`run.mode = 'train'`): data → sharded step → checkpoints, logs, evaluation.
+
+It composes the libraries: the model's train-state layout (`training.state`), the run
+checkpointer or a starting checkpoint (`checkpoints`), the seqio pipeline with the model's
+feature converter (`data`), the jitted step (`training.step`), the loop (`training.trainer`) and
+the `Evaluator` (`evaluation`) for the evaluation during and after training.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from etils import epath
+
+from irl_lm.checkpoints import manager as checkpoints_lib
+from irl_lm.decoding.config import DecodingConfig
+from irl_lm.evaluation import evaluator as evaluator_lib
+from irl_lm.jobs import common
+from irl_lm.partitioning import Partitioner
+from irl_lm.training import optimizers
+from irl_lm.training import state as state_lib
+from irl_lm.training import step as step_lib
+from irl_lm.training import trainer
+from irl_lm.training.objectives import IQLearn, Objective
+
+Batch = Mapping[str, np.ndarray]
+
+
+def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, int],
+          batch_size: int, num_train_steps: int,
+          objective: Objective = IQLearn(),
+          partitioner: Optional[Partitioner] = None,
+          optimizer: Callable[..., optax.GradientTransformation] = optimizers.make_optimizer,
+          schedule: Callable[..., optax.Schedule] = optimizers.make_schedule,
+          seed: int = 0, pack: bool = False,
+          checkpoint_every: int = 500, keep_checkpoints: Optional[int] = 3,
+          log_every: int = 50,
+          eval_split: str = "validation", eval_examples: int = 128,
+          eval_batch_size: Optional[int] = None,
+          decoding: DecodingConfig = DecodingConfig(),
+          batches: Optional[Iterator[Batch]] = None,
+          tensorboard: bool = True,
+          init_from: Optional[str] = None) -> dict[str, Any]:
+  """Trains `model` on a seqio task with `objective`, checkpointing and evaluating.
+
+  Resumes from the newest checkpoint in `<run_dir>/checkpoints` when there is one.
+
+  Args:
+    run_dir: output directory (checkpoints/, metrics.jsonl, tensorboard/, eval files).
+    model: a `models.base.Model` (e.g. `t5.EncoderDecoderModel`).
+    task: seqio task name (see `irl_lm.data.registry`).
+    feature_lengths: {'inputs': L, 'targets': T}.
+    batch_size: global batch size (must divide over the mesh's 'data' axis and hosts).
+    num_train_steps: total number of updates (a resumed run continues up to it).
+    objective: the method (`objectives.MLE()`, `objectives.IQLearn()`, ...).
+    partitioner: mesh and sharding rules (default: all devices on 'data').
+    optimizer: factory `(schedule=...) -> optax transform` (`optimizers.make_optimizer`).
+    schedule: factory `(total_steps=...) -> optax schedule` (`optimizers.make_schedule`).
+    seed: parameter-init, dropout and data-shuffle seed.
+    pack: pack several examples per row (seqio packing).
+    checkpoint_every, keep_checkpoints: Orbax checkpoint interval and retention.
+    log_every: steps between metric records / progress lines.
+    eval_split, eval_examples, eval_batch_size, decoding: the final evaluation (0 examples
+      skips it).
+    batches: optional iterator of host-local batches replacing the seqio pipeline (tests).
+    tensorboard: also write TensorBoard summaries.
+    init_from: a checkpoint to start from when the run directory has none yet: a T5X
+      checkpoint (legacy msgpack + zarr, or Orbax), a Hugging Face directory or an irl_lm run
+      (see `checkpoints.formats.detect_format`). Only its parameters are taken (checked
+      against the model); the optimiser starts fresh at step 0. Ignored on resume.
+
+  Returns:
+    {'final_step', 'train_seconds', 'loss_first', 'loss_last', 'history' (list of logged
+    records), 'eval' (metrics dict or None)}.
+  """
+  partitioner = partitioner or Partitioner()
+  layout, tx, lr_schedule = common.train_state_layout(
+      model=model, objective=objective, partitioner=partitioner, optimizer=optimizer,
+      schedule=schedule, batch_size=batch_size, feature_lengths=feature_lengths,
+      num_train_steps=num_train_steps, seed=seed)
+  epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
+
+  checkpointer = checkpoints_lib.Checkpointer(
+      os.path.join(run_dir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(layout.abstract, layout.shardings)
+    logging.info("resumed from checkpoint at step %d", int(state.step))
+    if init_from:
+      logging.info("resuming, so init_from=%s is ignored", init_from)
+  elif init_from:
+    from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
+    state = layout.init_from_params(formats.load_params(
+        init_from, layout.abstract.params, shardings=layout.param_shardings))
+  else:
+    state = layout.init_fn()
+  start_step = int(state.step)
+
+  train_step = step_lib.make_train_step(model=model, objective=objective, tx=tx,
+                                        schedule=lr_schedule, partitioner=partitioner,
+                                        shardings=layout.shardings)
+  if batches is None:
+    from irl_lm.data import pipeline  # TensorFlow only when real data is needed.
+    batches = pipeline.get_batches(
+        task, "train", feature_lengths=dict(feature_lengths),
+        batch_size=batch_size // jax.process_count(), shuffle=True,
+        # A resumed run reshuffles with a new seed rather than replaying seen batches.
+        seed=seed + start_step, feature_converter=model.feature_converter(pack), repeat=True,
+        num_shards=jax.process_count(), shard_index=jax.process_index())
+
+  log = trainer.MetricsLog(run_dir, tensorboard=tensorboard)
+  state, history, train_seconds = trainer.fit(
+      state, train_step, batches, num_train_steps=num_train_steps,
+      batch_sharding=partitioner.batch_sharding(), checkpointer=checkpointer, log=log,
+      log_every=log_every)
+  checkpointer.close()
+
+  eval_metrics = None
+  if eval_examples > 0:
+    evaluator = evaluator_lib.Evaluator(
+        model, task=task, split=eval_split, num_examples=eval_examples,
+        feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
+        partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False)
+    summary, records = evaluator.evaluate(state.params, decoding)
+    eval_metrics = evaluator_lib.log_metrics(summary)
+    log.write(int(state.step), f"eval_{eval_split}", eval_metrics)
+    if common.is_writer():
+      name = os.path.join(run_dir, f"eval_{eval_split}_{summary['setting']}")
+      common.write_json_lines(f"{name}.jsonl", records)
+      common.write_json(f"{name}_summary.json", summary)
+  log.close()
+  losses = [h["loss"] for h in history]
+  return {"final_step": int(state.step), "train_seconds": train_seconds,
+          "loss_first": losses[0] if losses else None,
+          "loss_last": losses[-1] if losses else None,
+          "history": history, "eval": eval_metrics}

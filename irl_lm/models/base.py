@@ -1,0 +1,142 @@
+"""The model seam: what losses, decoding, training, evaluation and jobs may ask of a model.
+
+Everything outside ``irl_lm/models`` goes through this interface; only a model family knows its
+own feature names (e.g. T5's ``encoder_input_tokens``) and token ids. Features shared by every
+family are those the losses read, in seqio's naming: ``decoder_target_tokens`` [B, T],
+``decoder_loss_weights`` [B, T] (0 on padding and, for decoder-only models, on the prompt) and,
+when packed, ``decoder_segment_ids`` [B, T].
+
+Shapes: B batch, L prompt (input) length, T continuation (target) length, V vocabulary.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Protocol, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Any  # nested dict of float32 arrays, T5X names, no 'params' key
+DecodeState = Any  # a pytree whose every leaf has the batch on axis 0
+Batch = Mapping[str, Array]
+InputShapes = Mapping[str, Sequence[int]]
+
+# seqio's SentencePiece conventions, shared by T5 and the shipped vocabularies.
+PAD_ID = 0
+EOS_ID = 1
+
+
+class Model(Protocol):
+  """The interface every model family implements (T5 1.1 encoder-decoder, decoder-only)."""
+
+  config: Any
+  pad_id: int
+  eos_id: int
+
+  def input_shapes(self, batch_size: int, feature_lengths: Mapping[str, int]) -> InputShapes:
+    """The shapes `init` traces with, from {'inputs': L, 'targets': T}."""
+    ...
+
+  def init(self, rng: Array, input_shapes: InputShapes) -> Params:
+    """Random parameters (traceable; close over `input_shapes` to jit it)."""
+    ...
+
+  def param_logical_axes(self, input_shapes: InputShapes) -> Any:
+    """Pytree like `init`'s result of logical `PartitionSpec`s, computed abstractly."""
+    ...
+
+  def logits(self, params: Params, batch: Batch, *, dropout_rng: Optional[Array] = None) -> Array:
+    """Teacher-forced float32 logits [B, T, V], aligned with `decoder_target_tokens`."""
+    ...
+
+  def feature_converter(self, pack: bool) -> Any:
+    """The `seqio.FeatureConverter` that turns a task's 'inputs'/'targets' into this model's
+    features."""
+    ...
+
+  def prompts(self, batch: Batch) -> Array:
+    """The (unpacked) batch's prompts, int32 [B, L], as `teacher_forcing_batch` takes them."""
+    ...
+
+  def teacher_forcing_batch(self, prompts: Array, continuations: Array,
+                            lengths: Optional[Array] = None) -> dict[str, Array]:
+    """Features that teacher-force `continuations` [B, T] after `prompts` [B, L].
+
+    A continuation ends after `lengths` [B] tokens (default: all T), at its first EOS
+    (included) or before a PAD, whichever comes first; later positions are padding. The result
+    has the shared loss features (`decoder_target_tokens`, float32 `decoder_loss_weights`).
+    """
+    ...
+
+  def init_decode_state(self, params: Params, prompts: Array,
+                        max_decode_length: int) -> DecodeState:
+    """Reads the prompts [B, L] once and allocates a cache for `max_decode_length` steps."""
+    ...
+
+  def start_tokens(self, prompts: Array) -> Array:
+    """int32 [B]: the tokens fed to the first `decode_step` (at position 0)."""
+    ...
+
+  def decode_step(self, params: Params, state: DecodeState, tokens: Array,
+                  position: Array) -> tuple[Array, DecodeState]:
+    """Feeds tokens [B] at continuation step `position` (scalar int32, may be traced) and
+    returns float32 next-token logits [B, V] and the updated state; equals
+    `logits(...)[:, position]` under teacher forcing."""
+    ...
+
+
+def continuation_mask(tokens_BT: Array, lengths_B: Optional[Array] = None, *,
+                      eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Array:
+  """bool [B, T]: the real tokens of continuations (the rule of `teacher_forcing_batch`).
+
+  Real tokens come before `lengths` [B] (default T), up to and including the first EOS, and
+  before the first PAD (a PAD is never a target token in seqio's features).
+  """
+  positions_T = jnp.arange(tokens_BT.shape[1], dtype=jnp.int32)
+  real_BT = jnp.ones(tokens_BT.shape, bool)
+  if lengths_B is not None:
+    real_BT &= positions_T[None, :] < lengths_B[:, None]
+  is_eos = tokens_BT == eos_id
+  real_BT &= (jnp.cumsum(is_eos, axis=1) - is_eos) == 0
+  return real_BT & (jnp.cumsum(tokens_BT == pad_id, axis=1) == 0)
+
+
+class FlaxModel:
+  """Shared code of models that wrap a flax module: init and logical axes from dummy inputs.
+
+  Subclasses set `config` and `module` and implement `_dummy_inputs(input_shapes)`, the
+  positional arguments of `module.__call__` used to trace it.
+  """
+
+  config: Any
+  module: nn.Module
+  pad_id: int = PAD_ID
+  eos_id: int = EOS_ID
+
+  def _dummy_inputs(self, input_shapes: InputShapes) -> tuple[Array, ...]:
+    raise NotImplementedError
+
+  def _init_variables(self, rng: Array, input_shapes: InputShapes) -> Any:
+    return self.module.init({"params": rng}, *self._dummy_inputs(input_shapes))
+
+  def init(self, rng: Array, input_shapes: InputShapes) -> Params:
+    """Random parameters (the module's initialisers). Traceable: to jit or eval_shape it,
+    close over `input_shapes` (e.g. `jax.jit(lambda r: model.init(r, shapes))`).
+
+    Args:
+      rng: a PRNG key.
+      input_shapes: from `input_shapes(...)`; only used to trace the module, the parameters do
+        not depend on them.
+
+    Returns:
+      Nested dict of float32 arrays, no 'params' key and no partitioning boxes.
+    """
+    return nn.meta.unbox(self._init_variables(rng, input_shapes)["params"])
+
+  def param_logical_axes(self, input_shapes: InputShapes) -> Any:
+    """Pytree like `init`'s result of `PartitionSpec`s of logical axis names (e.g.
+    `PartitionSpec('vocab', 'embed')`), computed abstractly."""
+    abstract = jax.eval_shape(lambda rng: self._init_variables(rng, input_shapes),
+                              jax.random.key(0))
+    return nn.get_partition_spec(abstract)["params"]
