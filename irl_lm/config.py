@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import irl_lm
 from irl_lm import partitioning, runner as jobs
 from irl_lm.checkpoints import manager as checkpoints
-from irl_lm.data import errors as data_errors, task_configs
+from irl_lm.data import errors as data_errors, registry
 from irl_lm.evaluation import evaluator
 from irl_lm.jobs import evaluate as evaluate_job, infer as inference
 from irl_lm.models import t5
@@ -54,7 +54,7 @@ def _register() -> None:
   gin.external_configurable(trainer.train, "train")
   gin.external_configurable(jobs.run, "run")
   gin.external_configurable(evaluate_job.evaluate, "evaluate")
-  for factory in task_configs.FACTORIES:  # e.g. train.task = @gsm8k_task()
+  for factory in registry.FACTORIES:  # e.g. train.task = @gsm8k_task()
     gin.external_configurable(factory, factory.__name__)
   gin.external_configurable(inference.infer, "infer")
   gin.constant("bfloat16", jnp.bfloat16)
