@@ -1,19 +1,19 @@
 """The list of irl_lm's tasks, their gin factories and metric families, and registration on use.
 
-Tasks (one module each, holding its reader, ``register`` function, :class:`~spec.TaskSpec` and
-gin factory):
+Tasks (one module of :mod:`irl_lm.data` each, holding its reader, ``register`` function,
+:class:`~irl_lm.data.spec.TaskSpec` and gin factory):
 
-=============================  ===================================  ============  ===============
-task                           module                               metric        gin factory
-=============================  ===================================  ============  ===============
-``stdlib_docstrings``          :mod:`irl_lm.data.stdlib_docstrings`  rouge         stdlib_docstrings_task
-``xsum``                       :mod:`irl_lm.data.xsum`               rouge         xsum_task
-``tldr``                       :mod:`irl_lm.data.tldr`               rouge         tldr_task
-``tldr_openai``                :mod:`irl_lm.data.tldr`               rouge         tldr_openai_task
-``gsm8k``                      :mod:`irl_lm.data.gsm8k`              gsm8k         gsm8k_task
-``wmt22_en_de``                :mod:`irl_lm.data.wmt`                translation   wmt22_en_de_task
-``arithmetic_word_problems``   :mod:`irl_lm.data.arithmetic`         gsm8k         arithmetic_task
-=============================  ===================================  ============  ===============
+============================  =================  ===========  ======================
+task                          module             metric       gin factory
+============================  =================  ===========  ======================
+``stdlib_docstrings``         stdlib_docstrings  rouge        stdlib_docstrings_task
+``xsum``                      xsum               rouge        xsum_task
+``tldr``                      tldr               rouge        tldr_task
+``tldr_openai``               tldr               rouge        tldr_openai_task
+``gsm8k``                     gsm8k              gsm8k        gsm8k_task
+``wmt22_en_de``               wmt                translation  wmt22_en_de_task
+``arithmetic_word_problems``  arithmetic         gsm8k        arithmetic_task
+============================  =================  ===========  ======================
 
 How a task gets registered with seqio: a gin factory (``train.task = @gsm8k_task()``) only
 records its settings (:func:`irl_lm.data.spec.configure`) and returns the name. The first time

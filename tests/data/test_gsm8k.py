@@ -1,4 +1,4 @@
-"""GSM8k from its JSON lines (tiny files the tests write), its gin factory, missing-data messages."""
+"""GSM8k from its JSON lines (tiny files the tests write), its gin factory, missing data."""
 import os
 
 import gin
@@ -54,7 +54,7 @@ def test_gsm8k_from_jsonl(gsm8k_dir, temp_task_names):
   # A held-out validation split: the last N train problems.
   temp_task_names.append("gsm8k_v")
   gsm8k.register("gsm8k_v", data_dir=gsm8k_dir, validation_size=1,
-                            vocabulary_path=helpers.STDLIB_SPM)
+                 vocabulary_path=helpers.STDLIB_SPM)
   split = lambda s: [ex["inputs_text"] for ex in pipeline.get_examples(
       "gsm8k_v", s, num_examples=None, feature_lengths=LENGTHS)]
   assert split("train") == [r["question"] for r in GSM8K_TRAIN[:2]]
@@ -96,9 +96,9 @@ def test_gin_factory_points_a_task_at_its_data(gsm8k_dir, temp_task_names):
   assert [ex["inputs_text"] for ex in examples] == [GSM8K_TEST[0]["question"]]
   # The same settings again keep the task; other settings re-register it.
   assert gsm8k.gsm8k_task("gsm8k_gin", data_dir=gsm8k_dir,
-                                 vocabulary_path=helpers.STDLIB_SPM) == "gsm8k_gin"
+                          vocabulary_path=helpers.STDLIB_SPM) == "gsm8k_gin"
   assert pipeline.get_task("gsm8k_gin") is task
   gsm8k.gsm8k_task("gsm8k_gin", data_dir=gsm8k_dir, validation_size=1,
-                          vocabulary_path=helpers.STDLIB_SPM)
+                   vocabulary_path=helpers.STDLIB_SPM)
   assert pipeline.get_task("gsm8k_gin") is not task
   assert pipeline.get_task("gsm8k_gin").splits == ("train", "validation", "test")

@@ -22,8 +22,8 @@ def test_tldr_openai_jsonl(tmp_path, temp_task_names):
                                                     "summarize: My cat ignores me."]
   assert [ex["targets_text"] for ex in examples] == ["burnt pasta, ate toast", "cat ignores me"]
   tldr.register_openai("tldr_title", data_dir=str(tmp_path),
-                                  input_template="summarize: r/{subreddit} {title}: {post}",
-                                  vocabulary_path=helpers.STDLIB_SPM)
+                       input_template="summarize: r/{subreddit} {title}: {post}",
+                       vocabulary_path=helpers.STDLIB_SPM)
   examples = pipeline.get_examples("tldr_title", "validation", num_examples=1,
                                    feature_lengths=LENGTHS)
   assert examples[0]["inputs_text"] == "summarize: r/tifu TIFU by cooking: I burnt the pasta."
@@ -36,7 +36,7 @@ def test_tldr_openai_jsonl(tmp_path, temp_task_names):
 def test_tldr_tfds_through_mock_data(tmp_path, temp_task_names):
   temp_task_names.append("tldr_mock")
   tldr.register_tfds("tldr_mock", tfds_data_dir=str(tmp_path / "tfds"),
-                           vocabulary_path=helpers.seqio_test_spm())
+                     vocabulary_path=helpers.seqio_test_spm())
   with tfds.testing.mock_data(num_examples=4):
     batches = list(pipeline.get_batches("tldr_mock", "validation", feature_lengths=LENGTHS,
                                         batch_size=2, shuffle=False, seed=None, repeat=False))

@@ -38,8 +38,8 @@ def test_wmt22_en_de_tsv_and_sacrebleu_layout(tmp_path, temp_task_names):
   xml_path.write_text(WMT21_XML)
   temp_task_names.append("wmt_t")
   wmt.register("wmt_t", train_files=[str(tmp_path / "train" / "*.tsv")],
-                                  sacrebleu_dir=str(sacre), tsv_columns=(1, 0),
-                                  vocabulary_path=helpers.STDLIB_SPM)
+               sacrebleu_dir=str(sacre), tsv_columns=(1, 0),
+               vocabulary_path=helpers.STDLIB_SPM)
   text = lambda split: [(ex["inputs_text"], ex["targets_text"]) for ex in pipeline.get_examples(
       "wmt_t", split, num_examples=None, feature_lengths=LENGTHS)]
   prefix = "translate English to German: "
@@ -57,7 +57,7 @@ def test_wmt22_en_de_tsv_and_sacrebleu_layout(tmp_path, temp_task_names):
 def test_wmt22_missing_data_messages(tmp_path, temp_task_names):
   temp_task_names.append("wmt_missing")
   wmt.register("wmt_missing", train_files=[str(tmp_path / "none.tsv")],
-                                  sacrebleu_dir=str(tmp_path / "sb"), vocabulary_path=helpers.STDLIB_SPM)
+               sacrebleu_dir=str(tmp_path / "sb"), vocabulary_path=helpers.STDLIB_SPM)
   with pytest.raises(errors.MissingDatasetError) as err:
     pipeline.get_examples("wmt_missing", "test", num_examples=1, feature_lengths=LENGTHS)
   message = str(err.value)

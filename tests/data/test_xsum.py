@@ -24,7 +24,7 @@ def test_xsum_registration_touches_nothing(temp_task_names):
 def test_xsum_missing_dataset_error(tmp_path, temp_task_names):
   temp_task_names.append("xsum_missing")
   xsum.register("xsum_missing", tfds_data_dir=str(tmp_path / "tfds"),
-                           vocabulary_path=helpers.seqio_test_spm())
+                vocabulary_path=helpers.seqio_test_spm())
   with pytest.raises(pipeline.MissingDatasetError) as err:
     pipeline.get_batches("xsum_missing", "train", feature_lengths=LENGTHS, batch_size=2,
                          shuffle=True, seed=0)
@@ -42,7 +42,7 @@ def test_xsum_missing_dataset_error(tmp_path, temp_task_names):
 def test_xsum_through_tfds_mock(tmp_path, temp_task_names):
   temp_task_names.append("xsum_mock")
   xsum.register("xsum_mock", tfds_data_dir=str(tmp_path / "tfds"),
-                           vocabulary_path=helpers.seqio_test_spm())
+                vocabulary_path=helpers.seqio_test_spm())
   vocab = pipeline.get_vocabulary("xsum_mock")
   with tfds.testing.mock_data(num_examples=6):
     batches = list(pipeline.get_batches("xsum_mock", "validation", feature_lengths=LENGTHS,
