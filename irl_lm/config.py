@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import irl_lm
 from irl_lm import partitioning, runner
 from irl_lm.checkpoints import manager as checkpoints
-from irl_lm.data import errors as data_errors, task_configs
+from irl_lm.data import errors as data_errors, registry
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.jobs import check as check_job, common, evaluate as evaluate_job, infer as infer_job
 from irl_lm.jobs import train as train_job
@@ -55,7 +55,7 @@ def _register() -> None:
   gin.external_configurable(check_job.check, "check")
   gin.external_configurable(runner.run, "run")
   gin.external_configurable(evaluate_job.evaluate, "evaluate")
-  for factory in task_configs.FACTORIES:  # e.g. train.task = @gsm8k_task()
+  for factory in registry.FACTORIES:  # e.g. train.task = @gsm8k_task()
     gin.external_configurable(factory, factory.__name__)
   gin.external_configurable(infer_job.infer, "infer")
   gin.constant("bfloat16", jnp.bfloat16)

@@ -1,19 +1,19 @@
-"""Data: seqio tasks, vocabularies and the batch pipeline.
+"""Data: one module per seqio task, one registry, vocabularies and the batch pipeline.
 
-* :mod:`irl_lm.data.stdlib_docstrings` - the built-in, download-free code -> docstring-summary
-  data set extracted from the Python standard library (pure Python).
-* :mod:`irl_lm.data.vocabularies` - the shipped SentencePiece model of the built-in task and
-  T5's vocabulary (seqio imported lazily).
-* :mod:`irl_lm.data.arithmetic` - the built-in GSM8k-shaped arithmetic word problems
-  (generated from templates, pure Python).
-* :mod:`irl_lm.data.gsm8k`, :mod:`irl_lm.data.tldr`, :mod:`irl_lm.data.wmt` - readers of the
-  paper's data sets from local files (JSONL, TSV, sacrebleu's layout); :mod:`irl_lm.data.sources`
-  holds what they share (the data root ``$IRL_LM_DATA_DIR``).
-* :mod:`irl_lm.data.tasks` - registers the seqio tasks ``stdlib_docstrings``, ``xsum``,
-  ``tldr``, ``tldr_openai``, ``gsm8k``, ``wmt22_en_de`` and ``arithmetic_word_problems`` on
-  import (imports TensorFlow).
-* :mod:`irl_lm.data.task_configs` - gin factories (``train.task = @gsm8k_task()``) that point a
-  task at its data and vocabulary (imports nothing heavy).
+* Task modules, each with its reader, its ``register`` function, its :class:`spec.TaskSpec` and
+  its gin factory: :mod:`irl_lm.data.stdlib_docstrings` (the built-in, download-free code ->
+  docstring-summary task from the Python standard library), :mod:`irl_lm.data.arithmetic` (the
+  built-in GSM8k-shaped word problems), :mod:`irl_lm.data.xsum` (TFDS), :mod:`irl_lm.data.tldr`
+  (TFDS ``reddit_tifu`` and the OpenAI JSONL), :mod:`irl_lm.data.gsm8k` (JSONL) and
+  :mod:`irl_lm.data.wmt` (TSV + sacrebleu's files). Importing them imports no TensorFlow.
+* :mod:`irl_lm.data.registry` - the task list, ``FACTORIES`` (registered with gin by
+  :mod:`irl_lm.config`), ``metric_family`` and registration on first use (no TensorFlow).
+* :mod:`irl_lm.data.spec` - task specs and the settings the gin factories record.
+* :mod:`irl_lm.data.sources` - the data root ``$IRL_LM_DATA_DIR``, JSONL reading, train subsets;
+  :mod:`irl_lm.data.seqio_tasks` - the seqio building blocks the tasks share (TensorFlow).
+* :mod:`irl_lm.data.vocabularies` - the shipped SentencePiece model of the built-in tasks and
+  T5's vocabulary (seqio imported lazily); :mod:`irl_lm.data.calculator` - GSM8k's
+  ``<<expr=result>>`` arithmetic.
 * :mod:`irl_lm.data.pipeline` - ``get_batches``, ``get_examples``, ``get_vocabulary``
   (imports TensorFlow).
 
@@ -24,7 +24,7 @@ import importlib
 from typing import Any
 
 _PIPELINE_NAMES = ("get_batches", "get_examples", "get_vocabulary", "get_dataset", "get_task",
-                   "MissingDatasetError")
+                   "model_feature_lengths", "MissingDatasetError")
 
 __all__ = list(_PIPELINE_NAMES)
 

@@ -10,16 +10,27 @@ https://github.com/openai/grade-school-math/tree/master/grade_school_math/data::
 :mod:`irl_lm.data.sources`); set it in gin with ``gsm8k_task.data_dir``. An answer is the worked
 solution with its calculator annotations ``<<48/2=24>>`` and a last line ``#### 72``; the task
 keeps it whole as the target. GSM8k has no validation split: ``validation_size`` > 0 holds out
-the *last* that many train problems as ``validation`` (and drops them from ``train``).
+the *last* that many train problems as ``validation`` (and drops them from ``train``);
+``train_examples`` = N then keeps a fixed subset of N of the remaining train problems
+(:func:`irl_lm.data.sources.train_subset`: the same N for every run and seed, nested).
+
+Task ``gsm8k`` (metric family ``gsm8k``): ``question`` -> inputs, ``answer`` -> targets, the
+final answer kept as ``final_answer``, T5's vocabulary; gin: ``train.task = @gsm8k_task()``.
+Importing this module imports neither TensorFlow nor seqio.
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Optional
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Optional
 
 from irl_lm.data import sources
+from irl_lm.data import spec
+
+if TYPE_CHECKING:  # pragma: no cover
+  import seqio
+
+TASK = "gsm8k"
 
 SPLIT_FILES = {"train": "train.jsonl", "test": "test.jsonl"}
 SOURCE_URL = ("https://raw.githubusercontent.com/openai/grade-school-math/master/"
@@ -77,18 +88,52 @@ def load_split(split: str, data_dir: Optional[str] = None,
            "final_answer": final_answer(r["answer"])} for r in records]
 
 
-def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
-               data_dir: Optional[str] = None, validation_size: int = 0) -> tf.data.Dataset:
-  """seqio dataset function: ``{'question', 'answer', 'final_answer'}`` string examples.
+def register(name: str = TASK, *, data_dir: Optional[str] = None, validation_size: int = 0,
+             vocabulary_path: Optional[str] = None, train_examples: Optional[int] = None,
+             replace: bool = False) -> "seqio.Task":
+  """Registers GSM8k on its public JSON lines (question -> worked solution); reads no file.
 
   Args:
-    split: see :func:`load_split`.
-    shuffle_files: fully shuffle the split (seeded).
-    seed: shuffle seed.
-    data_dir, validation_size: see :func:`load_split`.
+    name: task name.
+    data_dir: folder holding ``train.jsonl`` and ``test.jsonl`` (default ``<data root>/gsm8k``).
+    validation_size: hold out the last N train problems as a ``validation`` split.
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    train_examples: keep a fixed subset of this many train problems (None: all).
+    replace: re-register a task already registered under `name`.
 
   Returns:
-    A ``tf.data.Dataset`` of dicts of scalar tf.string tensors.
+    The registered ``seqio.Task``; targets keep the ``<<expr=result>>`` annotations and the
+    final ``#### answer`` line.
   """
-  examples = load_split(split, data_dir, validation_size)
-  return sources.examples_dataset(examples, FIELDS, shuffle_files, seed)
+  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  source = seqio_tasks.in_memory_source(
+      functools.partial(load_split, data_dir=data_dir, validation_size=validation_size),
+      FIELDS, splits(validation_size), train_examples=train_examples)
+  return seqio_tasks.add_task(
+      name, source=source,
+      preprocessors=[seqio_tasks.rekey(inputs="question", targets="answer",
+                                       final_answer="final_answer")],
+      vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=SPEC.metric, replace=replace)
+
+
+SPEC = spec.TaskSpec(name=TASK, metric="gsm8k", register=register)
+
+
+def gsm8k_task(name: str = TASK, data_dir: Optional[str] = None,
+               validation_size: Optional[int] = None,
+               vocabulary_path: Optional[str] = None,
+               train_examples: Optional[int] = None) -> str:
+  """Gin factory: GSM8k on ``train.jsonl``/``test.jsonl`` (default folder ``<data root>/gsm8k``).
+
+  Args:
+    name: the task name to register.
+    data_dir: folder of the two files.
+    validation_size: hold out the last N train problems as ``validation`` (default 0: none).
+    vocabulary_path: T5's SentencePiece model.
+    train_examples: train on a fixed subset of N problems (default: all).
+
+  Returns:
+    `name`, for ``train.task``.
+  """
+  return spec.configure(SPEC, name, data_dir=data_dir, validation_size=validation_size,
+                        vocabulary_path=vocabulary_path, train_examples=train_examples)

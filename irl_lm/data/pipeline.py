@@ -1,24 +1,36 @@
-"""From a seqio task to fixed-size numpy batches of encoder-decoder features.
+"""From a seqio task to fixed-size numpy batches of model features.
 
 seqio task (tokenised ``inputs``/``targets`` with EOS, trimmed to ``feature_lengths``)
--> ``seqio.EncDecFeatureConverter(pack=pack)`` (fixed lengths L and T, optional packing)
+-> the caller's ``seqio.FeatureConverter`` (fixed lengths, optional packing)
 -> batches of exactly ``batch_size`` rows (remainder dropped) -> dicts of numpy arrays.
 
-Batch keys and shapes (all ``np.int32``; see docs/INTERFACES.md):
-``encoder_input_tokens [B, L]``, ``decoder_input_tokens [B, T]`` (targets shifted right, 0
-first; with packing each segment starts with 0), ``decoder_target_tokens [B, T]`` (EOS = 1 at
-the end of each target, 0 = padding), ``decoder_loss_weights [B, T]`` (1 on real target tokens,
-0 on padding) and, with ``pack=True``, ``encoder_segment_ids``, ``encoder_positions`` ``[B, L]``
-and ``decoder_segment_ids``, ``decoder_positions`` ``[B, T]`` (segment ids 1, 2, ... per packed
-example, 0 on padding).
+The feature converter decides the batch keys, so the pipeline serves every model family: the
+model provides it (``model.feature_converter(pack)``). For example, with ``inputs`` length L and
+``targets`` length T (all arrays ``np.int32``; see docs/INTERFACES.md):
+
+* ``seqio.EncDecFeatureConverter(pack=...)`` (T5): ``encoder_input_tokens [B, L]``,
+  ``decoder_input_tokens [B, T]`` (targets shifted right, 0 first; with packing each segment
+  starts with 0), ``decoder_target_tokens [B, T]`` (EOS = 1 at the end of each target, 0 =
+  padding), ``decoder_loss_weights [B, T]`` (1 on real target tokens, 0 on padding) and, when
+  packing, ``encoder_segment_ids``, ``encoder_positions [B, L]``, ``decoder_segment_ids``,
+  ``decoder_positions [B, T]`` (segment ids 1, 2, ... per packed example, 0 on padding).
+* ``seqio.PrefixLMFeatureConverter(pack=...)`` (decoder-only): ``decoder_target_tokens``,
+  ``decoder_input_tokens``, ``decoder_loss_weights`` (targets only), ``decoder_causal_attention``
+  ``[B, L + T]`` (inputs and targets concatenated), plus segment ids and positions when packing.
+
+:func:`model_feature_lengths` gives the shapes a converter produces. Without a converter,
+:func:`get_batches` still uses ``seqio.EncDecFeatureConverter(pack=pack)`` for now (a
+temporary default until every caller passes the model's converter).
 
 Shuffling is seeded (same seed, same order), training repeats forever, and multi-host runs pass
 ``num_shards`` = number of hosts and ``shard_index`` = this host's index so every host reads a
 disjoint part of the split.
 
-Problems are reported in one sentence naming the problem and its fix: an unknown task name
-(``ValueError`` listing the registered tasks) and a TFDS data set that is not prepared
-(:class:`MissingDatasetError`, e.g. XSum's manual download). Nothing here downloads anything.
+Tasks are registered on first use (:func:`irl_lm.data.registry.ensure_registered`); importing
+this module registers irl_lm's default tasks. Problems are reported in one sentence naming the
+problem and its fix: an unknown task name (``ValueError`` listing the known tasks) and a data set
+that is not there (:class:`MissingDatasetError`, e.g. XSum's manual download). Nothing here
+downloads anything.
 """
 from __future__ import annotations
 
@@ -29,7 +41,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from irl_lm.data import tasks as irl_tasks
+from irl_lm.data import registry
 # Raised here for unprepared TFDS data and by the file-based loaders (GSM8k, TL;DR JSONL, WMT).
 from irl_lm.data.errors import MissingDatasetError
 
@@ -37,19 +49,20 @@ FEATURE_KEYS = ("inputs", "targets")
 
 
 def get_task(task_name: str) -> seqio.Task:
-  """Returns a registered seqio task (irl_lm's tasks are registered on import).
+  """Returns a seqio task, registering an irl_lm task with its gin settings first if needed.
 
   Args:
-    task_name: e.g. ``'stdlib_docstrings'`` or ``'xsum'``.
+    task_name: e.g. ``'stdlib_docstrings'``, ``'xsum'`` or a name given to a gin factory.
 
   Returns:
     The ``seqio.Task``.
 
   Raises:
-    ValueError: unknown name; the message lists the registered tasks.
+    ValueError: unknown name; the message lists the known tasks.
   """
+  registry.ensure_registered(task_name)
   if task_name not in seqio.TaskRegistry.names():
-    names = ", ".join(sorted(seqio.TaskRegistry.names()))
+    names = ", ".join(sorted(set(seqio.TaskRegistry.names()) | set(registry.known_names())))
     raise ValueError(
         f"Unknown task {task_name!r}: registered tasks are [{names}]; use one of these names "
         "or import the module that registers your task before asking for it.")
@@ -63,7 +76,7 @@ def get_vocabulary(task_name: str) -> seqio.Vocabulary:
   """Returns the vocabulary of a task's ``targets`` feature (used to decode model outputs).
 
   Args:
-    task_name: a registered task.
+    task_name: a task name (see :func:`get_task`).
 
   Returns:
     ``seqio.Vocabulary`` (for ``stdlib_docstrings`` the shipped 4096-piece SentencePiece model,
@@ -90,7 +103,7 @@ def _missing_dataset_message(task: seqio.Task, source: seqio.TfdsDataSource) -> 
   build_name = tfds_name.split(":")[0]  # with its config, e.g. reddit_tifu/long_split
   base_name = build_name.split("/")[0]
   data_dir = loader.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-  hint = irl_tasks.MANUAL_DOWNLOAD_HINTS.get(base_name)
+  hint = registry.MANUAL_DOWNLOAD_HINTS.get(base_name)
   if hint:
     return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir} "
             f"and needs a manual download: {hint.format(data_dir=data_dir)}.")
@@ -118,15 +131,49 @@ def _task_dataset(task: seqio.Task, split: str, **kwargs: Any) -> tf.data.Datase
     raise
 
 
+def model_feature_lengths(feature_converter: seqio.FeatureConverter,
+                          feature_lengths: Mapping[str, int]) -> dict[str, int]:
+  """The lengths of the features `feature_converter` produces from task lengths.
+
+  Args:
+    feature_converter: e.g. ``seqio.EncDecFeatureConverter(pack=False)``.
+    feature_lengths: ``{'inputs': L, 'targets': T}``.
+
+  Returns:
+    Model feature name -> length, e.g. ``{'encoder_input_tokens': L, 'decoder_input_tokens':
+    T, ...}`` for encoder-decoder, ``{'decoder_target_tokens': L + T, ...}`` for prefix LM.
+  """
+  return dict(feature_converter.get_model_feature_lengths(
+      _check_feature_lengths(feature_lengths)))
+
+
+def _converter(feature_converter: Optional[seqio.FeatureConverter],
+               pack: Optional[bool]) -> seqio.FeatureConverter:
+  if feature_converter is None:
+    # Temporary default until every caller passes the model's converter.
+    return seqio.EncDecFeatureConverter(pack=bool(pack))
+  if not isinstance(feature_converter, seqio.FeatureConverter):
+    raise TypeError(f"feature_converter must be a seqio.FeatureConverter instance (e.g. "
+                    f"seqio.EncDecFeatureConverter(pack=False)), got {feature_converter!r}.")
+  if pack is not None and bool(pack) != feature_converter.pack:
+    raise ValueError(f"pack={pack} contradicts the feature converter "
+                     f"{type(feature_converter).__name__}(pack={feature_converter.pack}): "
+                     "leave pack unset and build the converter with the packing you want.")
+  return feature_converter
+
+
 def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
-                shuffle: bool, seed: Optional[int], pack: bool = False, repeat: bool = True,
+                shuffle: bool, seed: Optional[int],
+                feature_converter: Optional[seqio.FeatureConverter] = None,
+                pack: Optional[bool] = None, repeat: bool = True,
                 num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
   """The unbatched tf.data pipeline behind :func:`get_batches` (same arguments).
 
   Returns:
-    A dataset of encoder-decoder feature dicts of int32 vectors ``[L]`` / ``[T]``.
+    A dataset of the converter's feature dicts of int32 vectors (e.g. ``[L]`` / ``[T]``).
   """
   lengths = _check_feature_lengths(feature_lengths)
+  converter = _converter(feature_converter, pack)
   if not 0 <= shard_index < num_shards:
     raise ValueError(f"shard_index {shard_index} is outside [0, {num_shards}): pass this host's "
                      "index (jax.process_index()) and the host count (jax.process_count()).")
@@ -138,62 +185,80 @@ def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int
   ds = _task_dataset(task, split, sequence_length=lengths, shuffle=shuffle, seed=seed,
                      shard_info=shard_info, num_epochs=None if repeat else 1,
                      trim_output_features=True)
-  converter = seqio.EncDecFeatureConverter(pack=pack)
   return converter(ds, task_feature_lengths=lengths)
 
 
 def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
-                batch_size: int, shuffle: bool, seed: Optional[int], pack: bool = False,
-                repeat: bool = True, num_shards: int = 1, shard_index: int = 0
-                ) -> Iterator[dict[str, np.ndarray]]:
-  """Yields fixed-size numpy batches of seqio encoder-decoder features.
+                batch_size: int, shuffle: bool, seed: Optional[int],
+                feature_converter: Optional[seqio.FeatureConverter] = None,
+                pack: Optional[bool] = None, repeat: bool = True, num_shards: int = 1,
+                shard_index: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Yields fixed-size numpy batches of the features `feature_converter` produces.
 
   Args:
-    task_name: a registered seqio task, e.g. ``'stdlib_docstrings'``.
+    task_name: a task name (see :func:`get_task`), e.g. ``'stdlib_docstrings'``.
     split: ``'train'``, ``'validation'`` or ``'test'``.
     feature_lengths: ``{'inputs': L, 'targets': T}``; longer examples are trimmed (EOS kept).
     batch_size: rows per batch on this host (B); the last partial batch is dropped.
     shuffle: shuffle the examples (seeded).
     seed: shuffle seed (None: unseeded; required when shuffling with ``num_shards > 1``).
-    pack: pack several examples per row (adds segment ids and positions).
+    feature_converter: any ``seqio.FeatureConverter`` instance, normally the model's
+      (``model.feature_converter(pack)``); it decides the keys, lengths and packing. None: the
+      temporary default ``seqio.EncDecFeatureConverter(pack=pack)``.
+    pack: only with ``feature_converter=None``: pack several examples per row (adds segment ids
+      and positions). Given with a converter it must agree with the converter's packing.
     repeat: repeat the split forever (training) instead of one pass (evaluation).
     num_shards: number of hosts reading the split.
     shard_index: this host's index in ``[0, num_shards)``.
 
   Returns:
-    An iterator of dicts of ``np.int32`` arrays: ``encoder_input_tokens [B, L]``,
-    ``decoder_input_tokens``, ``decoder_target_tokens``, ``decoder_loss_weights [B, T]``, and
-    with packing ``encoder_segment_ids``, ``encoder_positions [B, L]``, ``decoder_segment_ids``,
-    ``decoder_positions [B, T]``. The pipeline is built before this returns, so bad arguments
-    and missing data sets raise here, not at the first ``next()``.
+    An iterator of dicts of ``np.int32`` arrays ``[B, length]`` with the converter's keys and
+    lengths (:func:`model_feature_lengths`); for the encoder-decoder converter
+    ``encoder_input_tokens [B, L]``, ``decoder_input_tokens``, ``decoder_target_tokens``,
+    ``decoder_loss_weights [B, T]``, and with packing ``encoder_segment_ids``,
+    ``encoder_positions [B, L]``, ``decoder_segment_ids``, ``decoder_positions [B, T]``. The
+    pipeline is built before this returns, so bad arguments and missing data sets raise here,
+    not at the first ``next()``.
 
   Raises:
-    ValueError: unknown task or split, bad lengths or shard arguments.
+    ValueError: unknown task or split, bad lengths or shard arguments, `pack` contradicting
+      the converter.
+    TypeError: `feature_converter` is not a ``seqio.FeatureConverter`` instance.
     MissingDatasetError: the task's data set is not prepared (TFDS) or not on disk (GSM8k,
       TL;DR JSONL, WMT files); the message says what to download and where.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   ds = get_dataset(task_name, split, feature_lengths=feature_lengths, shuffle=shuffle, seed=seed,
-                   pack=pack, repeat=repeat, num_shards=num_shards, shard_index=shard_index)
+                   feature_converter=feature_converter, pack=pack, repeat=repeat,
+                   num_shards=num_shards, shard_index=shard_index)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()
 
 
+def _padded(tokens: np.ndarray, length: int) -> np.ndarray:
+  out = np.zeros([length], np.int32)
+  out[:len(tokens)] = tokens
+  return out
+
+
 def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
                  feature_lengths: Mapping[str, int]) -> list[dict[str, Any]]:
-  """Returns the first examples of a split, in order, with texts and padded encoder tokens.
+  """Returns the first examples of a split, in order, with texts and padded tokens.
+
+  The keys are the same for every model family; a model turns the tokens into its own
+  features (e.g. its encoder input, or a decoder-only prompt).
 
   Args:
-    task_name: a registered seqio task.
+    task_name: a task name (see :func:`get_task`).
     split: the split to read (not shuffled, one pass).
     num_examples: how many (fewer if the split is smaller); None for the whole split.
     feature_lengths: ``{'inputs': L, 'targets': T}``.
 
   Returns:
     A list of dicts: ``inputs_text`` and ``targets_text`` (str, the untokenised texts, inputs
-    with any task prefix), ``encoder_input_tokens`` (np.int32 ``[L]``: tokens trimmed to L with
-    EOS last, then 0-padded) and ``decoder_target_tokens`` (np.int32 ``[T]``, likewise).
+    with any task prefix), ``input_tokens`` (np.int32 ``[L]``: the ``inputs`` tokens trimmed to
+    L with EOS last, then 0-padded) and ``target_tokens`` (np.int32 ``[T]``, likewise).
   """
   lengths = _check_feature_lengths(feature_lengths)
   task = get_task(task_name)
@@ -201,16 +266,12 @@ def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
                      num_epochs=1, trim_output_features=True)
   if num_examples is not None:
     ds = ds.take(num_examples)
-  out = []
-  for ex in ds.as_numpy_iterator():
-    enc = np.zeros([lengths["inputs"]], np.int32)
-    enc[:len(ex["inputs"])] = ex["inputs"]
-    dec = np.zeros([lengths["targets"]], np.int32)
-    dec[:len(ex["targets"])] = ex["targets"]
-    out.append({
-        "inputs_text": ex["inputs_pretokenized"].decode("utf-8"),
-        "targets_text": ex["targets_pretokenized"].decode("utf-8"),
-        "encoder_input_tokens": enc,
-        "decoder_target_tokens": dec,
-    })
-  return out
+  return [{
+      "inputs_text": ex["inputs_pretokenized"].decode("utf-8"),
+      "targets_text": ex["targets_pretokenized"].decode("utf-8"),
+      "input_tokens": _padded(ex["inputs"], lengths["inputs"]),
+      "target_tokens": _padded(ex["targets"], lengths["targets"]),
+  } for ex in ds.as_numpy_iterator()]
+
+
+registry.register_all()

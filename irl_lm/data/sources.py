@@ -1,18 +1,19 @@
-"""Shared pieces of the file-based loaders: where data lives, reading JSONL, in-memory datasets.
+"""Shared pieces of the file-based readers: where data lives, reading JSONL, train subsets.
 
 Local data sets (GSM8k, the OpenAI TL;DR JSONL, WMT22 training TSVs) live under one root,
 ``$IRL_LM_DATA_DIR`` or ``~/irl_lm_data`` by default, one folder per data set (read when a
 dataset is built, so the variable can be set after import); each task's gin factory can point
-elsewhere (:mod:`irl_lm.data.task_configs`).
+elsewhere (e.g. ``gsm8k_task.data_dir``).
+
+This module imports TensorFlow only inside the functions that read files (``tf.io.gfile``, so
+``gs://`` paths work too); the seqio/tf.data side is :mod:`irl_lm.data.seqio_tasks`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence
-
-import seqio
-import tensorflow as tf
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from irl_lm.data.errors import MissingDatasetError
 
@@ -43,6 +44,7 @@ def require_file(path: str, what: str, how: str) -> str:
   Raises:
     MissingDatasetError: ``"<what> needs <path>, which does not exist: <how>."``.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(path):
     raise MissingDatasetError(f"{what} needs {path}, which does not exist: {how}.")
   return path
@@ -61,6 +63,7 @@ def read_jsonl(path: str, required: Sequence[str]) -> list[dict[str, Any]]:
   Raises:
     ValueError: a line that is not a JSON object, or lacks a required field (naming the line).
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   records = []
   with tf.io.gfile.GFile(path, "r") as f:
     for number, line in enumerate(f, start=1):
@@ -78,48 +81,46 @@ def read_jsonl(path: str, required: Sequence[str]) -> list[dict[str, Any]]:
   return records
 
 
-def examples_dataset(examples: Sequence[Mapping[str, str]], keys: Iterable[str],
-                     shuffle: bool, seed: Optional[int]) -> tf.data.Dataset:
-  """An in-memory dataset of string examples, fully shuffled (seeded) if asked.
+Example = TypeVar("Example", bound=Mapping[str, Any])
+
+
+def check_train_examples(train_examples: Optional[int]) -> Optional[int]:
+  """`train_examples` as an int >= 1 (or None); raises ValueError otherwise."""
+  if train_examples is None:
+    return None
+  if isinstance(train_examples, bool) or int(train_examples) != train_examples or (
+      train_examples < 1):
+    raise ValueError(f"train_examples must be a whole number >= 1 (or None for the whole "
+                     f"train split), got {train_examples!r}.")
+  return int(train_examples)
+
+
+def _subset_key(example: Mapping[str, Any]) -> bytes:
+  return hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False,
+                                   default=str).encode("utf-8")).digest()
+
+
+def train_subset(examples: Sequence[Example], train_examples: int) -> list[Example]:
+  """The fixed subset of `train_examples` examples of an in-memory train split.
+
+  The subset is the examples with the smallest SHA-256 of their fields (JSON, sorted keys; ties
+  by position), returned in their original order. It depends on nothing but the data: every
+  run, seed and machine gets the same examples, and a smaller subset is always contained in a
+  larger one (the subsets nest).
 
   Args:
-    examples: N dicts holding str values for every key in `keys`.
-    keys: the fields to keep.
-    shuffle: fully shuffle (reshuffled each epoch).
-    seed: shuffle seed; the same seed gives the same order on every host.
+    examples: the whole split, N dicts of JSON-serialisable fields.
+    train_examples: how many to keep, 1 <= train_examples <= N.
 
   Returns:
-    A ``tf.data.Dataset`` of dicts of scalar tf.string tensors.
+    A list of exactly `train_examples` of the examples, in split order.
+
+  Raises:
+    ValueError: `train_examples` is not in [1, N].
   """
-  keys = list(keys)
-  columns = {k: tf.constant([str(ex[k]) for ex in examples], dtype=tf.string,
-                            shape=[len(examples)]) for k in keys}
-  ds = tf.data.Dataset.from_tensor_slices(columns)
-  if shuffle and examples:
-    ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
-  return ds
-
-
-class ShardableFunctionDataSource(seqio.FunctionDataSource):
-  """``FunctionDataSource`` whose dataset is shuffled (seeded) first, then sharded by example.
-
-  The dataset function shuffles the split itself (in full, or with a large buffer for streamed
-  files) with the given seed, so every host sees the same order and example-level sharding
-  stays disjoint; seqio's warning about insufficient shuffling of function sources does not
-  apply and is not emitted.
-  """
-
-  @property
-  def supports_arbitrary_sharding(self) -> bool:
-    return True
-
-  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
-                  shard_info: Optional[seqio.ShardInfo] = None, *,
-                  sequence_length: Optional[Mapping[str, int]] = None,
-                  use_cached: bool = False, num_epochs: Optional[int] = 1) -> tf.data.Dataset:
-    """Returns one split, shuffled with `seed` if `shuffle`, then sharded by example."""
-    del sequence_length, use_cached, num_epochs  # unused, as in FunctionDataSource
-    ds = self._dataset_fn(split=split, shuffle_files=shuffle, seed=seed)
-    if shard_info and shard_info.num_shards > 1:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
-    return ds
+  n = check_train_examples(train_examples)
+  if n > len(examples):
+    raise ValueError(f"train_examples={n} but the train split has only {len(examples)} "
+                     "examples: ask for fewer (or None for all of them).")
+  ranked = sorted(range(len(examples)), key=lambda i: (_subset_key(examples[i]), i))
+  return [examples[i] for i in sorted(ranked[:n])]

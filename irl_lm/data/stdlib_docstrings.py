@@ -24,7 +24,12 @@ for a given standard library. The examples are cached as JSON lines (one file pe
 ``$IRL_LM_CACHE_DIR`` (default ``~/.cache/irl_lm``), keyed by the extractor version, the Python
 version and the library path, so only the first call pays for the extraction (a few seconds).
 
-This module is pure Python (no TensorFlow); :mod:`irl_lm.data.tasks` wraps it as a seqio task.
+Task ``stdlib_docstrings`` (metric family ``rouge``): ``code`` -> inputs, ``summary`` -> targets
+(``name`` kept as metadata), the shipped vocabulary :func:`vocabularies.stdlib_vocabulary`;
+gin: ``train.task = @stdlib_docstrings_task()``. ``train_examples`` = N trains on a fixed subset
+of N train examples (:func:`irl_lm.data.sources.train_subset`: the same N for every run and
+seed, nested). This module is pure Python: :func:`register` imports seqio (and TensorFlow) when
+called.
 """
 from __future__ import annotations
 
@@ -38,7 +43,15 @@ import sysconfig
 import textwrap
 import tokenize
 import warnings
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from irl_lm.data import spec
+
+if TYPE_CHECKING:  # pragma: no cover
+  import seqio
+
+TASK = "stdlib_docstrings"
+FIELDS = ("name", "code", "summary")
 
 # Bump when the extraction rules change: it is part of the cache key.
 EXTRACTOR_VERSION = 1
@@ -315,3 +328,54 @@ def load_examples(split: str, *, cache_dir: Optional[str] = None,
   path = ensure_cache(cache_dir, stdlib_root)[split]
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f]
+
+
+def register(name: str = TASK, *, cache_dir: Optional[str] = None,
+             stdlib_root: Optional[str] = None, vocabulary_path: Optional[str] = None,
+             train_examples: Optional[int] = None, replace: bool = False) -> "seqio.Task":
+  """Registers a built-in code -> summary task (unless `name` is registered already).
+
+  Args:
+    name: task name.
+    cache_dir: JSONL cache root (default: read from ``$IRL_LM_CACHE_DIR`` at load time).
+    stdlib_root: library to extract from (default: the running interpreter's).
+    vocabulary_path: SentencePiece model for inputs and targets (default: the shipped one).
+    train_examples: keep a fixed subset of this many train examples (None: all).
+    replace: re-register a task already registered under `name`.
+
+  Returns:
+    The registered ``seqio.Task``; nothing is read or extracted until a dataset is requested.
+  """
+  # pylint: disable=g-import-not-at-top  (seqio imports TensorFlow)
+  from irl_lm.data import seqio_tasks
+  from irl_lm.data import vocabularies
+  load = lambda split: load_examples(split, cache_dir=cache_dir, stdlib_root=stdlib_root)
+  source = seqio_tasks.in_memory_source(load, FIELDS, SPLITS, train_examples=train_examples)
+  return seqio_tasks.add_task(
+      name, source=source,
+      preprocessors=[seqio_tasks.rekey(inputs="code", targets="summary", name="name")],
+      vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path or vocabularies.STDLIB_VOCAB_PATH),
+      metric=SPEC.metric, replace=replace)
+
+
+SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)
+
+
+def stdlib_docstrings_task(name: str = TASK, cache_dir: Optional[str] = None,
+                           stdlib_root: Optional[str] = None,
+                           vocabulary_path: Optional[str] = None,
+                           train_examples: Optional[int] = None) -> str:
+  """Gin factory: the built-in code -> docstring-summary task (no download).
+
+  Args:
+    name: the task name to register.
+    cache_dir: JSONL cache root (default ``$IRL_LM_CACHE_DIR`` or ``~/.cache/irl_lm``).
+    stdlib_root: library to extract from (default: the running interpreter's).
+    vocabulary_path: SentencePiece model (default: the shipped one).
+    train_examples: train on a fixed subset of N examples (default: all).
+
+  Returns:
+    `name`, for ``train.task``.
+  """
+  return spec.configure(SPEC, name, cache_dir=cache_dir, stdlib_root=stdlib_root,
+                        vocabulary_path=vocabulary_path, train_examples=train_examples)

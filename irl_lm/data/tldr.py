@@ -13,17 +13,28 @@ Two sources for the same task (Reddit post -> its author's TL;DR):
   ``tldr_openai_task.data_dir`` at them). Inputs are ``input_template`` filled with the record's
   fields (default ``'summarize: {post}'``); targets are the summaries, stripped (they start with
   a space in the files).
+
+Both use T5's vocabulary and the metric family ``rouge``; gin: ``train.task = @tldr_task()`` or
+``@tldr_openai_task()``. ``train_examples`` = N trains on a fixed subset: for TFDS the first N
+examples in TFDS's stored (build-time shuffled) order, for the JSONL the subset of
+:func:`irl_lm.data.sources.train_subset`; both are the same for every run and seed, and nest.
+Importing this module imports neither TensorFlow nor seqio.
 """
 from __future__ import annotations
 
+import functools
 import os
 import string
-from typing import Optional
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Optional
 
 from irl_lm.data import sources
+from irl_lm.data import spec
 
+if TYPE_CHECKING:  # pragma: no cover
+  import seqio
+
+TASK = "tldr"
+OPENAI_TASK = "tldr_openai"
 TFDS_NAME = "reddit_tifu/long_split:1.1.2"
 SPLIT_FILES = {"train": "train.jsonl", "validation": "valid.jsonl", "test": "test.jsonl"}
 SPLITS = tuple(SPLIT_FILES)
@@ -80,19 +91,99 @@ def load_split(split: str, data_dir: Optional[str] = None,
   return out
 
 
-def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
-               data_dir: Optional[str] = None,
-               input_template: str = DEFAULT_INPUT_TEMPLATE) -> tf.data.Dataset:
-  """seqio dataset function: ``{'inputs', 'targets', 'id'}`` string examples.
+def register_tfds(name: str = TASK, *, tfds_data_dir: Optional[str] = None,
+                  vocabulary_path: Optional[str] = None, train_examples: Optional[int] = None,
+                  replace: bool = False) -> "seqio.Task":
+  """Registers TL;DR on TFDS ``reddit_tifu/long_split:1.1.2`` (documents -> tldr).
 
   Args:
-    split: see :func:`load_split`.
-    shuffle_files: fully shuffle the split (seeded).
-    seed: shuffle seed.
-    data_dir, input_template: see :func:`load_split`.
+    name: task name.
+    tfds_data_dir: TFDS data directory (default TFDS's); prepare the data set there with
+      ``tfds build reddit_tifu/long_split``.
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    train_examples: read only the first N train examples (TFDS's ``train[:N]``; None: all).
+    replace: re-register a task already registered under `name`.
 
   Returns:
-    A ``tf.data.Dataset`` of dicts of scalar tf.string tensors.
+    The registered ``seqio.Task`` (inputs ``'summarize: ' + documents``, splits
+    train/validation/test); nothing is read until a dataset is requested.
   """
-  examples = load_split(split, data_dir, input_template)
-  return sources.examples_dataset(examples, ("inputs", "targets", "id"), shuffle_files, seed)
+  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  source = seqio_tasks.tfds_source(TFDS_NAME, tfds_data_dir=tfds_data_dir,
+                                   train_examples=train_examples)
+  return seqio_tasks.add_task(
+      name, source=source,
+      preprocessors=[seqio_tasks.rekey(inputs="documents", targets="tldr"),
+                     seqio_tasks.prefix(seqio_tasks.T5_SUMMARIZE_PREFIX)],
+      vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=SPEC.metric, replace=replace)
+
+
+def register_openai(name: str = OPENAI_TASK, *, data_dir: Optional[str] = None,
+                    input_template: str = DEFAULT_INPUT_TEMPLATE,
+                    vocabulary_path: Optional[str] = None, train_examples: Optional[int] = None,
+                    replace: bool = False) -> "seqio.Task":
+  """Registers TL;DR on the OpenAI JSON lines (``{train,valid,test}.jsonl``, post -> summary).
+
+  Args:
+    name: task name.
+    data_dir: folder of the JSONL files (default ``<data root>/tldr``).
+    input_template: how inputs are built from a record (default ``'summarize: {post}'``).
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    train_examples: keep a fixed subset of this many train examples (None: all).
+    replace: re-register a task already registered under `name`.
+
+  Returns:
+    The registered ``seqio.Task`` (splits train/validation/test).
+  """
+  check_template(input_template)
+  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  source = seqio_tasks.in_memory_source(
+      functools.partial(load_split, data_dir=data_dir, input_template=input_template),
+      ("inputs", "targets", "id"), SPLITS, train_examples=train_examples)
+  return seqio_tasks.add_task(
+      name, source=source,
+      preprocessors=[seqio_tasks.rekey(inputs="inputs", targets="targets", id="id")],
+      vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=OPENAI_SPEC.metric,
+      replace=replace)
+
+
+SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register_tfds)
+OPENAI_SPEC = spec.TaskSpec(name=OPENAI_TASK, metric="rouge", register=register_openai)
+
+
+def tldr_task(name: str = TASK, tfds_data_dir: Optional[str] = None,
+              vocabulary_path: Optional[str] = None,
+              train_examples: Optional[int] = None) -> str:
+  """Gin factory: TL;DR on TFDS ``reddit_tifu/long_split`` (``tfds build reddit_tifu/long_split``).
+
+  Args:
+    name: the task name to register.
+    tfds_data_dir: TFDS data directory (default TFDS's).
+    vocabulary_path: T5's SentencePiece model (default its public GCS copy).
+    train_examples: train on the first N train examples (default: all).
+
+  Returns:
+    `name`, for ``train.task``.
+  """
+  return spec.configure(SPEC, name, tfds_data_dir=tfds_data_dir,
+                        vocabulary_path=vocabulary_path, train_examples=train_examples)
+
+
+def tldr_openai_task(name: str = OPENAI_TASK, data_dir: Optional[str] = None,
+                     input_template: Optional[str] = None,
+                     vocabulary_path: Optional[str] = None,
+                     train_examples: Optional[int] = None) -> str:
+  """Gin factory: TL;DR on the OpenAI JSON lines ``{train,valid,test}.jsonl``.
+
+  Args:
+    name: the task name to register.
+    data_dir: folder of the three files (default ``<data root>/tldr``).
+    input_template: e.g. ``'summarize: {title} {post}'`` (default ``'summarize: {post}'``).
+    vocabulary_path: T5's SentencePiece model.
+    train_examples: train on a fixed subset of N examples (default: all).
+
+  Returns:
+    `name`, for ``train.task``.
+  """
+  return spec.configure(OPENAI_SPEC, name, data_dir=data_dir, input_template=input_template,
+                        vocabulary_path=vocabulary_path, train_examples=train_examples)

@@ -13,18 +13,31 @@
   ``sacrebleu -t wmt22 -l en-de --echo src`` leaves them), or, when only the downloaded archive
   was unpacked, the raw XML under ``<dir>/wmt22/raw/`` (parsed offline with sacrebleu's own
   reader). The reference is sacrebleu's default translator for the pair (``A``).
+
+Task ``wmt22_en_de`` (metric family ``translation``): ``'translate English to German: ' + en``
+-> de, T5's vocabulary; gin: ``train.task = @wmt22_en_de_task()``. ``train_examples`` = N trains
+on the first N usable pairs of the training files in file order (files sorted per pattern), so
+the subset is the same for every run and seed and smaller subsets nest; it is not a random
+sample, so shuffle a file once beforehand if its order means something. Importing this module
+imports neither TensorFlow nor seqio.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
-from typing import Mapping, Optional, Sequence
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from irl_lm.data import sources
+from irl_lm.data import spec
 from irl_lm.data.errors import MissingDatasetError
 
+if TYPE_CHECKING:  # pragma: no cover
+  import seqio
+  import tensorflow as tf
+
+TASK = "wmt22_en_de"
+T5_TRANSLATE_EN_DE_PREFIX = "translate English to German: "
 LANGPAIR = "en-de"
 DEFAULT_SUBDIR = "wmt22_en_de"
 DEFAULT_TRAIN_FILE = "train.tsv"
@@ -46,6 +59,7 @@ def train_file_paths(train_files: Optional[Sequence[str]] = None) -> list[str]:
   Raises:
     MissingDatasetError: nothing matches; the message says what to put where.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   patterns = list(train_files) if train_files else [
       os.path.join(sources.data_root(), DEFAULT_SUBDIR, DEFAULT_TRAIN_FILE)]
   paths = []
@@ -65,7 +79,8 @@ def train_file_paths(train_files: Optional[Sequence[str]] = None) -> list[str]:
 
 def train_dataset(train_files: Optional[Sequence[str]], shuffle: bool, seed: Optional[int], *,
                   tsv_columns: tuple[int, int] = (0, 1),
-                  shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER) -> tf.data.Dataset:
+                  shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
+                  train_examples: Optional[int] = None) -> "tf.data.Dataset":
   """Streams ``{'source', 'target'}`` pairs from TSV files.
 
   Args:
@@ -74,16 +89,20 @@ def train_dataset(train_files: Optional[Sequence[str]], shuffle: bool, seed: Opt
     seed: shuffle seed (the same on every host keeps example sharding disjoint).
     tsv_columns: (source column, target column), 0-based.
     shuffle_buffer_size: lines held by the shuffle buffer.
+    train_examples: keep only the first N usable pairs in file order (then shuffle those, if
+      asked, with a buffer of N); None keeps all.
 
   Returns:
     A ``tf.data.Dataset`` of dicts of scalar tf.string (whitespace-stripped, both non-empty).
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  train_examples = sources.check_train_examples(train_examples)
   src_col, tgt_col = (int(c) for c in tsv_columns)
   if min(src_col, tgt_col) < 0 or src_col == tgt_col:
     raise ValueError(f"tsv_columns {tsv_columns} must be two different column indices >= 0.")
   paths = train_file_paths(train_files)
   files = tf.data.Dataset.from_tensor_slices(paths)
-  if shuffle and len(paths) > 1:
+  if shuffle and len(paths) > 1 and train_examples is None:
     files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
   ds = files.flat_map(tf.data.TextLineDataset)
   needed = max(src_col, tgt_col) + 1
@@ -97,6 +116,9 @@ def train_dataset(train_files: Optional[Sequence[str]], shuffle: bool, seed: Opt
   ds = ds.map(split_line, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.filter(lambda ex: (tf.strings.length(ex["source"]) > 0) &
                  (tf.strings.length(ex["target"]) > 0))
+  if train_examples is not None:
+    ds = ds.take(train_examples)
+    shuffle_buffer_size = train_examples
   if shuffle:
     ds = ds.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
   return ds
@@ -108,6 +130,7 @@ def _clean(line: str) -> str:
 
 
 def _read_lines(path: str) -> list[str]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.io.gfile.GFile(path, "r") as f:
     return [line.rstrip("\n") for line in f]
 
@@ -133,6 +156,7 @@ def load_test_set(test_set: str, langpair: str = LANGPAIR, *, directory: Optiona
       the sacrebleu command that fetches them and where they must end up.
     ValueError: source and reference line counts differ.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   root = os.path.join(sacrebleu_dir(directory), test_set)
   stem = os.path.join(root, f"{test_set}.{langpair}")
   src_path = f"{stem}.src"
@@ -158,6 +182,7 @@ def load_test_set(test_set: str, langpair: str = LANGPAIR, *, directory: Optiona
 def _from_raw_xml(root: str, test_set: str, langpair: str, reference: str
                   ) -> tuple[Optional[list[str]], Optional[list[str]]]:
   """Source and reference lines from sacrebleu's unpacked raw XML, or (None, None)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from sacrebleu.dataset import DATASETS  # pylint: disable=g-import-not-at-top
   from sacrebleu.dataset.wmt_xml import WMTXMLDataset  # pylint: disable=g-import-not-at-top
   dataset = DATASETS.get(test_set)
@@ -183,14 +208,15 @@ def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
                eval_sets: Mapping[str, str] = DEFAULT_EVAL_SETS,
                tsv_columns: tuple[int, int] = (0, 1),
                shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
-               reference: str = DEFAULT_REFERENCE) -> tf.data.Dataset:
+               reference: str = DEFAULT_REFERENCE,
+               train_examples: Optional[int] = None) -> "tf.data.Dataset":
   """seqio dataset function: ``{'source', 'target'}`` string examples of one split.
 
   Args:
     split: ``'train'`` (TSV files) or a key of `eval_sets` (a sacrebleu test set).
     shuffle_files: shuffle (seeded); the test sets are shuffled in full.
     seed: shuffle seed.
-    train_files, tsv_columns, shuffle_buffer_size: see :func:`train_dataset`.
+    train_files, tsv_columns, shuffle_buffer_size, train_examples: see :func:`train_dataset`.
     sacrebleu_directory, reference: see :func:`load_test_set`.
     eval_sets: split name -> sacrebleu test set (default validation: wmt21, test: wmt22).
 
@@ -199,10 +225,84 @@ def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
   """
   if split == "train":
     return train_dataset(train_files, shuffle_files, seed, tsv_columns=tsv_columns,
-                         shuffle_buffer_size=shuffle_buffer_size)
+                         shuffle_buffer_size=shuffle_buffer_size, train_examples=train_examples)
   if split not in eval_sets:
     raise ValueError(f"WMT22 en-de has no split {split!r}: use 'train' or one of "
                      f"{sorted(eval_sets)}.")
+  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
   examples = load_test_set(eval_sets[split], LANGPAIR, directory=sacrebleu_directory,
                            reference=reference)
-  return sources.examples_dataset(examples, ("source", "target"), shuffle_files, seed)
+  return seqio_tasks.examples_dataset(examples, ("source", "target"), shuffle_files, seed)
+
+
+def register(name: str = TASK, *, train_files: Optional[Sequence[str]] = None,
+             sacrebleu_dir: Optional[str] = None, eval_sets: Optional[Mapping[str, str]] = None,
+             tsv_columns: tuple[int, int] = (0, 1), reference: str = DEFAULT_REFERENCE,
+             shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
+             vocabulary_path: Optional[str] = None, train_examples: Optional[int] = None,
+             replace: bool = False) -> "seqio.Task":
+  """Registers WMT22 English -> German (train from TSV, validation/test from sacrebleu files).
+
+  Args:
+    name: task name.
+    train_files: TSV paths or globs (default ``<data root>/wmt22_en_de/train.tsv``).
+    sacrebleu_dir: sacrebleu's data folder (default ``$SACREBLEU`` or ``~/.sacrebleu``).
+    eval_sets: split -> sacrebleu test set (default ``{'validation': 'wmt21', 'test': 'wmt22'}``).
+    tsv_columns: (English column, German column) of the TSV files.
+    reference: the test sets' reference translator (``'A'``).
+    shuffle_buffer_size: lines in the training shuffle buffer.
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    train_examples: train on the first N usable pairs in file order (None: all).
+    replace: re-register a task already registered under `name`.
+
+  Returns:
+    The registered ``seqio.Task`` (inputs ``'translate English to German: ' + en``).
+  """
+  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  eval_sets = dict(eval_sets or DEFAULT_EVAL_SETS)
+  source = seqio_tasks.ShardableFunctionDataSource(
+      dataset_fn=functools.partial(
+          dataset_fn, train_files=list(train_files) if train_files else None,
+          sacrebleu_directory=sacrebleu_dir, eval_sets=eval_sets,
+          tsv_columns=tuple(tsv_columns), shuffle_buffer_size=shuffle_buffer_size,
+          reference=reference, train_examples=sources.check_train_examples(train_examples)),
+      splits=("train",) + tuple(eval_sets))
+  return seqio_tasks.add_task(
+      name, source=source,
+      preprocessors=[seqio_tasks.rekey(inputs="source", targets="target"),
+                     seqio_tasks.prefix(T5_TRANSLATE_EN_DE_PREFIX)],
+      vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=SPEC.metric, replace=replace)
+
+
+SPEC = spec.TaskSpec(name=TASK, metric="translation", register=register)
+
+
+def wmt22_en_de_task(name: str = TASK, train_files: Optional[Sequence[str]] = None,
+                     sacrebleu_dir: Optional[str] = None,
+                     eval_sets: Optional[Mapping[str, str]] = None,
+                     tsv_columns: Optional[Sequence[int]] = None,
+                     reference: Optional[str] = None,
+                     shuffle_buffer_size: Optional[int] = None,
+                     vocabulary_path: Optional[str] = None,
+                     train_examples: Optional[int] = None) -> str:
+  """Gin factory: WMT22 en-de, TSV training pairs, sacrebleu test sets from local files.
+
+  Args:
+    name: the task name to register.
+    train_files: TSV paths or globs (default ``<data root>/wmt22_en_de/train.tsv``).
+    sacrebleu_dir: sacrebleu's folder (default ``$SACREBLEU`` or ``~/.sacrebleu``).
+    eval_sets: split -> test set (default validation wmt21, test wmt22).
+    tsv_columns: (English column, German column), default (0, 1).
+    reference: reference translator of the test sets (default 'A').
+    shuffle_buffer_size: training shuffle buffer (lines).
+    vocabulary_path: T5's SentencePiece model.
+    train_examples: train on the first N pairs in file order (default: all).
+
+  Returns:
+    `name`, for ``train.task``.
+  """
+  return spec.configure(
+      SPEC, name, train_files=spec.as_list(train_files), sacrebleu_dir=sacrebleu_dir,
+      eval_sets=spec.as_dict(eval_sets), tsv_columns=spec.as_tuple(tsv_columns),
+      reference=reference, shuffle_buffer_size=shuffle_buffer_size,
+      vocabulary_path=vocabulary_path, train_examples=train_examples)

@@ -86,4 +86,4 @@ def test_task_through_the_pipeline():
   assert [ex["targets_text"] for ex in examples] == [r["answer"] for r in raw]
   vocab = pipeline.get_vocabulary("arithmetic_word_problems")
   ids = vocab.encode(raw[0]["answer"]) + [1]
-  assert examples[0]["decoder_target_tokens"][:len(ids)].tolist() == ids
+  assert examples[0]["target_tokens"][:len(ids)].tolist() == ids

@@ -1,42 +1,17 @@
-"""Tests of the seqio tasks and the batch pipeline (built-in task, XSum through TFDS mocks)."""
-import builtins
+"""Tests of the batch pipeline on the built-in task (any seqio feature converter)."""
 import importlib
-import io
-import os
-import socket
-from unittest import mock
 
 import numpy as np
 import pytest
 import seqio
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from irl_lm.data import pipeline
+from irl_lm.data import registry
 from irl_lm.data import stdlib_docstrings as sd
-from irl_lm.data import tasks
 
 LENGTHS = {"inputs": 64, "targets": 16}
-SEQIO_TEST_SPM = os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece",
-                              "sentencepiece.model")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-  """Points the built-in task's cache at a temporary directory for this module."""
-  path = str(tmp_path_factory.mktemp("irl_lm_cache"))
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv(sd.CACHE_ENV_VAR, path)
-    yield path
-
-
-@pytest.fixture()
-def temp_task_names():
-  """Task names registered by a test; removed from the registry afterwards."""
-  names = []
-  yield names
-  for name in names:
-    seqio.TaskRegistry.remove(name)
+pytestmark = pytest.mark.usefixtures("stdlib_cache")
 
 
 def _padded(ids, length):
@@ -48,9 +23,12 @@ def _padded(ids, length):
 def test_tasks_registered_idempotently():
   assert {"stdlib_docstrings", "xsum"} <= set(seqio.TaskRegistry.names())
   task = seqio.get_mixture_or_task("stdlib_docstrings")
-  importlib.reload(tasks)  # registering again is a no-op, not an error
+  importlib.reload(pipeline)  # registering again is a no-op, not an error
   assert seqio.get_mixture_or_task("stdlib_docstrings") is task
-  assert tasks.register_stdlib_task() is task
+  assert registry.register_all() == registry.TASK_NAMES
+  assert seqio.get_mixture_or_task("stdlib_docstrings") is task
+  assert sd.register() is task
+  assert pipeline.get_task("stdlib_docstrings") is task
   assert set(task.output_features) == {"inputs", "targets"}
   assert all(f.add_eos for f in task.output_features.values())
   assert pipeline.get_vocabulary("stdlib_docstrings").vocab_size == 4096
@@ -153,10 +131,12 @@ def test_get_examples():
   assert len(examples) == 4
   for ex, raw in zip(examples, val):
     assert ex["inputs_text"] == raw["code"] and ex["targets_text"] == raw["summary"]
-    assert ex["encoder_input_tokens"].dtype == np.int32
+    assert set(ex) == {"inputs_text", "targets_text", "input_tokens", "target_tokens"}
+    assert ex["input_tokens"].dtype == np.int32 and ex["target_tokens"].dtype == np.int32
     expected = vocab.encode(raw["code"])[:LENGTHS["inputs"] - 1] + [1]
-    np.testing.assert_array_equal(ex["encoder_input_tokens"],
-                                  _padded(expected, LENGTHS["inputs"]))
+    np.testing.assert_array_equal(ex["input_tokens"], _padded(expected, LENGTHS["inputs"]))
+    expected = vocab.encode(raw["summary"])[:LENGTHS["targets"] - 1] + [1]
+    np.testing.assert_array_equal(ex["target_tokens"], _padded(expected, LENGTHS["targets"]))
 
 
 def test_unknown_task_and_split_errors():
@@ -170,58 +150,52 @@ def test_unknown_task_and_split_errors():
                          batch_size=2, shuffle=False, seed=0)
 
 
-def test_xsum_registration_touches_nothing(temp_task_names):
-  def forbidden(*args, **kwargs):
-    raise AssertionError(f"registration touched the outside world: {args}")
-  with mock.patch.object(builtins, "open", forbidden), \
-       mock.patch.object(io, "open", forbidden), \
-       mock.patch.object(tf.io.gfile, "GFile", forbidden), \
-       mock.patch.object(tf.io.gfile, "exists", forbidden), \
-       mock.patch.object(tfds, "builder", forbidden), \
-       mock.patch.object(socket.socket, "connect", forbidden):
-    temp_task_names.append("xsum_probe")
-    task = tasks.register_xsum_task("xsum_probe")
-  assert task.source.tfds_dataset.name == "xsum:1.1.0"
-  vocab = task.output_features["targets"].vocabulary
-  assert vocab._model is None  # pylint: disable=protected-access  (T5's model was not read)
+def test_explicit_enc_dec_converter_equals_the_default():
+  def first(**kwargs):
+    return next(pipeline.get_batches("stdlib_docstrings", "validation", feature_lengths=LENGTHS,
+                                     batch_size=4, shuffle=True, seed=5, **kwargs))
+  default, explicit = first(), first(feature_converter=seqio.EncDecFeatureConverter(pack=False))
+  assert set(default) == set(explicit)
+  for key in default:
+    np.testing.assert_array_equal(default[key], explicit[key])
+  assert pipeline.model_feature_lengths(seqio.EncDecFeatureConverter(pack=False), LENGTHS) == {
+      "encoder_input_tokens": 64, "decoder_input_tokens": 16, "decoder_target_tokens": 16,
+      "decoder_loss_weights": 16}
 
 
-def test_xsum_missing_dataset_error(tmp_path, temp_task_names):
-  temp_task_names.append("xsum_missing")
-  tasks.register_xsum_task("xsum_missing", tfds_data_dir=str(tmp_path / "tfds"),
-                           vocabulary_path=SEQIO_TEST_SPM)
-  with pytest.raises(pipeline.MissingDatasetError) as err:
-    pipeline.get_batches("xsum_missing", "train", feature_lengths=LENGTHS, batch_size=2,
-                         shuffle=True, seed=0)
-  message = str(err.value)
-  assert "'xsum:1.1.0'" in message and "not prepared" in message
-  assert "manual download" in message
-  assert "xsum-extracts-from-downloads.tar.gz" in message
-  assert "XSum-Dataset/README.md#running-the-download-and-extraction-scripts" in message
-  assert f"put that file in {tmp_path / 'tfds'}/downloads/manual/" in message  # TFDS's manual_dir
-  assert f"`tfds build xsum --data_dir {tmp_path / 'tfds'}`" in message
-  assert message.endswith(".") and ". " not in message  # one sentence
-  assert not os.path.exists(tmp_path / "tfds" / "downloads")  # nothing was downloaded
+@pytest.mark.parametrize("pack", [False, True])
+def test_prefix_lm_converter_gives_decoder_only_features(pack):
+  """Any seqio converter works; a prefix LM sees inputs and targets in one sequence."""
+  converter = seqio.PrefixLMFeatureConverter(pack=pack)
+  lengths = pipeline.model_feature_lengths(converter, LENGTHS)
+  assert lengths["decoder_target_tokens"] == LENGTHS["inputs"] + LENGTHS["targets"]
+  batch = next(pipeline.get_batches("stdlib_docstrings", "train", feature_lengths=LENGTHS,
+                                    batch_size=2, shuffle=False, seed=None, repeat=False,
+                                    feature_converter=converter))
+  expected_keys = {"decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
+                   "decoder_causal_attention"}
+  if pack:
+    expected_keys |= {"decoder_segment_ids", "decoder_positions"}
+  assert set(batch) == expected_keys
+  for key, value in batch.items():
+    assert value.shape == (2, lengths[key]) and value.dtype == np.int32, key
+  if not pack:  # row 0 is the first train example: its inputs, then its targets
+    vocab = pipeline.get_vocabulary("stdlib_docstrings")
+    ex = sd.load_examples("train")[0]
+    inputs = vocab.encode(ex["code"])[:LENGTHS["inputs"] - 1] + [1]
+    targets = vocab.encode(ex["summary"])[:LENGTHS["targets"] - 1] + [1]
+    row = batch["decoder_target_tokens"][0]
+    assert row[:len(inputs) + len(targets)].tolist() == inputs + targets
+    weights = batch["decoder_loss_weights"][0]
+    assert weights[:len(inputs)].sum() == 0  # the loss is on the targets only
+    assert weights[len(inputs):len(inputs) + len(targets)].tolist() == [1] * len(targets)
 
 
-def test_xsum_through_tfds_mock(tmp_path, temp_task_names):
-  temp_task_names.append("xsum_mock")
-  tasks.register_xsum_task("xsum_mock", tfds_data_dir=str(tmp_path / "tfds"),
-                           vocabulary_path=SEQIO_TEST_SPM)
-  vocab = pipeline.get_vocabulary("xsum_mock")
-  with tfds.testing.mock_data(num_examples=6):
-    batches = list(pipeline.get_batches("xsum_mock", "validation", feature_lengths=LENGTHS,
-                                        batch_size=2, shuffle=False, seed=None, repeat=False))
-    examples = pipeline.get_examples("xsum_mock", "test", num_examples=2,
-                                     feature_lengths=LENGTHS)
-  assert len(batches) == 3
-  for batch in batches:
-    assert batch["encoder_input_tokens"].shape == (2, 64)
-    assert batch["decoder_target_tokens"].shape == (2, 16)
-    assert (batch["decoder_target_tokens"] == 1).sum() == 2  # one EOS per row
-  prefix = vocab.encode("summarize:")
-  np.testing.assert_array_equal(batches[0]["encoder_input_tokens"][:, :len(prefix)],
-                                np.array([prefix, prefix]))
-  assert len(examples) == 2
-  assert all(ex["inputs_text"].startswith("summarize: ") for ex in examples)
-  assert all(ex["targets_text"] for ex in examples)
+def test_pack_must_agree_with_the_converter():
+  with pytest.raises(ValueError, match="contradicts the feature converter"):
+    pipeline.get_batches("stdlib_docstrings", "train", feature_lengths=LENGTHS, batch_size=2,
+                         shuffle=False, seed=None, pack=True,
+                         feature_converter=seqio.EncDecFeatureConverter(pack=False))
+  with pytest.raises(TypeError, match="seqio.FeatureConverter instance"):
+    pipeline.get_batches("stdlib_docstrings", "train", feature_lengths=LENGTHS, batch_size=2,
+                         shuffle=False, seed=None, feature_converter=seqio.EncDecFeatureConverter)
