@@ -44,6 +44,7 @@ class CheckpointFamily:
     hf_model_types, hf_architectures: the `config.json` `model_type` / `architectures` values
       this family reads.
     make_model: `(config) -> model` with `init(rng, input_shapes)`.
+    init_shapes: the smallest `input_shapes` that `init` builds all parameters from.
     preset: `(size, **overrides) -> config`; size in `size_names`.
     size_names: preset names.
     infer_config: `(shapes, **overrides) -> config | None`, from flat parameter shapes.
@@ -61,6 +62,7 @@ class CheckpointFamily:
   hf_model_types: tuple[str, ...]
   hf_architectures: tuple[str, ...]
   make_model: Callable[[Any], Any]
+  init_shapes: Mapping[str, tuple[int, ...]]
   preset: Callable[..., Any]
   size_names: tuple[str, ...]
   infer_config: Callable[..., Optional[Any]]
@@ -74,11 +76,11 @@ class CheckpointFamily:
   @classmethod
   def from_module(cls, module: types.ModuleType) -> "CheckpointFamily":
     """The family a `models/<family>_checkpoint.py` module defines: upper-case constants
-    NAME, DESCRIPTION, CONFIG_TYPE, HF_MODEL_TYPES, HF_ARCHITECTURES, SIZE_NAMES and the
-    functions named like the other fields."""
+    NAME, DESCRIPTION, CONFIG_TYPE, HF_MODEL_TYPES, HF_ARCHITECTURES, SIZE_NAMES, INIT_SHAPES
+    and the functions named like the other fields."""
     constants = {"name": "NAME", "description": "DESCRIPTION", "config_type": "CONFIG_TYPE",
                  "hf_model_types": "HF_MODEL_TYPES", "hf_architectures": "HF_ARCHITECTURES",
-                 "size_names": "SIZE_NAMES"}
+                 "size_names": "SIZE_NAMES", "init_shapes": "INIT_SHAPES"}
     values = {}
     for field in dataclasses.fields(cls):
       attr = constants.get(field.name, field.name)

@@ -80,8 +80,7 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
         f"({', '.join(families.FAMILIES)}; found e.g. {', '.join(list(shapes)[:3])})"
         f"{'; ' + cause if cause else ''}.")
   model = family.make_model(config)
-  input_shapes = {"encoder_input_tokens": (1, 1), "decoder_input_tokens": (1, 1)}
-  abstract = jax.eval_shape(lambda rng: model.init(rng, input_shapes), jax.random.key(0))
+  abstract = jax.eval_shape(lambda rng: model.init(rng, family.init_shapes), jax.random.key(0))
   params = formats.load_params(source, abstract, family=family.name)
   out_step = step if step is not None else (source.step or 0)
   formats.save_params(params, to_path, format, config=config, step=out_step, dtype=dtype)

@@ -44,6 +44,8 @@ CONFIG_TYPE = T5Config
 HF_MODEL_TYPES = ("t5", "mt5")
 HF_ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
 SIZE_NAMES = ("tiny", "small", "base", "large", "xl", "xxl")
+# The smallest batch `make_model(config).init(rng, INIT_SHAPES)` builds the parameters from.
+INIT_SHAPES = {"encoder_input_tokens": (1, 1), "decoder_input_tokens": (1, 1)}
 
 Shapes = Mapping[str, tuple[int, ...]]
 LazyArray = tuple[tuple[int, ...], Callable[[], np.ndarray]]  # (shape, read)

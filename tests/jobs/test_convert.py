@@ -72,6 +72,15 @@ def test_wrong_size_flag_is_refused_with_the_right_one_named(tmp_path, params):
     convert.convert(str(tmp_path), str(tmp_path / "out"), size="small")
 
 
+def test_unrecognised_tree_is_refused_with_its_cause(tmp_path, params):
+  flat = {k: v for k, v in _flat(params).items() if "/layers_" not in k}
+  flat["encoder/layers/attention/query/kernel"] = np.zeros((128, 2, 4, 32), np.float32)
+  t5x.save_t5x(traverse_util.unflatten_dict(flat, sep="/"), str(tmp_path / "checkpoint_1"))
+  with pytest.raises(CheckpointError, match=r"does not hold the parameter tree of a known model "
+                     r"family \(t5_1_1; .*; the checkpoint stores scanned layers"):
+    convert.convert(str(tmp_path), str(tmp_path / "out"))
+
+
 def test_command_line(tmp_path, params):
   t5x.save_t5x_orbax(params, str(tmp_path / "checkpoint_3"), step=3)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
