@@ -9,7 +9,7 @@ r"""Converts T5 1.1 checkpoints between formats: `python -m irl_lm.convert --fro
   python -m irl_lm.convert --from=/models/flan_t5_base --to=/ckpt/checkpoint_0 --format=orbax
 
 Flags:
-  --from    source checkpoint; its format is detected (see checkpoint_formats.detect_format).
+  --from    source checkpoint; its format is detected (see checkpoints.formats.detect_format).
   --to      output directory: a Hugging Face model directory (config.json + model.safetensors),
             or a T5X checkpoint directory (`checkpoint` msgpack + zarr arrays for 't5x',
             `state/` for 'orbax').
@@ -23,7 +23,6 @@ Only model parameters are converted (no optimiser state).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Optional, Sequence
 
@@ -51,8 +50,8 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
     dtype: 'float32' or 'bfloat16' (T5X outputs only).
     step: step recorded in T5X outputs (default the source's, else 0).
   Returns:
-    {'source': CheckpointSource, 'config': T5Config, 'size': preset name or None,
-     'param_count': int}.
+    {'source': CheckpointSource, 'config': the model config (T5Config), 'size': preset name
+     or None, 'family': the `checkpoints.families` name, 'param_count': int}.
   Raises:
     CheckpointError: unreadable source, or one that is not a T5 1.1 model of `size`.
   """
@@ -60,33 +59,33 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
   import jax.numpy as jnp
   import numpy as np
 
-  from irl_lm.models import t5
-  from irl_lm.checkpoints import formats as checkpoint_formats, hf as hf_checkpoints
+  from irl_lm.checkpoints import families, formats, safetensors
   from irl_lm.checkpoints.manager import CheckpointError
 
-  source = checkpoint_formats.detect_format(from_path)
-  shapes = checkpoint_formats.read_shapes(source)
+  f32 = {"activation_dtype": jnp.float32}
+  source = formats.detect_format(from_path)
+  shapes = formats.read_shapes(source)
   if source.format == "hf":
-    config = hf_checkpoints.config_from_hf(hf_checkpoints.read_hf_config(source.path))
+    family, config = safetensors.hf_family_and_config(source.path, **f32)
   else:
-    config = checkpoint_formats.infer_config(shapes)
+    family = families.for_shapes(shapes) or families.get(families.DEFAULT_FAMILY)
+    config = family.infer_config(shapes, **f32)
   if size is not None:
-    vocab = config.vocab_size if config is not None else 32128
-    config = t5.t5_1_1_config(size, vocab_size=vocab)
+    vocab = {"vocab_size": config.vocab_size} if config is not None else {}
+    config = family.preset(size, **vocab, **f32)
   if config is None:
-    scanned = checkpoint_formats.likely_cause(shapes, {})
+    cause = family.likely_cause(shapes, {})
     raise CheckpointError(
-        f"the {source.describe()} does not hold a T5 1.1 parameter tree (found e.g. "
-        f"{', '.join(list(shapes)[:3])}){'; ' + scanned if scanned else ''}.")
-  config = dataclasses.replace(config, activation_dtype=jnp.float32)
-  model = t5.EncoderDecoderModel(config)
-  input_shapes = {"encoder_input_tokens": (1, 1), "decoder_input_tokens": (1, 1)}
-  abstract = jax.eval_shape(lambda rng: model.init(rng, input_shapes), jax.random.key(0))
-  params = checkpoint_formats.load_params(source, abstract)
+        f"the {source.describe()} does not hold the parameter tree of a known model family "
+        f"({', '.join(families.FAMILIES)}; found e.g. {', '.join(list(shapes)[:3])})"
+        f"{'; ' + cause if cause else ''}.")
+  model = family.make_model(config)
+  abstract = jax.eval_shape(lambda rng: model.init(rng, family.init_shapes), jax.random.key(0))
+  params = formats.load_params(source, abstract, family=family.name)
   out_step = step if step is not None else (source.step or 0)
-  checkpoint_formats.save_params(params, to_path, format, config=config, step=out_step,
-                                 dtype=dtype)
-  return {"source": source, "config": config, "size": checkpoint_formats.size_name(config),
+  formats.save_params(params, to_path, format, config=config, step=out_step, dtype=dtype)
+  return {"source": source, "config": config, "size": family.size_name(config),
+          "family": family.name,
           "param_count": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract)))}
 
 
@@ -95,7 +94,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FROM.value or not TO.value:
     raise app.UsageError("both --from and --to are required.")
-  from irl_lm.checkpoints import formats as checkpoint_formats
+  from irl_lm.checkpoints import formats
   from irl_lm.checkpoints.manager import CheckpointError
   try:
     summary = convert(FROM.value, TO.value, format=FORMAT.value, size=SIZE.value,
@@ -106,7 +105,7 @@ def main(argv: Sequence[str]) -> None:
   size = f"T5 1.1 '{summary['size']}'" if summary["size"] else "T5 1.1"
   print(f"converted the {summary['source'].describe()} ({size}, "
         f"{summary['param_count']:,} parameters) to "
-        f"{checkpoint_formats.FORMAT_NAMES[FORMAT.value]} at {TO.value}")
+        f"{formats.FORMAT_NAMES[FORMAT.value]} at {TO.value}")
 
 
 if __name__ == "__main__":

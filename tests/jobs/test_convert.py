@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from irl_lm.jobs import convert
 from irl_lm.models import t5
-from irl_lm.checkpoints import formats as cf
+from irl_lm.checkpoints import formats as cf, t5x
 from irl_lm.checkpoints.manager import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,9 +34,10 @@ def _flat(tree):
 
 
 def test_converts_through_every_format_exactly(tmp_path, params):
-  cf.save_t5x(params, str(tmp_path / "t5x" / "checkpoint_42"), step=42)
+  t5x.save_t5x(params, str(tmp_path / "t5x" / "checkpoint_42"), step=42)
   summary = convert.convert(str(tmp_path / "t5x"), str(tmp_path / "hf"), format="hf")
   assert summary["size"] == "tiny" and summary["source"].step == 42
+  assert summary["family"] == "t5_1_1"
   assert summary["param_count"] == sum(int(np.prod(v.shape)) for v in _flat(params).values())
   hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
   assert (hf_config["d_model"], hf_config["num_heads"], hf_config["d_kv"], hf_config["d_ff"],
@@ -65,14 +66,23 @@ def test_bfloat16_t5x_output(tmp_path, params):
 
 
 def test_wrong_size_flag_is_refused_with_the_right_one_named(tmp_path, params):
-  cf.save_t5x(params, str(tmp_path))
+  t5x.save_t5x(params, str(tmp_path))
   with pytest.raises(CheckpointError, match=r"checkpoint is T5 1\.1 'tiny'.*model is T5 1\.1 "
                      r"'small'.*--size=tiny"):
     convert.convert(str(tmp_path), str(tmp_path / "out"), size="small")
 
 
+def test_unrecognised_tree_is_refused_with_its_cause(tmp_path, params):
+  flat = {k: v for k, v in _flat(params).items() if "/layers_" not in k}
+  flat["encoder/layers/attention/query/kernel"] = np.zeros((128, 2, 4, 32), np.float32)
+  t5x.save_t5x(traverse_util.unflatten_dict(flat, sep="/"), str(tmp_path / "checkpoint_1"))
+  with pytest.raises(CheckpointError, match=r"does not hold the parameter tree of a known model "
+                     r"family \(t5_1_1; .*; the checkpoint stores scanned layers"):
+    convert.convert(str(tmp_path), str(tmp_path / "out"))
+
+
 def test_command_line(tmp_path, params):
-  cf.save_t5x_orbax(params, str(tmp_path / "checkpoint_3"), step=3)
+  t5x.save_t5x_orbax(params, str(tmp_path / "checkpoint_3"), step=3)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   done = subprocess.run(
       [sys.executable, "-m", "irl_lm.convert", f"--from={tmp_path}", f"--to={tmp_path / 'hf'}"],
