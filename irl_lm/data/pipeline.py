@@ -147,33 +147,24 @@ def model_feature_lengths(feature_converter: seqio.FeatureConverter,
       _check_feature_lengths(feature_lengths)))
 
 
-def _converter(feature_converter: Optional[seqio.FeatureConverter],
-               pack: Optional[bool]) -> seqio.FeatureConverter:
-  if feature_converter is None:
-    # Temporary default until every caller passes the model's converter.
-    return seqio.EncDecFeatureConverter(pack=bool(pack))
+def _converter(feature_converter: seqio.FeatureConverter) -> seqio.FeatureConverter:
   if not isinstance(feature_converter, seqio.FeatureConverter):
     raise TypeError(f"feature_converter must be a seqio.FeatureConverter instance (e.g. "
                     f"seqio.EncDecFeatureConverter(pack=False)), got {feature_converter!r}.")
-  if pack is not None and bool(pack) != feature_converter.pack:
-    raise ValueError(f"pack={pack} contradicts the feature converter "
-                     f"{type(feature_converter).__name__}(pack={feature_converter.pack}): "
-                     "leave pack unset and build the converter with the packing you want.")
   return feature_converter
 
 
 def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
-                shuffle: bool, seed: Optional[int],
-                feature_converter: Optional[seqio.FeatureConverter] = None,
-                pack: Optional[bool] = None, repeat: bool = True,
-                num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
+                shuffle: bool, seed: Optional[int], feature_converter: seqio.FeatureConverter,
+                repeat: bool = True, num_shards: int = 1,
+                shard_index: int = 0) -> tf.data.Dataset:
   """The unbatched tf.data pipeline behind :func:`get_batches` (same arguments).
 
   Returns:
     A dataset of the converter's feature dicts of int32 vectors (e.g. ``[L]`` / ``[T]``).
   """
   lengths = _check_feature_lengths(feature_lengths)
-  converter = _converter(feature_converter, pack)
+  converter = _converter(feature_converter)
   if not 0 <= shard_index < num_shards:
     raise ValueError(f"shard_index {shard_index} is outside [0, {num_shards}): pass this host's "
                      "index (jax.process_index()) and the host count (jax.process_count()).")
@@ -190,9 +181,8 @@ def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int
 
 def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
                 batch_size: int, shuffle: bool, seed: Optional[int],
-                feature_converter: Optional[seqio.FeatureConverter] = None,
-                pack: Optional[bool] = None, repeat: bool = True, num_shards: int = 1,
-                shard_index: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                feature_converter: seqio.FeatureConverter, repeat: bool = True,
+                num_shards: int = 1, shard_index: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Yields fixed-size numpy batches of the features `feature_converter` produces.
 
   Args:
@@ -203,10 +193,7 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
     shuffle: shuffle the examples (seeded).
     seed: shuffle seed (None: unseeded; required when shuffling with ``num_shards > 1``).
     feature_converter: any ``seqio.FeatureConverter`` instance, normally the model's
-      (``model.feature_converter(pack)``); it decides the keys, lengths and packing. None: the
-      temporary default ``seqio.EncDecFeatureConverter(pack=pack)``.
-    pack: only with ``feature_converter=None``: pack several examples per row (adds segment ids
-      and positions). Given with a converter it must agree with the converter's packing.
+      (``model.feature_converter(pack)``); it decides the keys, lengths and packing.
     repeat: repeat the split forever (training) instead of one pass (evaluation).
     num_shards: number of hosts reading the split.
     shard_index: this host's index in ``[0, num_shards)``.
@@ -221,8 +208,7 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
     not at the first ``next()``.
 
   Raises:
-    ValueError: unknown task or split, bad lengths or shard arguments, `pack` contradicting
-      the converter.
+    ValueError: unknown task or split, bad lengths or shard arguments.
     TypeError: `feature_converter` is not a ``seqio.FeatureConverter`` instance.
     MissingDatasetError: the task's data set is not prepared (TFDS) or not on disk (GSM8k,
       TL;DR JSONL, WMT files); the message says what to download and where.
@@ -230,7 +216,7 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   ds = get_dataset(task_name, split, feature_lengths=feature_lengths, shuffle=shuffle, seed=seed,
-                   feature_converter=feature_converter, pack=pack, repeat=repeat,
+                   feature_converter=feature_converter, repeat=repeat,
                    num_shards=num_shards, shard_index=shard_index)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()

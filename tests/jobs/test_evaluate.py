@@ -13,7 +13,7 @@ import seqio
 
 from irl_lm import config
 from irl_lm.jobs import common, infer as inference
-from irl_lm.data import pipeline, tasks, task_configs, vocabularies
+from irl_lm.data import pipeline, registry, vocabularies
 from irl_lm.data import calculator
 from irl_lm.jobs import evaluate as evaluate_job
 from irl_lm.decoding import config as decoding_config
@@ -63,8 +63,10 @@ def evaluated(tmp_path_factory):
         f.write(json.dumps({"question": question, "answer": answer}) + "\n")
   bindings = _bindings(data_dir, run_dir)
   config.parse(GIN_FILES, bindings)
+  model = gin.get_bindings("train")["model"]
   batches = pipeline.get_batches(gin.get_bindings("train")["task"], "train",
-                                 feature_lengths=LENGTHS, batch_size=8, shuffle=False, seed=None)
+                                 feature_lengths=LENGTHS, batch_size=8, shuffle=False, seed=None,
+                                 feature_converter=model.feature_converter(False))
   train_summary = gin.get_configurable("train")(
       run_dir=run_dir, batches=batches,
       partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])))
@@ -77,12 +79,7 @@ def evaluated(tmp_path_factory):
   settings = dict(gin.get_bindings("train"))
   yield result, run_dir, settings
   config.parse(GIN_FILES[:1])
-  for registry_name in (TASK,):
-    if registry_name in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(registry_name)
-    tasks.TASK_METRICS.pop(registry_name, None)
-    tasks.APPLIED_SETTINGS.pop(registry_name, None)
-    task_configs._PENDING.pop(registry_name, None)  # pylint: disable=protected-access
+  registry.forget(TASK)
 
 
 def _read_jsonl(path):
@@ -153,7 +150,7 @@ def test_outputs_rewards_and_calculator(evaluated):
                     "decoder_input_tokens": (4, LENGTHS["targets"])})
   assert step == STEPS
   examples = pipeline.get_examples(TASK, "test", num_examples=None, feature_lengths=LENGTHS)
-  enc = np.stack([ex["encoder_input_tokens"] for ex in examples])
+  enc = np.stack([ex["input_tokens"] for ex in examples])
   decode = decoding_config.make_decode_fn(model, decoding_config.DecodingConfig("greedy"),
                                     max_decode_length=LENGTHS["targets"],
                                     partitioner=partitioner, param_shardings=shardings)

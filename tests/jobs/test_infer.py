@@ -167,7 +167,7 @@ def test_tokenisation_matches_the_task_pipeline(length):
   tokens, truncated = inference.encode_inputs(
       [ex["inputs_text"] for ex in examples], task.output_features["inputs"].vocabulary, length,
       prefix=inference.task_input_prefix(task))
-  np.testing.assert_array_equal(tokens, np.stack([ex["encoder_input_tokens"] for ex in examples]))
+  np.testing.assert_array_equal(tokens, np.stack([ex["input_tokens"] for ex in examples]))
   if length == 16:
     assert truncated.all()
   assert inference.task_input_prefix(pipeline.get_task("xsum")) == "summarize: "

@@ -112,3 +112,40 @@ def test_schedules():
   np.testing.assert_allclose([linear(0), linear(5), linear(10)], [2.0, 1.0, 0.0], atol=1e-6)
   with pytest.raises(ValueError, match="unknown schedule"):
     optimizers.make_schedule("nope")
+
+
+def test_init_from_starts_training_from_the_given_params(tmp_path):
+  from irl_lm.checkpoints import formats as cf  # pylint: disable=g-import-not-at-top
+  from tests.checkpoints import helpers  # pylint: disable=g-import-not-at-top
+  params = helpers.random_params()
+  cf.save_t5x(params, str(tmp_path / "pretrained" / "checkpoint_1000000"), dtype=np.float32)
+  B_, L_, T_ = 8, 6, 5
+  rng = np.random.default_rng(1)
+  batch = {"encoder_input_tokens": rng.integers(2, 64, (B_, L_)).astype(np.int32),
+           "decoder_input_tokens": rng.integers(2, 64, (B_, T_)).astype(np.int32),
+           "decoder_target_tokens": rng.integers(2, 64, (B_, T_)).astype(np.int32),
+           "decoder_loss_weights": np.ones((B_, T_), np.float32)}
+  model = t5.EncoderDecoderModel(helpers.CONFIG)
+
+  def run(run_dir, num_steps, init_from):
+    return train_job.train(
+        run_dir=str(tmp_path / run_dir), model=model, task="unused",
+        feature_lengths={"inputs": L_, "targets": T_}, batch_size=B_, num_train_steps=num_steps,
+        objective=objectives.MLE(),
+        partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),  # compiles fastest
+        optimizer=lambda schedule: optax.adam(schedule),
+        schedule=lambda total_steps: optax.constant_schedule(1e-2), checkpoint_every=100,
+        log_every=1, eval_examples=0, batches=iter(lambda: batch, None), tensorboard=False,
+        init_from=init_from)
+
+  # No steps: the run's step-0 checkpoint holds exactly the imported parameters.
+  assert run("run", 0, str(tmp_path / "pretrained"))["final_step"] == 0
+  helpers.assert_exact(params, cf.load_params(str(tmp_path / "run"), helpers.abstract()))
+  # Resuming ignores init_from (here a path that does not exist) and trains on from them:
+  # the first logged loss is the MLE loss of the imported parameters.
+  summary = run("run", 1, str(tmp_path / "nowhere"))
+  expected_loss, _ = objectives.MLE()(params, batch, None, model)
+  np.testing.assert_allclose(summary["loss_first"], float(expected_loss), rtol=1e-5)
+  # A new run with a missing init_from fails clearly instead of starting from scratch.
+  with pytest.raises(checkpoints.CheckpointError, match="nowhere: the path does not exist"):
+    run("other", 1, str(tmp_path / "nowhere"))
