@@ -3,6 +3,7 @@ import os
 
 import gin
 import numpy as np
+import seqio
 import pytest
 
 from irl_lm import config
@@ -48,7 +49,8 @@ def test_gsm8k_from_jsonl(gsm8k_dir, temp_task_names):
   assert [r["final_answer"] for r in gsm8k.load_split("train", gsm8k_dir)] == ["72", "10",
                                                                                 "1,234"]
   batch = next(pipeline.get_batches("gsm8k_t", "train", feature_lengths=LENGTHS, batch_size=2,
-                                    shuffle=True, seed=0))
+                                    shuffle=True, seed=0,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False)))
   assert batch["decoder_target_tokens"].shape == (2, LENGTHS["targets"])
 
   # A held-out validation split: the last N train problems.
@@ -69,7 +71,8 @@ def test_gsm8k_missing_and_malformed_files(tmp_path, monkeypatch, temp_task_name
   gsm8k.register("gsm8k_missing", vocabulary_path=helpers.STDLIB_SPM)  # default data dir
   with pytest.raises(errors.MissingDatasetError) as err:
     pipeline.get_batches("gsm8k_missing", "train", feature_lengths=LENGTHS, batch_size=2,
-                         shuffle=False, seed=None)
+                         shuffle=False, seed=None,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False))
   message = str(err.value)
   path = str(tmp_path / "root" / "gsm8k" / "train.jsonl")
   assert f"needs {path}, which does not exist" in message

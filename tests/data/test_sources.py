@@ -1,5 +1,6 @@
 """Fixed train subsets (``train_examples``) on in-memory tasks, JSONL and streamed TSV."""
 import pytest
+import seqio
 
 from irl_lm.data import arithmetic, gsm8k, pipeline, sources, stdlib_docstrings, wmt
 from tests.data import helpers
@@ -33,7 +34,8 @@ def _texts(task, split, lengths):
 def _train_rows(task, lengths, seed):
   """One shuffled pass over the train split, as a sorted list of input token rows."""
   batches = pipeline.get_batches(task, "train", feature_lengths=lengths, batch_size=1,
-                                 shuffle=True, seed=seed, repeat=False)
+                                 shuffle=True, seed=seed, repeat=False,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False))
   return sorted(tuple(b["encoder_input_tokens"][0]) for b in batches)
 
 

@@ -1,5 +1,6 @@
 """TL;DR from the OpenAI JSON lines (tiny files the tests write) and TFDS (mock data)."""
 import pytest
+import seqio
 import tensorflow_datasets as tfds
 
 from irl_lm.data import errors, pipeline, tldr
@@ -39,13 +40,15 @@ def test_tldr_tfds_through_mock_data(tmp_path, temp_task_names):
                      vocabulary_path=helpers.seqio_test_spm())
   with tfds.testing.mock_data(num_examples=4):
     batches = list(pipeline.get_batches("tldr_mock", "validation", feature_lengths=LENGTHS,
-                                        batch_size=2, shuffle=False, seed=None, repeat=False))
+                                        batch_size=2, shuffle=False, seed=None, repeat=False,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False)))
     examples = pipeline.get_examples("tldr_mock", "test", num_examples=2,
                                      feature_lengths=LENGTHS)
   assert len(batches) == 2 and (batches[0]["decoder_target_tokens"] == 1).sum() == 2
   assert all(ex["inputs_text"].startswith("summarize: ") for ex in examples)
   with pytest.raises(errors.MissingDatasetError) as err:
     pipeline.get_batches("tldr_mock", "train", feature_lengths=LENGTHS, batch_size=2,
-                         shuffle=False, seed=None)
+                         shuffle=False, seed=None,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False))
   assert (f"run `tfds build reddit_tifu/long_split --data_dir {tmp_path / 'tfds'}`"
           in str(err.value))

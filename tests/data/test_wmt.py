@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import seqio
 
 from irl_lm.data import errors, pipeline, wmt
 from tests.data import helpers
@@ -50,7 +51,8 @@ def test_wmt22_en_de_tsv_and_sacrebleu_layout(tmp_path, temp_task_names):
   assert text("validation") == [(prefix + "Good morning.", "Guten Morgen."),
                                 (prefix + "Thank you.", "Danke.")]
   batches = pipeline.get_batches("wmt_t", "train", feature_lengths=LENGTHS, batch_size=2,
-                                 shuffle=True, seed=1)
+                                 shuffle=True, seed=1,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False))
   assert next(batches)["encoder_input_tokens"].shape == (2, LENGTHS["inputs"])
 
 
@@ -65,5 +67,6 @@ def test_wmt22_missing_data_messages(tmp_path, temp_task_names):
   assert "`sacrebleu -t wmt22 -l en-de --echo src > /dev/null`" in message
   with pytest.raises(errors.MissingDatasetError, match=r"none\.tsv.*tsv_columns = \(1, 0\)"):
     pipeline.get_batches("wmt_missing", "train", feature_lengths=LENGTHS, batch_size=2,
-                         shuffle=True, seed=0)
+                         shuffle=True, seed=0,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False))
   assert not os.path.exists(tmp_path / "sb")

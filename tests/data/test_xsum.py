@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import seqio
 import pytest
 import tensorflow_datasets as tfds
 
@@ -27,7 +28,8 @@ def test_xsum_missing_dataset_error(tmp_path, temp_task_names):
                 vocabulary_path=helpers.seqio_test_spm())
   with pytest.raises(pipeline.MissingDatasetError) as err:
     pipeline.get_batches("xsum_missing", "train", feature_lengths=LENGTHS, batch_size=2,
-                         shuffle=True, seed=0)
+                         shuffle=True, seed=0,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False))
   message = str(err.value)
   assert "'xsum:1.1.0'" in message and "not prepared" in message
   assert "manual download" in message
@@ -46,7 +48,8 @@ def test_xsum_through_tfds_mock(tmp_path, temp_task_names):
   vocab = pipeline.get_vocabulary("xsum_mock")
   with tfds.testing.mock_data(num_examples=6):
     batches = list(pipeline.get_batches("xsum_mock", "validation", feature_lengths=LENGTHS,
-                                        batch_size=2, shuffle=False, seed=None, repeat=False))
+                                        batch_size=2, shuffle=False, seed=None, repeat=False,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False)))
     examples = pipeline.get_examples("xsum_mock", "test", num_examples=2,
                                      feature_lengths=LENGTHS)
   assert len(batches) == 3

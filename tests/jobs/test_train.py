@@ -115,10 +115,10 @@ def test_schedules():
 
 
 def test_init_from_starts_training_from_the_given_params(tmp_path):
-  from irl_lm.checkpoints import formats as cf  # pylint: disable=g-import-not-at-top
+  from irl_lm.checkpoints import formats as cf, t5x  # pylint: disable=g-import-not-at-top
   from tests.checkpoints import helpers  # pylint: disable=g-import-not-at-top
   params = helpers.random_params()
-  cf.save_t5x(params, str(tmp_path / "pretrained" / "checkpoint_1000000"), dtype=np.float32)
+  t5x.save_t5x(params, str(tmp_path / "pretrained" / "checkpoint_1000000"), dtype=np.float32)
   B_, L_, T_ = 8, 6, 5
   rng = np.random.default_rng(1)
   batch = {"encoder_input_tokens": rng.integers(2, 64, (B_, L_)).astype(np.int32),
