@@ -39,7 +39,6 @@ from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation.evaluator import Evaluator
 from irl_lm.jobs import common
-from irl_lm.partitioning import Partitioner
 
 DecodingSetting = Union[str, DecodingConfig]
 

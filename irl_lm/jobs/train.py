@@ -7,7 +7,6 @@ the `Evaluator` (`evaluation`) for the evaluation during and after training.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -23,7 +22,6 @@ from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.jobs import common
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import optimizers
-from irl_lm.training import state as state_lib
 from irl_lm.training import step as step_lib
 from irl_lm.training import trainer
 from irl_lm.training.objectives import IQLearn, Objective

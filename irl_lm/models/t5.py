@@ -16,7 +16,7 @@ Shapes: B batch, L encoder length, T decoder length, V vocab, E emb dim, H heads
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax

@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
 from irl_lm import config
-from irl_lm.jobs import common, infer as inference
+from irl_lm.jobs import common
 from irl_lm.data import pipeline, registry, vocabularies
 from irl_lm.data import calculator
 from irl_lm.jobs import evaluate as evaluate_job
