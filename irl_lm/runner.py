@@ -19,6 +19,7 @@ from typing import Any, Optional
 from absl import logging
 from etils import epath
 
+from irl_lm.data import sources
 from irl_lm.jobs import train as train_job
 
 
@@ -97,7 +98,8 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
     mode: 'train' (train, checkpoint, then evaluate on the validation split), 'check' (build
       the model and sharded train state abstractly and print their sizes), 'infer' or
       'evaluate' (decode with a training run's checkpoint; see their gin configurables).
-    run_dir: output directory; default `runs/<gin name>-<config hash>`.
+    run_dir: output directory; default `runs/<gin name>-<config hash>`; a `{data_root}`
+      placeholder names the data root (`data.sources.expand_path`).
     allow_config_change: resume a run directory whose recorded config differs.
     default_name: prefix of the default run directory (main passes the gin file's name).
 
@@ -108,6 +110,7 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
   config_text = gin.config_str()
   if run_dir is None:
     run_dir = os.path.join("runs", f"{default_name}-{_config_fingerprint(config_text)}")
+  run_dir = sources.expand_path(run_dir)
   if mode != "train":
     if mode not in RUN_READING_MODES:
       raise ValueError(f"unknown run.mode '{mode}': use one of "

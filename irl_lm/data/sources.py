@@ -26,6 +26,17 @@ def data_root() -> str:
   return os.path.expanduser(os.environ.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_ROOT)
 
 
+DATA_ROOT_PLACEHOLDER = "{data_root}"
+
+
+def expand_path(path: Optional[str]) -> Optional[str]:
+  """`path` with a `{data_root}` placeholder replaced by :func:`data_root` and `~` expanded, so
+  gin files name places under the data root (e.g. the cached pretrained checkpoint)."""
+  if path is None or "://" in path:
+    return path
+  return os.path.expanduser(path.replace(DATA_ROOT_PLACEHOLDER, data_root()))
+
+
 def resolve_dir(data_dir: Optional[str], default_subdir: str) -> str:
   """`data_dir` user-expanded, or ``<data_root()>/<default_subdir>`` when it is None."""
   if data_dir is None:

@@ -17,6 +17,7 @@ from absl import logging
 from etils import epath
 
 from irl_lm.checkpoints import manager as checkpoints_lib
+from irl_lm.data import sources
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.jobs import common
@@ -70,7 +71,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
     init_from: a checkpoint to start from when the run directory has none yet: a T5X
       checkpoint (legacy msgpack + zarr, or Orbax), a Hugging Face directory or an irl_lm run
       (see `checkpoints.formats.detect_format`). Only its parameters are taken (checked
-      against the model); the optimiser starts fresh at step 0. Ignored on resume.
+      against the model); the optimiser starts fresh at step 0. Ignored on resume. A
+      `{data_root}` placeholder names the data root.
 
   Returns:
     {'final_step', 'train_seconds', 'loss_first', 'loss_last', 'history' (list of logged
@@ -93,7 +95,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
   elif init_from:
     from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
     state = layout.init_from_params(formats.load_params(
-        init_from, layout.abstract.params, shardings=layout.param_shardings))
+        sources.expand_path(init_from), layout.abstract.params,
+        shardings=layout.param_shardings))
   else:
     state = layout.init_fn()
   start_step = int(state.step)
