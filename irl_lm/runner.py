@@ -139,6 +139,6 @@ def _print_summary(run_dir: str, summary: dict) -> None:
     print(f"Training: nothing to do (already at step {summary['final_step']}).")
   if summary.get("eval"):
     scores = ", ".join(f"{k} {v:.2f}" for k, v in summary["eval"].items() if k != "num_examples")
-    print(f"Validation ({summary['eval']['num_examples']} examples): {scores}")
+    print(f"Validation ({int(summary['eval']['num_examples'])} examples): {scores}")
 
 

@@ -40,7 +40,7 @@ def test_tiny_iqlearn_run_trains_checkpoints_and_reports_rouge(tmp_path):
   summary = json.load(open(run_dir / "eval_validation_greedy_summary.json"))
   assert summary["num_examples"] == 32
   predictions = [json.loads(l) for l in open(run_dir / "eval_validation_greedy.jsonl")]
-  assert len(predictions) == 32 and all(set(p) >= {"input", "target", "prediction"}
+  assert len(predictions) == 32 and all(set(p) >= {"input", "reference", "output", "scores"}
                                         for p in predictions)
   assert os.path.exists(run_dir / "config.gin")
   assert os.listdir(run_dir / "tensorboard")

@@ -42,6 +42,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           eval_split: str = "validation", eval_examples: int = 128,
           eval_batch_size: Optional[int] = None,
           decoding: DecodingConfig = DecodingConfig(),
+          eval_every: int = 0, eval_diversity_examples: int = 0,
+          eval_diversity_samples: int = 4,
           batches: Optional[Iterator[Batch]] = None,
           tensorboard: bool = True,
           init_from: Optional[str] = None) -> dict[str, Any]:
@@ -64,8 +66,14 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
     pack: pack several examples per row (seqio packing).
     checkpoint_every, keep_checkpoints: Orbax checkpoint interval and retention.
     log_every: steps between metric records / progress lines.
-    eval_split, eval_examples, eval_batch_size, decoding: the final evaluation (0 examples
-      skips it).
+    eval_split, eval_examples, eval_batch_size, decoding: the evaluation after training (0
+      examples skips every evaluation): task scores of `decoding` on the first `eval_examples`
+      of the split.
+    eval_every: also evaluate every K steps during training (0: only at the end), into
+      metrics.jsonl / TensorBoard as `eval_<split>/<score>`.
+    eval_diversity_examples, eval_diversity_samples: with N > 0, each evaluation also draws K
+      samples at temperature 1 for the first N examples and logs their Self-BLEU
+      (`eval_<split>/self_bleu`, K and 13a tokenisation as in evaluate mode).
     batches: optional iterator of host-local batches replacing the seqio pipeline (tests).
     tensorboard: also write TensorBoard summaries.
     init_from: a checkpoint to start from when the run directory has none yet: a T5X
@@ -114,21 +122,36 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
         num_shards=jax.process_count(), shard_index=jax.process_index())
 
   log = trainer.MetricsLog(run_dir, tensorboard=tensorboard)
-  state, history, train_seconds = trainer.fit(
-      state, train_step, batches, num_train_steps=num_train_steps,
-      batch_sharding=partitioner.batch_sharding(), checkpointer=checkpointer, log=log,
-      log_every=log_every)
-  checkpointer.close()
-
-  eval_metrics = None
+  evaluator = None
   if eval_examples > 0:
     evaluator = evaluator_lib.Evaluator(
         model, task=task, split=eval_split, num_examples=eval_examples,
         feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
         partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False)
-    summary, records = evaluator.evaluate(state.params, decoding)
-    eval_metrics = evaluator_lib.log_metrics(summary)
-    log.write(int(state.step), f"eval_{eval_split}", eval_metrics)
+
+  def evaluate(step: int, params: Any) -> tuple[dict[str, float], dict, list]:
+    summary, records = evaluator.evaluate(params, decoding)
+    metrics = evaluator_lib.log_metrics(summary)
+    if eval_diversity_examples > 0:
+      diversity, _ = evaluator.diversity(params, samples_per_input=eval_diversity_samples,
+                                         seed=decoding.seed, num_inputs=eval_diversity_examples)
+      metrics["self_bleu"] = diversity["self_bleu"]["value"]
+      summary["self_bleu"] = diversity["self_bleu"]
+    log.write(step, f"eval_{eval_split}", metrics)
+    logging.info("step %d | eval_%s %s", step, eval_split,
+                 ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    return metrics, summary, records
+
+  state, history, train_seconds = trainer.fit(
+      state, train_step, batches, num_train_steps=num_train_steps,
+      batch_sharding=partitioner.batch_sharding(), checkpointer=checkpointer, log=log,
+      log_every=log_every, eval_every=eval_every if evaluator else 0,
+      evaluate=lambda step, state: evaluate(step, state.params))
+  checkpointer.close()
+
+  eval_metrics = None
+  if evaluator is not None:
+    eval_metrics, summary, records = evaluate(int(state.step), state.params)
     if common.is_writer():
       name = os.path.join(run_dir, f"eval_{eval_split}_{summary['setting']}")
       common.write_json_lines(f"{name}.jsonl", records)

@@ -149,3 +149,32 @@ def test_init_from_starts_training_from_the_given_params(tmp_path):
   # A new run with a missing init_from fails clearly instead of starting from scratch.
   with pytest.raises(checkpoints.CheckpointError, match="nowhere: the path does not exist"):
     run("other", 1, str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
+  """`eval_every` runs the same Evaluator as the final evaluation, every K steps."""
+  model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096,
+                                                  activation_dtype=jnp.float32,
+                                                  num_encoder_layers=1, num_decoder_layers=1))
+  summary = train_job.train(
+      run_dir=str(tmp_path), model=model, task="stdlib_docstrings",
+      feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, num_train_steps=4,
+      objective=objectives.MLE(), partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      optimizer=lambda schedule: optax.adam(schedule),
+      schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
+      log_every=2, eval_examples=8, eval_batch_size=8, eval_every=2, eval_diversity_examples=2,
+      tensorboard=False)
+  with open(tmp_path / "metrics.jsonl") as f:
+    evals = [r for r in map(json.loads, f) if "eval_validation/rouge1" in r]
+  assert [r["step"] for r in evals] == [2, 4]
+  for record in evals:
+    assert 0.0 <= record["eval_validation/rouge1"] <= 100.0
+    assert 0.0 <= record["eval_validation/self_bleu"] <= 100.0
+    assert record["eval_validation/num_examples"] == 8
+  assert {f"eval_validation/{k}": v for k, v in summary["eval"].items()} == {
+      k: v for k, v in evals[-1].items() if k != "step"}
+  with open(tmp_path / "eval_validation_greedy_summary.json") as f:
+    final = json.load(f)
+  assert final["self_bleu"]["value"] == summary["eval"]["self_bleu"]
+  assert (final["self_bleu"]["samples_per_input"], final["self_bleu"]["temperature"]) == (4, 1.0)
