@@ -2,7 +2,8 @@
 
 Task scores (all on a 0-100 scale):
 
-* :func:`rouge` / :func:`rouge_per_example` - ROUGE-1/2/Lsum F-measure (rouge-score, stemming).
+* :func:`rouge` / :func:`rouge_per_example` - ROUGE-1/2/Lsum F-measure (rouge-score, stemming;
+  sentences split first, so ROUGE-Lsum is sentence-level).
 * :func:`bleu` / :func:`chrf` - corpus BLEU and chrF (sacrebleu, one reference per example);
   :func:`sentence_bleu_scores` / :func:`sentence_chrf_scores` per example.
 * :func:`gsm8k_accuracy` - exact match of the final number (:func:`gsm8k_final_number`:
@@ -43,14 +44,34 @@ def _check_pairs(references: Sequence[str], predictions: Sequence[str], name: st
     raise ValueError(f"{name}() needs at least one example.")
 
 
+# A sentence ends at '.', '!' or '?' (and any closing quotes or brackets) before whitespace,
+# except after a single-letter initial or 'e.g.' / 'i.e.'. (nltk's sentence tokenizer would need
+# data that is not installed.)
+_SENTENCE_END = re.compile(r"(\S*[.!?]['\")\]]*)\s+")
+_NOT_AN_END = re.compile(r"^(?:\W*[A-Za-z]\.|e\.g\.|i\.e\.)$")
+
+
+def split_sentences(text: str) -> str:
+  """`text` with one sentence per line, as ROUGE-Lsum needs (T5's evaluation also puts a
+  newline between sentences first). Existing newlines are kept."""
+  def end(match: re.Match) -> str:
+    word = match.group(1)
+    return word + (" " if _NOT_AN_END.match(word) else "\n")
+  return "\n".join(_SENTENCE_END.sub(end, line.strip()) for line in text.strip().splitlines())
+
+
 def rouge_per_example(references: Sequence[str], predictions: Sequence[str],
                       rouge_types: Sequence[str] = ROUGE_TYPES) -> list[dict[str, float]]:
   """ROUGE F-measures (x100) of each example, with rouge-score's stemming tokenizer.
 
+  References and predictions are split into sentences first (`split_sentences`), so ROUGE-Lsum
+  is the summary-level LCS over sentences (rouge-score splits on newlines only); ROUGE-1/2/L
+  ignore the newlines.
+
   Args:
     references: N reference texts.
     predictions: N predicted texts.
-    rouge_types: rouge-score names (``rougeLsum`` splits summaries on newlines).
+    rouge_types: rouge-score names.
 
   Returns:
     N dicts ``{rouge_type: F1 x 100}``.
@@ -58,7 +79,8 @@ def rouge_per_example(references: Sequence[str], predictions: Sequence[str],
   _check_pairs(references, predictions, "rouge")
   scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=True)
   return [{t: 100.0 * s[t].fmeasure for t in rouge_types}
-          for s in (scorer.score(ref, pred) for ref, pred in zip(references, predictions))]
+          for s in (scorer.score(split_sentences(ref), split_sentences(pred))
+                    for ref, pred in zip(references, predictions))]
 
 
 def rouge(references: Sequence[str], predictions: Sequence[str],
@@ -70,7 +92,7 @@ def rouge(references: Sequence[str], predictions: Sequence[str],
     rouge_types: which ROUGE variants (rouge-score names).
 
   Returns:
-    {rouge_type: mean F1 x 100} (ROUGE-Lsum splits summaries on newlines, as rouge-score does).
+    {rouge_type: mean F1 x 100}; see `rouge_per_example`.
   """
   scores = rouge_per_example(references, predictions, rouge_types)
   return {t: float(np.mean([s[t] for s in scores])) for t in rouge_types}

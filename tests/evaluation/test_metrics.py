@@ -122,3 +122,26 @@ def test_translation_scores_per_example_and_corpus():
   assert corpus["chrf"] == pytest.approx(metrics.chrf(refs, preds))
   with pytest.raises(ValueError, match="unknown metric family"):
     metrics.score_predictions("bleurt", refs, preds)
+
+
+def test_rouge_lsum_is_sentence_level():
+  ref = "The cat sat on the mat. The dog ran in the park."
+  swapped = "The dog ran in the park. The cat sat on the mat."
+  from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+  raw = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=True).score(
+      ref, swapped)
+  assert 100 * raw["rougeLsum"].fmeasure == pytest.approx(50.0)  # one "sentence": plain LCS
+  scores = metrics.rouge([ref], [swapped])
+  assert scores["rougeLsum"] == pytest.approx(100.0)  # the same two sentences, in any order
+  # Splitting sentences changes nothing for ROUGE-1/2 (rouge-score drops punctuation/newlines).
+  assert scores["rouge1"] == pytest.approx(100 * raw["rouge1"].fmeasure)
+  assert scores["rouge2"] == pytest.approx(100 * raw["rouge2"].fmeasure)
+
+
+def test_split_sentences():
+  assert metrics.split_sentences('It sat. It ran! Is it "done?" Yes.') == (
+      'It sat.\nIt ran!\nIs it "done?"\nYes.')
+  assert metrics.split_sentences("J. Smith wrote e.g. this (really.) ok\nnext line") == (
+      "J. Smith wrote e.g. this (really.)\nok\nnext line")
+  assert metrics.split_sentences("Return the sum of x and y") == "Return the sum of x and y"
+  assert metrics.split_sentences("Version 1.5 is out.") == "Version 1.5 is out."
