@@ -18,9 +18,7 @@ model provides it (``model.feature_converter(pack)``). For example, with ``input
   ``decoder_input_tokens``, ``decoder_loss_weights`` (targets only), ``decoder_causal_attention``
   ``[B, L + T]`` (inputs and targets concatenated), plus segment ids and positions when packing.
 
-:func:`model_feature_lengths` gives the shapes a converter produces. Without a converter,
-:func:`get_batches` still uses ``seqio.EncDecFeatureConverter(pack=pack)`` for now (a
-temporary default until every caller passes the model's converter).
+:func:`model_feature_lengths` gives the shapes a converter produces.
 
 Shuffling is seeded (same seed, same order), training repeats forever, and multi-host runs pass
 ``num_shards`` = number of hosts and ``shard_index`` = this host's index so every host reads a

@@ -367,7 +367,7 @@ class GAIL(OnlineObjective):
       params: the initial policy parameters (random or loaded), kept as the frozen reference.
       rng: initialises the discriminator.
       model: the policy model (gives the vocabulary and activation dtype).
-      input_shapes: {'encoder_input_tokens': (B, L), 'decoder_input_tokens': (B, T)}.
+      input_shapes: the policy's `model.input_shapes(B, feature_lengths)`.
     """
     disc_params = self.discriminator(model).init(rng, input_shapes)
     extra = {"disc_params": disc_params,

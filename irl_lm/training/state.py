@@ -148,7 +148,7 @@ def build_state_layout(model: Any, tx: optax.GradientTransformation,
     model: has `init(rng, input_shapes)` and `param_logical_axes(input_shapes)`.
     tx: the optimiser.
     partitioner: mesh and logical-axis rules.
-    input_shapes: {'encoder_input_tokens': (B, L), 'decoder_input_tokens': (B, T)}.
+    input_shapes: `model.input_shapes(B, feature_lengths)`.
     seed: seeds parameter init and the state's RNG.
     objective: the training objective; when it has `init_extra(params, rng, *, model,
       input_shapes)` and `extra_shardings(abstract_extra, *, model, input_shapes, partitioner,
