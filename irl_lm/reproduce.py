@@ -44,8 +44,10 @@ def missing_checkpoints(sweep: sweeps.Sweep) -> list[str]:
   return missing
 
 
-def measure_timing(out_path: str, *, repeats: int = 3, batch: int = 32) -> Optional[dict]:
-  """Runs `irl_lm.experiments.timing` in a subprocess; its result, or None if it failed."""
+def measure_timing(out_path: str, *, repeats: int = 3, batch: int = 16) -> dict[str, Any]:
+  """Runs `irl_lm.experiments.timing` in a subprocess (the quick sweep's batch shape) and
+  returns its result; when it fails, {'error': its stderr tail} (also written to
+  `out_path`)."""
   argv = [sys.executable, "-m", "irl_lm.experiments.timing", f"--out={out_path}",
           f"--repeats={repeats}", f"--batch={batch}"]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -53,7 +55,10 @@ def measure_timing(out_path: str, *, repeats: int = 3, batch: int = 32) -> Optio
   done = subprocess.run(argv, env=env, text=True, capture_output=True, check=False)
   if done.returncode != 0:
     print(f"timing failed (exit {done.returncode}): {done.stderr[-2000:]}", file=sys.stderr)
-    return None
+    result = {"error": f"exit {done.returncode}: {done.stderr[-2000:]}"}
+    with open(out_path, "w") as f:
+      json.dump(result, f, indent=2)
+    return result
   with open(out_path) as f:
     return json.load(f)
 
@@ -97,6 +102,7 @@ def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
   if run:
     statuses = sweeps.execute(sweep, out_dir,
                               extra_bindings=[FROM_SCRATCH] if from_scratch else [])
+    os.makedirs(out_dir, exist_ok=True)
     measure_timing(timing_path, repeats=1 if reduced else 3)
   timing = None
   if os.path.isfile(timing_path):

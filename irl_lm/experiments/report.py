@@ -61,7 +61,9 @@ def write_report(out_dir: str, items: Mapping[str, Mapping[str, Any]],
            "## Runs\n",
            markdown_table(runs, ["sweep", "point", "method", "seed", "status", "failed_phase",
                                  "step", "train_steps_per_second", "train_seconds"])]
-  if timing:
+  if timing and timing.get("error"):
+    parts += ["## Sampling benchmark\n", f"failed: {timing['error'][-500:]}\n"]
+  elif timing:
     parts += ["## Sampling benchmark\n", markdown_table([{
         "sample_ms": 1000 * timing["sample_s"], "train_step_ms": 1000 * timing["train_step_s"],
         "sample / step": timing["ratio"], **timing.get("case", {})}]),

@@ -32,6 +32,7 @@ def measure(*, batch: int = 32, inputs: int = 128, new_tokens: int = 32, vocab: 
   if spec is None or not os.path.isfile(BENCHMARK):
     raise FileNotFoundError(f"{BENCHMARK} not found (a source checkout has it)")
   bench = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = bench  # its dataclasses look their module up there
   spec.loader.exec_module(bench)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   case = bench.Case("quick", size, batch=batch, inputs=inputs, new_tokens=new_tokens,
