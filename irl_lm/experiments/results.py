@@ -8,6 +8,9 @@ one row of their status):
 * one row per evaluate-mode setting (``greedy``, ``beam4``, ``sample_t0.5``, ...);
 * setting ``diversity``: the K-samples summary (Self-BLEU, distinct-n over all samples).
 
+``status`` is the sweep's record ('ok', 'failed' with ``failed_phase``), or without one
+'missing' (never ran), 'incomplete' (trained, evaluation missing) or 'ok'.
+
 Columns (`RUN_COLUMNS`, then the swept parameter columns, then `setting`, `temperature`,
 `beam_size`, the task's score columns, then `METRIC_COLUMNS`): sweep, point, method, seed,
 status, failed_phase, step, train_steps_per_second, train_seconds, ..., setting, temperature,
@@ -83,8 +86,9 @@ def _run_row(entry: Mapping[str, Any]) -> Row:
   if not rates:  # one record: its rate includes compilation, but it is all there is
     rates = [h["steps_per_second"] for h in history if h.get("steps_per_second")]
   state = status.get("status", "missing")
-  if state == "missing" and summary:
-    state = "ok"  # trained outside the sweep runner
+  if state == "missing" and summary:  # not run (to the end) by the sweep runner
+    evaluated = not entry.get("evaluate", True) or sweeps.eval_summary_path(run_dir)
+    state = "ok" if evaluated else "incomplete"
   return {"sweep": entry["sweep"], "point": entry["point"],
           "method": entry["columns"].get("method", ""), "seed": entry["seed"],
           **{k: v for k, v in entry["columns"].items() if k != "method"},

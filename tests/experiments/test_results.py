@@ -86,3 +86,16 @@ def test_curves_rows_from_metrics_jsonl(tmp_path):
   at6 = [a for a in agg if a["point"] == "mle" and a["step"] == 6 and
          a["metric"] == "eval_validation/rouge1"][0]
   assert at6["value_mean"] == 2.0 and at6["value_n"] == 2 and at6["value_sem"] == 0.0
+
+
+def test_runs_without_a_status_are_missing_or_incomplete(tmp_path):
+  sweep = sweeps.load_sweep(fakes.sweep_file(tmp_path))
+  out = str(tmp_path / "out")
+  runs = sweeps.expand(sweep, out)
+  sweeps.write_manifest(sweep, runs, out)
+  fakes.fake_run(runs[0].run_dir)                   # trained and evaluated, e.g. by hand
+  fakes.fake_run(runs[1].run_dir, evaluated=False)  # interrupted before its evaluation
+  status = {(r["point"], r["seed"]): r["status"] for r in results.collect(out)}
+  assert status[("mle", 0)] == "ok" and status[("mle", 1)] == "incomplete"
+  assert status[("iqlearn_td_weight1", 1)] == "missing"
+  assert len(status) == len(runs)
