@@ -77,7 +77,7 @@ def table1_timing(rows: Sequence[Row], timing: Optional[Mapping[str, Any]], out_
                   ) -> dict[str, Any]:
   """Table 1: update time per method relative to MLE; sampling time relative to an update.
 
-  Output rows: item, update_ms_mean, update_ms_sem, n, ratio_to_mle (update time / MLE's,
+  Output rows: item, ms_mean, ms_sem, n (runs), ratio_to_mle (update time / MLE's,
   same machine and sweep); then 'sampling one batch' rows from `timing` (``sample_s``,
   ``train_step_s``: the same batch shape) with ratio_to_update.
   """
@@ -85,16 +85,16 @@ def table1_timing(rows: Sequence[Row], timing: Optional[Mapping[str, Any]], out_
              for r in results.per_run(_full_data(rows)) if r.get("train_steps_per_second")]
   by_method = results.aggregate(updates, by=("method",))
   mle = next((m["value_mean"] for m in by_method if m["method"] == "mle"), None)
-  table = [{"item": f"update: {m['method']}", "update_ms_mean": m["value_mean"],
-            "update_ms_sem": m["value_sem"], "n": m["value_n"],
+  table = [{"item": f"update: {m['method']}", "ms_mean": m["value_mean"],
+            "ms_sem": m["value_sem"], "n": m["value_n"],
             "ratio_to_mle": m["value_mean"] / mle if mle else None} for m in by_method]
   if timing and timing.get("sample_s"):
     table.append({"item": "sampling / update (benchmark)",
-                  "update_ms_mean": 1000.0 * timing["sample_s"],
+                  "ms_mean": 1000.0 * timing["sample_s"],
                   "ratio_to_update": timing["sample_s"] / timing["train_step_s"]})
     if mle:
       table.append({"item": "sampling / MLE update (sweep)",
-                    "update_ms_mean": 1000.0 * timing["sample_s"],
+                    "ms_mean": 1000.0 * timing["sample_s"],
                     "ratio_to_update": 1000.0 * timing["sample_s"] / mle})
   fig, ax = plt.subplots(figsize=(8, 3.5))
   names = [t["item"].replace("update: ", "") for t in table]
