@@ -43,6 +43,9 @@ setuptools.setup(
         "test": ["pytest==9.2.0"],
         # Only for comparing against / exporting to transformers (an optional test uses them).
         "hf": ["torch==2.13.0", "transformers==5.24.0"],
+        # Figures and the reproduction notebook (irl_lm.experiments, notebooks/; its test).
+        "experiments": ["matplotlib==3.11.2", "nbclient==0.11.0", "nbformat==5.11.1",
+                        "ipykernel==7.4.0"],
     },
     license="Apache-2.0",
 )

@@ -22,6 +22,9 @@ RANKS = {
     "runner": 5,
     "config": 6,
     "main": 7, "convert": 7,
+    # Entry points above config: sweeps drive runs through subprocesses and read their files.
+    "experiments": 8,
+    "reproduce": 9,
 }
 MAX_LINES = 600
 

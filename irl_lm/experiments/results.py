@@ -1,0 +1,286 @@
+"""Results of sweeps as tidy CSVs, and mean ± SEM over seeds.
+
+`collect(out_dir)` reads every sweep's ``manifest.json`` under `out_dir` and returns one row
+per run × evaluation setting (every run of the manifest appears, failed or never run ones with
+one row of their status):
+
+* setting ``final_greedy``: the end-of-training evaluation (``summary.json['eval']``);
+* one row per evaluate-mode setting (``greedy``, ``beam4``, ``sample_t0.5``, ...);
+* setting ``diversity``: the K-samples summary (Self-BLEU, distinct-n over all samples).
+
+``status`` is the sweep's record ('ok', 'failed' with ``failed_phase``), or without one
+'missing' (never ran), 'incomplete' (trained, evaluation missing) or 'ok'.
+
+Columns (`RUN_COLUMNS`, then the swept parameter columns, then `setting`, `temperature`,
+`beam_size`, the task's score columns, then `METRIC_COLUMNS`): sweep, point, method, seed,
+status, failed_phase, step, train_steps_per_second, train_seconds, ..., setting, temperature,
+beam_size, rouge1/rouge2/rougeLsum or accuracy or bleu/chrf, num_examples, self_bleu,
+self_bleu_k, self_bleu_temperature, self_bleu_tokenize, distinct_1, distinct_2,
+mean_entropy, reward_spearman_rho, reward_spearman_p, mean_summed_reward, checkpoint_step.
+
+`collect_curves(out_dir)` gives ``curves.csv`` rows (sweep, point, method, the swept columns,
+seed, step, metric, value) from each run's ``metrics.jsonl`` evaluation records
+(``eval_<split>/<metric>``: the periodic ones when ``train.eval_every`` is set, and the final).
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import os
+import statistics
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from irl_lm.experiments import sweeps
+
+Row = dict[str, Any]
+
+RUN_COLUMNS = ("sweep", "point", "method", "seed", "status", "failed_phase", "step",
+               "train_steps_per_second", "train_seconds", "loss_first", "loss_last")
+SETTING_COLUMNS = ("setting", "temperature", "beam_size")
+METRIC_COLUMNS = ("num_examples", "self_bleu", "self_bleu_k", "self_bleu_temperature",
+                  "self_bleu_tokenize", "distinct_1", "distinct_2", "mean_entropy",
+                  "reward_spearman_rho", "reward_spearman_p", "mean_summed_reward",
+                  "checkpoint_step")
+FINAL_SETTING, DIVERSITY_SETTING = "final_greedy", "diversity"
+
+
+def _read_json(path: str) -> Optional[Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+  try:
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+  except (OSError, ValueError):
+    return []
+
+
+def manifests(out_dir: str) -> list[dict[str, Any]]:
+  """Every ``<out_dir>/<sweep>/manifest.json``, in sweep-name order, run directories
+  resolved against the manifest's folder."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(out_dir, "*", sweeps.MANIFEST_FILE))):
+    manifest = _read_json(path)
+    if manifest:
+      for entry in manifest["runs"]:  # where the run is now, wherever the folder moved
+        entry["run_dir"] = os.path.join(os.path.dirname(path), entry["point"],
+                                        f"seed{entry['seed']}")
+      out.append(manifest)
+  return out
+
+
+def _run_row(entry: Mapping[str, Any]) -> Row:
+  """The per-run columns: identity, swept parameters, status and training figures."""
+  run_dir = entry["run_dir"]
+  status = sweeps.read_status(run_dir)
+  summary = _read_json(sweeps.train_summary_path(run_dir)) or {}
+  history = summary.get("history") or []
+  rates = [h["steps_per_second"] for h in history[1:] if h.get("steps_per_second")]
+  if not rates:  # one record: its rate includes compilation, but it is all there is
+    rates = [h["steps_per_second"] for h in history if h.get("steps_per_second")]
+  state = status.get("status", "missing")
+  if state == "missing" and summary:  # not run (to the end) by the sweep runner
+    evaluated = not entry.get("evaluate", True) or sweeps.eval_summary_path(run_dir)
+    state = "ok" if evaluated else "incomplete"
+  return {"sweep": entry["sweep"], "point": entry["point"],
+          "method": entry["columns"].get("method", ""), "seed": entry["seed"],
+          **{k: v for k, v in entry["columns"].items() if k != "method"},
+          "status": state, "failed_phase": status.get("phase") if state == "failed" else "",
+          "step": summary.get("final_step"),
+          # The median of the logged rates after the first record (which includes compiling).
+          "train_steps_per_second": statistics.median(rates) if rates else None,
+          "train_seconds": summary.get("train_seconds"),
+          "loss_first": summary.get("loss_first"), "loss_last": summary.get("loss_last")}
+
+
+def _setting_metrics(summary: Mapping[str, Any]) -> Row:
+  """The metric columns of one evaluate-mode setting or diversity summary."""
+  decoding = summary.get("decoding") or {}
+  method = decoding.get("method")
+  row: Row = {"temperature": None if method == "beam" else decoding.get("temperature"),
+              "beam_size": decoding.get("beam_size") if method == "beam" else None,
+              **dict(summary.get("scores") or {}),
+              "num_examples": summary.get("num_examples")}
+  if summary.get("self_bleu"):
+    sb = summary["self_bleu"]
+    row.update(self_bleu=sb.get("value"), self_bleu_k=sb.get("samples_per_input"),
+               self_bleu_temperature=sb.get("temperature"), self_bleu_tokenize=sb.get("tokenize"))
+  # A setting nests distinct-n under 'diversity'; the diversity summary has them at the top.
+  diversity = summary.get("diversity") or summary
+  for n in ("distinct_1", "distinct_2"):
+    row[n] = (diversity.get(n) or {}).get("value")
+  row["mean_entropy"] = (summary.get("entropy") or {}).get("mean_token_entropy")
+  reward = summary.get("reward") or {}
+  spearman = reward.get("spearman") or {}
+  row.update(reward_spearman_rho=spearman.get("rho"), reward_spearman_p=spearman.get("p_value"),
+             mean_summed_reward=reward.get("mean_summed_reward"))
+  return row
+
+
+def run_rows(entry: Mapping[str, Any]) -> list[Row]:
+  """The rows of one manifest entry: final greedy, each evaluate setting, diversity."""
+  base = _run_row(entry)
+  rows = []
+  summary = _read_json(sweeps.train_summary_path(entry["run_dir"])) or {}
+  if summary.get("eval"):
+    scores = {k: v for k, v in summary["eval"].items() if k not in ("num_examples", "self_bleu")}
+    rows.append({**base, "setting": FINAL_SETTING, "temperature": 0.0, **scores,
+                 "num_examples": summary["eval"].get("num_examples"),
+                 "self_bleu": summary["eval"].get("self_bleu"),
+                 "checkpoint_step": summary.get("final_step")})
+  path = sweeps.eval_summary_path(entry["run_dir"])
+  evaluation = _read_json(path) if path else None
+  if evaluation:
+    common = {"checkpoint_step": evaluation.get("checkpoint_step")}
+    for name, setting in (evaluation.get("settings") or {}).items():
+      rows.append({**base, "setting": name, **_setting_metrics(setting), **common})
+    if evaluation.get("diversity"):
+      rows.append({**base, "setting": DIVERSITY_SETTING,
+                   **_setting_metrics(evaluation["diversity"]), **common})
+  return rows or [{**base, "setting": ""}]
+
+
+def collect(out_dir: str) -> list[Row]:
+  """One row per run × setting for every run of every sweep under `out_dir`."""
+  return [row for m in manifests(out_dir) for entry in m["runs"] for row in run_rows(entry)]
+
+
+def per_run(rows: Sequence[Row]) -> list[Row]:
+  """One row per run (its first), for per-run figures like the update time."""
+  seen, out = set(), []
+  for row in rows:
+    key = (row.get("sweep"), row.get("point"), row.get("seed"))
+    if key not in seen:
+      seen.add(key)
+      out.append(row)
+  return out
+
+
+def collect_curves(out_dir: str) -> list[Row]:
+  """Rows (sweep, point, method, swept columns, seed, step, metric, value) from every run's
+  ``metrics.jsonl`` evaluation records (keys ``eval_<split>/<metric>``)."""
+  rows = []
+  for m in manifests(out_dir):
+    for entry in m["runs"]:
+      ident = {"sweep": entry["sweep"], "point": entry["point"],
+               "method": entry["columns"].get("method", ""),
+               **{k: v for k, v in entry["columns"].items() if k != "method"},
+               "seed": entry["seed"]}
+      for record in _read_jsonl(os.path.join(entry["run_dir"], "metrics.jsonl")):
+        for key, value in record.items():
+          if key.startswith("eval_") and "/" in key and isinstance(value, (int, float)):
+            rows.append({**ident, "step": record["step"], "metric": key, "value": value})
+  return rows
+
+
+def columns(rows: Sequence[Row], leading: Sequence[str] = ()) -> list[str]:
+  """`leading` columns first (those present or not), then the others in first-seen order."""
+  out = list(leading)
+  for row in rows:
+    out += [k for k in row if k not in out]
+  return out
+
+
+SCORE_NAMES = ("rouge1", "rouge2", "rougeLsum", "rougeL", "accuracy", "bleu", "chrf")
+
+
+def results_columns(rows: Sequence[Row]) -> list[str]:
+  """The results CSV's column order (see the module docstring); swept columns after `seed`."""
+  known = {*RUN_COLUMNS, *SETTING_COLUMNS, *METRIC_COLUMNS, *SCORE_NAMES}
+  seen = columns(rows)
+  scores = [c for c in SCORE_NAMES if c in seen]
+  swept = [c for c in seen if c not in known]
+  return [*RUN_COLUMNS[:4], *swept, *RUN_COLUMNS[4:], *SETTING_COLUMNS, *scores, *METRIC_COLUMNS]
+
+
+def write_csv(rows: Sequence[Row], path: str, fieldnames: Optional[Sequence[str]] = None) -> str:
+  """Writes `rows` (missing values blank); returns `path`."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fieldnames = list(fieldnames or columns(rows))
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fieldnames})
+  return path
+
+
+def _parse(value: str) -> Any:
+  if value == "":
+    return None
+  try:
+    number = float(value)
+  except ValueError:
+    return value
+  return int(number) if number.is_integer() and "." not in value and "e" not in value else number
+
+
+def read_csv(path: str) -> list[Row]:
+  """Reads a CSV written by `write_csv`: numbers as int/float, blanks as None."""
+  with open(path, newline="") as f:
+    return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def mean_sem(values: Iterable[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
+  """(mean, SEM = sample std (ddof=1) / sqrt(n), n) over the non-missing values; SEM is None
+  for n = 1 and both are None for n = 0."""
+  xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and
+                                                          math.isnan(v))]
+  if not xs:
+    return None, None, 0
+  mean = sum(xs) / len(xs)
+  if len(xs) == 1:
+    return mean, None, 1
+  return mean, statistics.stdev(xs) / math.sqrt(len(xs)), len(xs)
+
+
+# Averaged over seeds by `aggregate` (a seed's measurements); every other column but `seed`
+# is configuration (constant within a point) and kept from the group's first row.
+MEASURED = frozenset({*SCORE_NAMES, "step", "train_steps_per_second", "train_seconds",
+                      "loss_first", "loss_last", "num_examples", "self_bleu", "distinct_1",
+                      "distinct_2", "mean_entropy", "reward_spearman_rho", "reward_spearman_p",
+                      "mean_summed_reward", "value"})
+PER_RUN = ("seed", "status", "failed_phase", "checkpoint_step")
+
+
+def aggregate(rows: Sequence[Row], by: Sequence[str] = ("sweep", "point", "setting"),
+              ok_only: bool = True) -> list[Row]:
+  """Mean ± SEM over seeds per group (default: per point and evaluation setting). Pure.
+
+  Args:
+    rows: `collect` rows (or `read_csv` of them); also `collect_curves` rows with
+      ``by=('sweep', 'point', 'metric', 'step')``.
+    by: the grouping columns.
+    ok_only: average only rows whose ``status`` is 'ok' (rows without a status count as ok).
+
+  Returns:
+    One row per group, in first-seen order: the group columns, the configuration columns of
+    its first row (method, swept parameters, temperature, beam size, Self-BLEU's K /
+    temperature / tokenisation), ``n_runs`` (every run of the group, failed ones too),
+    ``n_ok``, then per measured column `MEASURED` ``<c>_mean``, ``<c>_sem`` (blank for n = 1)
+    and ``<c>_n``.
+  """
+  groups: dict[tuple, list[Row]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
+  out = []
+  for key, members in groups.items():
+    used = [r for r in members if r.get("status", "ok") == "ok"] if ok_only else members
+    names = columns(members)
+    row: Row = dict(zip(by, key))
+    row.update({c: members[0].get(c) for c in names
+                if c not in row and c not in MEASURED and c not in PER_RUN})
+    row["n_runs"], row["n_ok"] = len(members), sum(r.get("status", "ok") == "ok"
+                                                     for r in members)
+    for c in names:
+      if c in MEASURED and c not in by:
+        row[f"{c}_mean"], row[f"{c}_sem"], row[f"{c}_n"] = mean_sem(r.get(c) for r in used)
+    out.append(row)
+  return out

@@ -1,0 +1,343 @@
+"""Sweeps: gin files + bindings × points × seeds, run one after another as subprocesses.
+
+A sweep file (``gin/experiments/*.gin``) imports this module (which registers ``Sweep`` with
+gin) and binds only ``Sweep.*``:
+
+  import irl_lm.experiments.sweeps
+  Sweep.name = 'quick_cpu'
+  Sweep.gin_files = ['iqlearn_tiny.gin']
+  Sweep.bindings = ["train.num_train_steps = 100"]
+  Sweep.seeds = [0, 1, 2]
+  Sweep.points = [{'name': 'mle', 'method': 'mle', 'td_weight': 0.0,
+                   'bindings': ['IQLearn.td_weight = 0.0']}]
+  Sweep.grids = [{'method': 'iqlearn', 'parameter': 'IQLearn.td_weight', 'column': 'td_weight',
+                  'values': [0.01, 0.1]}]
+  Sweep.evaluate_bindings = ["evaluate.settings = ['greedy']"]
+
+A point is a dict: ``name``, ``bindings`` (list of gin bindings), optional ``evaluate``
+(False: train only), ``evaluate_bindings`` (replaces the sweep's), ``gin_files`` (replaces the
+sweep's); every other key is a plain result column (``method``, ``td_weight``, ...). A grid
+expands to one point per value, named ``<method>_<column><value>``.
+
+Each run trains with ``run.run_dir = '<out_dir>/<sweep>/<point>/seed<k>'`` and
+``train.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on the
+same directory. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
+starts) and per run ``status.json`` ({'status': 'ok' | 'failed', 'phase' (the failed one),
+'returncode', 'seconds', 'train_wall_seconds' / 'evaluate_wall_seconds' (each command)})
+and ``sweep.log`` (the failed command and its stderr tail).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import gin
+
+import irl_lm
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__)))
+POINT_KEYS = ("name", "bindings", "evaluate", "evaluate_bindings", "gin_files")
+STATUS_FILE, LOG_FILE, MANIFEST_FILE = "status.json", "sweep.log", "manifest.json"
+STDERR_TAIL_CHARS = 4000
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One configuration of a sweep: bindings plus its swept values as plain columns."""
+  name: str
+  bindings: tuple[str, ...]
+  columns: dict[str, Any]
+  evaluate: bool = True
+  evaluate_bindings: Optional[tuple[str, ...]] = None
+  gin_files: Optional[tuple[str, ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """Gin files, base bindings, points and seeds (see the module docstring)."""
+  name: str
+  gin_files: tuple[str, ...]
+  bindings: tuple[str, ...]
+  points: tuple[Point, ...]
+  seeds: tuple[int, ...] = (0,)
+  evaluate_bindings: tuple[str, ...] = ()
+  description: str = ""
+  overrides: tuple[str, ...] = ()
+  evaluate_overrides: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One (point, seed) of a sweep with its run directory and commands' gin arguments."""
+  sweep: str
+  point: str
+  seed: int
+  run_dir: str
+  gin_files: tuple[str, ...]
+  train_bindings: tuple[str, ...]
+  evaluate_bindings: Optional[tuple[str, ...]]  # None: train only
+  columns: dict[str, Any]
+
+  def manifest_entry(self) -> dict[str, Any]:
+    return {"sweep": self.sweep, "point": self.point, "seed": self.seed,
+            "run_dir": self.run_dir, "columns": self.columns,
+            "evaluate": self.evaluate_bindings is not None}
+
+
+def _point(spec: dict[str, Any]) -> Point:
+  if "name" not in spec:
+    raise ValueError(f"a sweep point needs a 'name': {spec}")
+  optional = lambda key: None if spec.get(key) is None else tuple(spec[key])  # noqa: E731
+  return Point(name=str(spec["name"]), bindings=tuple(spec.get("bindings", ())),
+               columns={k: v for k, v in spec.items() if k not in POINT_KEYS},
+               evaluate=bool(spec.get("evaluate", True)),
+               evaluate_bindings=optional("evaluate_bindings"), gin_files=optional("gin_files"))
+
+
+def grid_points(grid: dict[str, Any]) -> list[dict[str, Any]]:
+  """Point specs of a grid {'method', 'parameter' (gin name), 'column', 'values', optional
+  'bindings', 'name' (prefix, default the method), other point keys and columns}."""
+  fixed = {k: v for k, v in grid.items() if k not in ("parameter", "column", "values", "name")}
+  prefix = grid.get("name", grid["method"])
+  return [{**fixed, "name": f"{prefix}_{grid['column']}{value:g}",
+           grid["column"]: value,
+           "bindings": [*grid.get("bindings", ()), f"{grid['parameter']} = {value!r}"]}
+          for value in grid["values"]]
+
+
+def make_sweep(name: str, gin_files: Sequence[str], points: Sequence[dict[str, Any]] = (),
+               grids: Sequence[dict[str, Any]] = (), bindings: Sequence[str] = (),
+               seeds: Sequence[int] = (0,), evaluate_bindings: Sequence[str] = (),
+               description: str = "", overrides: Sequence[str] = (),
+               evaluate_overrides: Sequence[str] = (),
+               select: Optional[Sequence[str]] = None) -> Sweep:
+  """Builds a `Sweep` (registered with gin as ``Sweep``); points first, then grids in order.
+
+  Args:
+    name: the sweep's folder under the output directory.
+    gin_files: every run's gin files (a point's ``gin_files`` replace them).
+    points, grids: point specs and grids (module docstring).
+    bindings: every run's training bindings, before the point's.
+    seeds: `train.seed` values; each point runs once per seed.
+    evaluate_bindings: evaluate-mode bindings (a point's ``evaluate_bindings`` replace them).
+    description: a line for the results.
+    overrides, evaluate_overrides: bindings after everything else in every training and
+      evaluation command (a reduced variant of a sweep file that includes the full one).
+    select: keep only these point names (in the sweep's order).
+
+  Raises:
+    ValueError: two points share a name, a point has no name, or `select` names an unknown
+      point.
+  """
+  specs = [*points, *(p for grid in grids for p in grid_points(grid))]
+  parsed = tuple(_point(dict(spec)) for spec in specs)
+  names = [p.name for p in parsed]
+  if len(set(names)) != len(names):
+    raise ValueError(f"sweep '{name}' has duplicate point names: {names}")
+  if select is not None:
+    unknown = sorted(set(select) - set(names))
+    if unknown:
+      raise ValueError(f"sweep '{name}' selects unknown points {unknown}; it has {names}")
+    parsed = tuple(p for p in parsed if p.name in set(select))
+  return Sweep(name=name, gin_files=tuple(gin_files), bindings=tuple(bindings), points=parsed,
+               seeds=tuple(int(s) for s in seeds),
+               evaluate_bindings=tuple(evaluate_bindings), description=description,
+               overrides=tuple(overrides), evaluate_overrides=tuple(evaluate_overrides))
+
+
+gin.external_configurable(make_sweep, "Sweep")
+
+
+def load_sweep(path: str, bindings: Sequence[str] = ()) -> Sweep:
+  """Parses a sweep gin file (plus extra ``Sweep.*`` bindings) and returns its `Sweep`.
+
+  Raises:
+    irl_lm.config.ConfigError: a missing file or an invalid binding.
+  """
+  from irl_lm import config  # pylint: disable=g-import-not-at-top  (gin search path, errors)
+  config.parse([path], bindings)
+  sweep = gin.get_configurable("Sweep")()
+  gin.clear_config()
+  return sweep
+
+
+def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> list[Run]:
+  """Every (point, seed) of `sweep` as a `Run`, point-major, under ``out_dir/<sweep>/``;
+  `extra_bindings` go last into every run's training bindings (e.g. a local override)."""
+  runs = []
+  for point in sweep.points:
+    for seed in sweep.seeds:
+      run_dir = os.path.join(out_dir, sweep.name, point.name, f"seed{seed}")
+      train = (*sweep.bindings, *point.bindings, f"train.seed = {seed}", *sweep.overrides,
+               *extra_bindings)
+      evaluation = None
+      if point.evaluate:
+        evaluation = (*(point.evaluate_bindings if point.evaluate_bindings is not None else
+                        sweep.evaluate_bindings), *sweep.evaluate_overrides)
+      runs.append(Run(sweep=sweep.name, point=point.name, seed=seed, run_dir=run_dir,
+                      gin_files=point.gin_files or sweep.gin_files, train_bindings=train,
+                      evaluate_bindings=evaluation, columns=dict(point.columns)))
+  return runs
+
+
+def main_args(run: Run, mode: str) -> list[str]:
+  """`python -m irl_lm.main` flags (without the run directory) for 'train' or 'evaluate'."""
+  bindings = list(run.train_bindings)
+  if mode == "evaluate":
+    bindings += ["run.mode = 'evaluate'", *(run.evaluate_bindings or ())]
+  return ([f"--gin_file={f}" for f in run.gin_files] +
+          [f"--gin_bindings={b}" for b in bindings])
+
+
+def command(run: Run, mode: str) -> list[str]:
+  """The argv of one phase of `run` ('train' or 'evaluate') on this machine."""
+  return [sys.executable, "-m", "irl_lm.main", *main_args(run, mode),
+          f"--gin_bindings=run.run_dir = '{run.run_dir}'"]
+
+
+def shell_line(run: Run, pod: bool = False) -> str:
+  """One shell line for `run`: train, then evaluate (``&&``); `pod`: as ``launch/run.sh
+  GIN_FILE NAME [FLAGS...]`` takes it (run directory ``$BUCKET/<sweep>/<point>/seed<k>``)."""
+  phases = ["train"] + (["evaluate"] if run.evaluate_bindings is not None else [])
+  if pod:
+    name = f"{run.sweep}/{run.point}/seed{run.seed}"
+    lines = [_join(["launch/run.sh", run.gin_files[0], name,
+                    *[f"--gin_file={f}" for f in run.gin_files[1:]],
+                    *main_args(run, mode)[len(run.gin_files):]]) for mode in phases]
+  else:
+    lines = [_join(["python", *command(run, mode)[1:]]) for mode in phases]
+  return " && ".join(lines)
+
+
+def _join(argv: Sequence[str]) -> str:
+  """Like `shlex.join`, but `--flag="a = 'b'"` where double quotes are safe (readable)."""
+  out = []
+  for arg in argv:
+    flag, eq, value = arg.partition("=")
+    if arg.startswith("--") and eq and shlex.quote(value) != value and not any(
+        c in value for c in '"$`\\!'):
+      out.append(f'{flag}="{value}"')
+    else:
+      out.append(shlex.quote(arg))
+  return " ".join(out)
+
+
+def train_summary_path(run_dir: str) -> str:
+  return os.path.join(run_dir, "summary.json")
+
+
+def eval_summary_path(run_dir: str) -> Optional[str]:
+  """The evaluate-mode summary of the run's final step, or None if there is none."""
+  try:
+    with open(train_summary_path(run_dir)) as f:
+      step = json.load(f)["final_step"]
+  except (OSError, ValueError, KeyError):
+    return None
+  matches = sorted(glob.glob(os.path.join(run_dir, "eval", f"*_step{step}", "summary.json")))
+  return matches[0] if matches else None
+
+
+def is_finished(run: Run) -> bool:
+  """Trained (``summary.json``) and, unless train-only, evaluated at the final step."""
+  if not os.path.isfile(train_summary_path(run.run_dir)):
+    return False
+  return run.evaluate_bindings is None or eval_summary_path(run.run_dir) is not None
+
+
+def read_status(run_dir: str) -> dict[str, Any]:
+  """The run's ``status.json`` ({'status': 'missing'} when it never ran)."""
+  try:
+    with open(os.path.join(run_dir, STATUS_FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {"status": "missing"}
+
+
+def _write_json(path: str, value: Any) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
+
+
+def write_manifest(sweep: Sweep, runs: Sequence[Run], out_dir: str) -> str:
+  """Writes ``<out_dir>/<sweep>/manifest.json`` listing every run; returns its path. Readers
+  find a run at ``<manifest's folder>/<point>/seed<k>`` (the folder may move)."""
+  path = os.path.join(out_dir, sweep.name, MANIFEST_FILE)
+  _write_json(path, {"sweep": sweep.name, "description": sweep.description,
+                     "runs": [r.manifest_entry() for r in runs]})
+  return path
+
+
+Executor = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def _subprocess_env() -> dict[str, str]:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+  return env
+
+
+def default_executor(argv: list[str]) -> "subprocess.CompletedProcess[str]":
+  """Runs one command (irl_lm importable from this checkout), stdout to ours, stderr
+  captured."""
+  return subprocess.run(argv, env=_subprocess_env(), text=True,
+                        stdout=None, stderr=subprocess.PIPE, check=False)
+
+
+def execute_run(run: Run, executor: Executor = default_executor) -> dict[str, Any]:
+  """Trains then evaluates `run` (skipping a finished one); records and returns its status."""
+  if is_finished(run):
+    status = {**read_status(run.run_dir), "skipped": True}
+    status.setdefault("status", "ok")
+    return status
+  os.makedirs(run.run_dir, exist_ok=True)
+  start, status = time.time(), {"status": "ok", "phase": None, "returncode": 0}
+  phases = ["train"] + (["evaluate"] if run.evaluate_bindings is not None else [])
+  for phase in phases:
+    if phase == "train" and os.path.isfile(train_summary_path(run.run_dir)):
+      continue  # trained before; only the evaluation is missing
+    argv = command(run, phase)
+    phase_start = time.time()
+    result = executor(argv)
+    status[f"{phase}_wall_seconds"] = time.time() - phase_start
+    if result.returncode != 0:
+      status.update(status="failed", phase=phase, returncode=result.returncode)
+      with open(os.path.join(run.run_dir, LOG_FILE), "a") as f:
+        f.write(f"$ {shlex.join(argv)}\n(exit {result.returncode})\n"
+                f"{(result.stderr or '')[-STDERR_TAIL_CHARS:]}\n")
+      break
+  status["seconds"] = time.time() - start
+  _write_json(os.path.join(run.run_dir, STATUS_FILE), status)
+  return status
+
+
+def execute(sweep: Sweep, out_dir: str, executor: Executor = default_executor,
+            log: Callable[[str], None] = print,
+            extra_bindings: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """Runs every run of `sweep` in order (finished ones skipped); a failure is recorded in the
+  run's ``status.json`` and ``sweep.log`` and the sweep goes on.
+
+  Returns:
+    One dict per run: the manifest entry plus its status.
+  """
+  runs, out = expand(sweep, out_dir, extra_bindings), []
+  write_manifest(sweep, runs, out_dir)
+  for i, run in enumerate(runs):
+    status = execute_run(run, executor)
+    if status.get("skipped"):
+      state = "skipped (finished)"
+    elif status["status"] == "failed":
+      state = (f"failed in {status['seconds']:.0f} s ({status['phase']} exit "
+               f"{status['returncode']}, see {os.path.join(run.run_dir, LOG_FILE)})")
+    else:
+      state = f"ok in {status['seconds']:.0f} s"
+    log(f"[{sweep.name} {i + 1}/{len(runs)}] {run.point} seed {run.seed}: {state}")
+    out.append({**run.manifest_entry(), **status})
+  return out

@@ -1,0 +1,148 @@
+r"""Reproduces the paper's tables and figures at CPU scale (DESIGN.md 2.2), in one command.
+
+  python -m irl_lm.main --gin_file=gin/pretrain_tiny.gin        # once: the pretrained start
+  python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # about 30-45 min on 2 cores
+  python -m irl_lm.reproduce --quick --reduced                  # smoke run, a few minutes
+
+Runs the CPU sweep (``gin/experiments/quick_cpu.gin``, or ``quick_cpu_reduced.gin`` with
+``--reduced``; resumable: finished runs are skipped), measures sampling vs update time
+(``irl_lm.experiments.timing``, a subprocess), then writes under the output folder:
+``results.csv`` (one row per run × setting), ``aggregate.csv`` (mean ± SEM over seeds),
+``curves.csv``, ``timing.json``, ``figures/<item>.png`` + ``.csv`` and ``results.md`` with every
+number. ``--from_scratch`` trains without the pretrained checkpoint (``train.init_from =
+None``), which ``--reduced`` does by itself when the checkpoint is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from irl_lm.data import sources
+from irl_lm.experiments import figures, report, results, sweeps
+from irl_lm.experiments import __main__ as experiments_cli
+
+QUICK = "gin/experiments/quick_cpu.gin"
+REDUCED = "gin/experiments/quick_cpu_reduced.gin"
+FROM_SCRATCH = "train.init_from = None"
+
+
+def missing_checkpoints(sweep: sweeps.Sweep) -> list[str]:
+  """The local `train.init_from` paths the sweep's bindings name that do not exist."""
+  missing = []
+  for binding in (*sweep.bindings, *(b for p in sweep.points for b in p.bindings)):
+    match = re.fullmatch(r"\s*train\.init_from\s*=\s*'([^']+)'\s*", binding)
+    if match:
+      path = sources.expand_path(match.group(1))
+      if "://" not in path and not os.path.exists(path) and path not in missing:
+        missing.append(path)
+  return missing
+
+
+def measure_timing(out_path: str, *, repeats: int = 3, batch: int = 16) -> dict[str, Any]:
+  """Runs `irl_lm.experiments.timing` in a subprocess (the quick sweep's batch shape) and
+  returns its result; when it fails, {'error': its stderr tail} (also written to
+  `out_path`)."""
+  argv = [sys.executable, "-m", "irl_lm.experiments.timing", f"--out={out_path}",
+          f"--repeats={repeats}", f"--batch={batch}"]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      p for p in (sweeps.REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}
+  done = subprocess.run(argv, env=env, text=True, capture_output=True, check=False)
+  if done.returncode != 0:
+    print(f"timing failed (exit {done.returncode}): {done.stderr[-2000:]}", file=sys.stderr)
+    result = {"error": f"exit {done.returncode}: {done.stderr[-2000:]}"}
+    with open(out_path, "w") as f:
+      json.dump(result, f, indent=2)
+    return result
+  with open(out_path) as f:
+    return json.load(f)
+
+
+def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
+              from_scratch: bool = False, run: bool = True) -> dict[str, Any]:
+  """Runs the quick (or reduced) sweep and writes every CSV, figure and ``results.md``.
+
+  Args:
+    out_dir: the output folder (runs under ``<out_dir>/<sweep>/``).
+    reduced: the smoke variant (one seed, three points, a few steps).
+    from_scratch: train without the pretrained checkpoint (also when `reduced` and it is
+      missing).
+    run: False: only collect what is there and redraw (no training, no timing).
+
+  Returns:
+    {'results', 'aggregate', 'curves', 'report', 'timing' (paths), 'figures': {item:
+    {'png', 'csv', 'rows'}}, 'statuses', 'seconds', 'notes'}.
+
+  Raises:
+    FileNotFoundError: the pretrained checkpoint is missing (full quick run, no
+      `from_scratch`); the message gives the command that builds it.
+  """
+  start = time.time()
+  sweep = sweeps.load_sweep(REDUCED if reduced else QUICK)
+  notes = [f"sweep `{sweep.name}`: {sweep.description}",
+           f"command: `python -m irl_lm.reproduce --quick{' --reduced' if reduced else ''} "
+           f"--out_dir={out_dir}{' --from_scratch' if from_scratch else ''}`"]
+  missing = missing_checkpoints(sweep)
+  if missing and not from_scratch:
+    if not reduced:
+      raise FileNotFoundError(
+          f"the pretrained checkpoint {missing[0]} does not exist: build it with "
+          "`python -m irl_lm.main --gin_file=gin/pretrain_tiny.gin`, or pass --from_scratch.")
+    from_scratch = True
+  if from_scratch:
+    notes.append("trained from scratch (train.init_from = None), not from the pretrained "
+                 "checkpoint: numbers are a smoke test, not the protocol")
+  statuses = []
+  timing_path = os.path.join(out_dir, "timing.json")
+  if run:
+    statuses = sweeps.execute(sweep, out_dir,
+                              extra_bindings=[FROM_SCRATCH] if from_scratch else [])
+    os.makedirs(out_dir, exist_ok=True)
+    measure_timing(timing_path, repeats=1 if reduced else 3)
+  timing = None
+  if os.path.isfile(timing_path):
+    with open(timing_path) as f:
+      timing = json.load(f)
+  paths = experiments_cli.write_results(out_dir)
+  rows, curves = results.read_csv(paths["results"]), results.read_csv(paths["curves"])
+  items = figures.make_all(rows, curves, os.path.join(out_dir, "figures"), timing)
+  seconds = time.time() - start
+  notes.append(f"wall time of this invocation: {seconds / 60:.1f} min "
+               f"({'runs skipped when finished' if run else 'collect only'})")
+  paths["report"] = report.write_report(out_dir, items, rows, notes=notes, timing=timing,
+                                        title="irl_lm: CPU reproduction of the paper's results")
+  return {**paths, "timing": timing_path, "figures": items, "statuses": statuses,
+          "seconds": seconds, "notes": notes}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m irl_lm.reproduce",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true", required=True,
+                      help="the CPU-scale protocol (the only one this command runs; the "
+                           "pod sweeps are gin/experiments/*_{base,large,xl}.gin)")
+  parser.add_argument("--reduced", action="store_true")
+  parser.add_argument("--from_scratch", action="store_true")
+  parser.add_argument("--out_dir", default=None)
+  parser.add_argument("--collect_only", action="store_true",
+                      help="redraw from existing runs; train nothing")
+  args = parser.parse_args(argv)
+  out_dir = args.out_dir or ("results/reduced" if args.reduced else "results/quick")
+  try:
+    out = reproduce(out_dir, reduced=args.reduced, from_scratch=args.from_scratch,
+                    run=not args.collect_only)
+  except FileNotFoundError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"\n{out['report']} ({out['seconds'] / 60:.1f} min); figures in "
+        f"{os.path.join(out_dir, 'figures')}")
+  return 1 if any(s["status"] == "failed" for s in out["statuses"]) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,105 @@
+"""Sweeps: expansion, commands, resume, failures recorded, --print_commands."""
+import json
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from irl_lm.experiments import __main__ as cli
+from irl_lm.experiments import results, sweeps
+from tests.experiments import fakes
+
+
+@pytest.fixture
+def toy(tmp_path):
+  return sweeps.load_sweep(fakes.sweep_file(tmp_path))
+
+
+def test_grid_and_points_expand_to_runs_per_seed(toy, tmp_path):
+  runs = sweeps.expand(toy, str(tmp_path / "out"))
+  assert [(r.point, r.seed) for r in runs] == [
+      ("mle", 0), ("mle", 1), ("iqlearn_td_weight0.1", 0), ("iqlearn_td_weight0.1", 1),
+      ("iqlearn_td_weight1", 0), ("iqlearn_td_weight1", 1)]
+  run = runs[3]
+  assert run.run_dir == str(tmp_path / "out" / "toy" / "iqlearn_td_weight0.1" / "seed1")
+  assert run.columns == {"method": "iqlearn", "td_weight": 0.1}
+  assert run.train_bindings == ("train.num_train_steps = 10", "IQLearn.td_weight = 0.1",
+                                "train.seed = 1")
+  argv = sweeps.command(run, "evaluate")
+  assert argv[1:3] == ["-m", "irl_lm.main"]
+  assert "--gin_bindings=run.mode = 'evaluate'" in argv
+  assert argv[-1] == f"--gin_bindings=run.run_dir = '{run.run_dir}'"
+
+
+def test_duplicate_and_unknown_points_are_refused():
+  with pytest.raises(ValueError, match="duplicate"):
+    sweeps.make_sweep("s", ["x.gin"], points=[{"name": "a"}, {"name": "a"}])
+  with pytest.raises(ValueError, match="unknown points"):
+    sweeps.make_sweep("s", ["x.gin"], points=[{"name": "a"}], select=["b"])
+
+
+def _ok(argv):
+  return subprocess.CompletedProcess(argv, 0, stdout="", stderr="")
+
+
+def test_resume_skips_finished_runs(toy, tmp_path):
+  out = str(tmp_path / "out")
+  runs = sweeps.expand(toy, out)
+  fakes.fake_run(runs[0].run_dir)                      # finished: trained and evaluated
+  fakes.fake_run(runs[1].run_dir, evaluated=False)     # trained only: evaluate is missing
+  calls = []
+  statuses = sweeps.execute(toy, out, executor=lambda a: calls.append(a) or _ok(a),
+                            log=lambda _: None)
+  ran = [(a[-1], "evaluate" if "--gin_bindings=run.mode = 'evaluate'" in a else "train")
+         for a in calls]
+  assert statuses[0]["skipped"] and not statuses[1].get("skipped")
+  assert ran[0] == (f"--gin_bindings=run.run_dir = '{runs[1].run_dir}'", "evaluate")
+  assert len(calls) == 1 + 2 * 4  # the half-done run evaluates; four runs do both phases
+  with open(os.path.join(out, "toy", sweeps.MANIFEST_FILE)) as f:
+    assert len(json.load(f)["runs"]) == 6
+
+
+def test_failing_command_is_recorded_and_the_sweep_goes_on(toy, tmp_path):
+  out = str(tmp_path / "out")
+  runs = sweeps.expand(toy, out)
+
+  def executor(argv):
+    if runs[2].run_dir in argv[-1]:
+      return subprocess.CompletedProcess(argv, 3, stdout="", stderr="Traceback\nBoom: bad\n")
+    fakes.fake_run(argv[-1].split("'")[1])
+    return _ok(argv)
+
+  statuses = sweeps.execute(toy, out, executor=executor, log=lambda _: None)
+  assert [s["status"] for s in statuses] == ["ok", "ok", "failed", "ok", "ok", "ok"]
+  assert statuses[2]["phase"] == "train" and statuses[2]["returncode"] == 3
+  with open(os.path.join(runs[2].run_dir, sweeps.LOG_FILE)) as f:
+    log = f.read()
+  assert "Boom: bad" in log and "irl_lm.main" in log
+  assert sweeps.read_status(runs[2].run_dir)["status"] == "failed"
+  rows = results.collect(out)
+  failed = [r for r in rows if r["point"] == runs[2].point and r["seed"] == runs[2].seed]
+  assert len(failed) == 1 and failed[0]["status"] == "failed"
+  assert failed[0]["failed_phase"] == "train"
+
+
+def test_print_commands_prints_one_line_per_run_and_runs_nothing(tmp_path, capsys):
+  path = fakes.sweep_file(tmp_path)
+  out = str(tmp_path / "out")
+  assert cli.main([f"--sweep={path}", f"--out_dir={out}", "--print_commands"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 6 and not os.path.exists(out)
+  train, evaluate = lines[2].split(" && ")
+  argv = shlex.split(train)
+  assert argv[:4] == ["python", "-m", "irl_lm.main", "--gin_file=gin/iqlearn_tiny.gin"]
+  assert "--gin_bindings=IQLearn.td_weight = 0.1" in argv
+  assert argv[-1] == f"--gin_bindings=run.run_dir = '{out}/toy/iqlearn_td_weight0.1/seed0'"
+  assert "--gin_bindings=run.mode = 'evaluate'" in shlex.split(evaluate)
+
+  assert cli.main([f"--sweep={path}", "--print_commands", "--pod",
+                   "--run_bindings=train.init_from = None"]) == 0
+  pod = capsys.readouterr().out.strip().splitlines()
+  argv = shlex.split(pod[0].split(" && ")[0])
+  assert argv[:3] == ["launch/run.sh", "gin/iqlearn_tiny.gin", "toy/mle/seed0"]
+  assert argv[-1] == "--gin_bindings=train.init_from = None"
+  assert not any("run.run_dir" in a for a in argv)  # run.sh names the bucket's run dir
