@@ -19,7 +19,7 @@ The split (train/validation, 98/2) is the SHA-256 of the qualified name
 (:func:`~irl_lm.data.stdlib_docstrings.split_for_name`). The examples are cached as JSON lines
 under ``$IRL_LM_CACHE_DIR`` (default ``~/.cache/irl_lm``), keyed by the extractor version, the
 Python version, the package versions and locations, and the standard library it is disjoint
-from; the first call extracts them (about half a minute).
+from; the first call extracts them (about 20 s).
 
 Task ``pypackages_docstrings`` (metric family ``rouge``): ``code`` -> inputs, ``summary`` ->
 targets (``name`` kept as metadata), the shipped vocabulary
@@ -169,7 +169,7 @@ def cache_paths(packages: Optional[Sequence[str]] = None, *, cache_dir: Optional
   package names, versions and directories and of the standard-library root.
   """
   parts = [os.path.abspath(stdlib_root or sd.default_stdlib_root())]
-  distributions = dict((p, d) for p, d in PACKAGES)
+  distributions = dict(PACKAGES)
   for name, directory in package_dirs(packages, stdlib_root):
     try:
       version = importlib.metadata.version(distributions.get(name, name))
@@ -199,10 +199,9 @@ def load_examples(split: str, *, packages: Optional[Sequence[str]] = None,
   """
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r} for {TASK}; use one of {SPLITS}.")
-  paths = cache_paths(packages, cache_dir=cache_dir, stdlib_root=stdlib_root)
-  if not all(os.path.exists(p) for p in paths.values()):
-    sd.write_cache(paths, extract_examples(packages, cache_dir=cache_dir,
-                                           stdlib_root=stdlib_root))
+  paths = sd.fill_cache(
+      cache_paths(packages, cache_dir=cache_dir, stdlib_root=stdlib_root),
+      lambda: extract_examples(packages, cache_dir=cache_dir, stdlib_root=stdlib_root))
   return sd.read_cache(paths[split])
 
 

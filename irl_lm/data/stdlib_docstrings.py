@@ -312,11 +312,23 @@ def cache_paths(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = No
 
 def ensure_cache(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = None
                  ) -> dict[str, str]:
-  """Extracts and writes the cache (:func:`write_cache`) unless it exists; returns
-  :func:`cache_paths`."""
-  paths = cache_paths(cache_dir, stdlib_root)
+  """Extracts and writes the cache unless it exists; returns :func:`cache_paths`."""
+  return fill_cache(cache_paths(cache_dir, stdlib_root), lambda: extract_examples(stdlib_root))
+
+
+def fill_cache(paths: dict[str, str], extract: Callable[[], Sequence[dict[str, str]]]
+               ) -> dict[str, str]:
+  """Writes ``extract()`` to `paths` (:func:`write_cache`) unless every file exists.
+
+  Args:
+    paths: ``{split: JSONL path}``.
+    extract: returns the examples, each with a ``split`` key (called only if needed).
+
+  Returns:
+    `paths`.
+  """
   if not all(os.path.exists(p) for p in paths.values()):
-    write_cache(paths, extract_examples(stdlib_root))
+    write_cache(paths, extract())
   return paths
 
 
