@@ -43,7 +43,7 @@ import sysconfig
 import textwrap
 import tokenize
 import warnings
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 from irl_lm.data import spec
 
@@ -89,22 +89,25 @@ def default_cache_dir() -> str:
       os.path.expanduser("~"), ".cache", "irl_lm")
 
 
-def split_for_name(qualified_name: str) -> str:
+def split_for_name(qualified_name: str,
+                   split_percent: Sequence[tuple[str, int]] = _SPLIT_PERCENT) -> str:
   """Maps a qualified name to its split with a stable hash.
 
   Args:
     qualified_name: e.g. ``'json.decoder.JSONDecoder.decode'``.
+    split_percent: ``(split, cumulative percent)`` pairs ending at 100; default 90/5/5
+      train/validation/test.
 
   Returns:
-    ``'train'`` (90 % of names), ``'validation'`` (5 %) or ``'test'`` (5 %); the same on every
-    machine and Python process.
+    The split whose hash-bucket range [0, 100) holds the name (by default ``'train'`` for 90 %
+    of names, ``'validation'`` 5 %, ``'test'`` 5 %); the same on every machine and process.
   """
   digest = hashlib.sha256(qualified_name.encode("utf-8")).digest()
   bucket = int.from_bytes(digest[:8], "big") % 100
-  for split, upper in _SPLIT_PERCENT:
+  for split, upper in split_percent:
     if bucket < upper:
       return split
-  raise AssertionError("unreachable")
+  raise ValueError(f"split_percent {split_percent!r} does not end at 100.")
 
 
 def docstring_summary(docstring: Optional[str]) -> Optional[str]:
@@ -139,7 +142,7 @@ def docstring_summary(docstring: Optional[str]) -> Optional[str]:
   return text
 
 
-def _iter_python_files(root: str) -> Iterator[str]:
+def iter_python_files(root: str) -> Iterator[str]:
   """Yields the .py files under `root`, skipping SKIP_DIRS, sorted by relative path parts."""
   found = []
   for dirpath, dirnames, filenames in os.walk(root):
@@ -153,7 +156,8 @@ def _iter_python_files(root: str) -> Iterator[str]:
     yield path
 
 
-def _module_name(root: str, path: str) -> str:
+def module_name(root: str, path: str) -> str:
+  """The dotted module name of `path` relative to `root` (a package's ``__init__`` -> itself)."""
   rel = os.path.relpath(path, root)[:-len(".py")]
   parts = rel.split(os.sep)
   if parts[-1] == "__init__" and len(parts) > 1:
@@ -245,6 +249,31 @@ def extract_file(path: str, module: str) -> list[dict[str, str]]:
   return examples
 
 
+def unique_examples(examples: Iterable[dict[str, str]], split_fn: Callable[[str], str], *,
+                    exclude_names: frozenset[str] = frozenset(),
+                    exclude_codes: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+  """Keeps the first example of each qualified name and of each code, and assigns splits.
+
+  Args:
+    examples: dicts with keys ``name``, ``code``, ``summary`` (e.g. from :func:`extract_file`).
+    split_fn: qualified name -> split.
+    exclude_names: qualified names to drop (e.g. those of another data set).
+    exclude_codes: codes to drop.
+
+  Returns:
+    The kept examples in input order, each with a ``split`` key added; qualified names and
+    codes are unique, so the same code cannot land in two splits.
+  """
+  kept, seen_names, seen_codes = [], set(exclude_names), set(exclude_codes)
+  for example in examples:
+    if example["name"] in seen_names or example["code"] in seen_codes:
+      continue
+    seen_names.add(example["name"])
+    seen_codes.add(example["code"])
+    kept.append({**example, "split": split_fn(example["name"])})
+  return kept
+
+
 def extract_examples(stdlib_root: Optional[str] = None) -> list[dict[str, str]]:
   """Extracts the whole data set from a standard-library directory (no caching).
 
@@ -256,16 +285,9 @@ def extract_examples(stdlib_root: Optional[str] = None) -> list[dict[str, str]]:
     qualified names and codes are unique.
   """
   root = os.path.abspath(stdlib_root or default_stdlib_root())
-  examples, seen_names, seen_codes = [], set(), set()
-  for path in _iter_python_files(root):
-    for example in extract_file(path, _module_name(root, path)):
-      if example["name"] in seen_names or example["code"] in seen_codes:
-        continue
-      seen_names.add(example["name"])
-      seen_codes.add(example["code"])
-      example["split"] = split_for_name(example["name"])
-      examples.append(example)
-  return examples
+  examples = (example for path in iter_python_files(root)
+              for example in extract_file(path, module_name(root, path)))
+  return unique_examples(examples, split_for_name)
 
 
 def cache_paths(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = None
@@ -290,17 +312,34 @@ def cache_paths(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = No
 
 def ensure_cache(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = None
                  ) -> dict[str, str]:
-  """Extracts and writes the cache unless it exists; returns :func:`cache_paths`.
+  """Extracts and writes the cache unless it exists; returns :func:`cache_paths`."""
+  return fill_cache(cache_paths(cache_dir, stdlib_root), lambda: extract_examples(stdlib_root))
+
+
+def fill_cache(paths: dict[str, str], extract: Callable[[], Sequence[dict[str, str]]]
+               ) -> dict[str, str]:
+  """Writes ``extract()`` to `paths` (:func:`write_cache`) unless every file exists.
+
+  Args:
+    paths: ``{split: JSONL path}``.
+    extract: returns the examples, each with a ``split`` key (called only if needed).
+
+  Returns:
+    `paths`.
+  """
+  if not all(os.path.exists(p) for p in paths.values()):
+    write_cache(paths, extract())
+  return paths
+
+
+def write_cache(paths: dict[str, str], examples: Sequence[dict[str, str]]) -> None:
+  """Writes each split's examples (``name``, ``code``, ``summary``) to ``paths[split]`` as JSONL.
 
   Files are written to a temporary name and renamed, so concurrent processes never read a
   partial file.
   """
-  paths = cache_paths(cache_dir, stdlib_root)
-  if all(os.path.exists(p) for p in paths.values()):
-    return paths
-  examples = extract_examples(stdlib_root)
-  os.makedirs(os.path.dirname(paths["train"]), exist_ok=True)
   for split, path in paths.items():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       for ex in examples:
@@ -308,7 +347,12 @@ def ensure_cache(cache_dir: Optional[str] = None, stdlib_root: Optional[str] = N
           record = {"name": ex["name"], "code": ex["code"], "summary": ex["summary"]}
           f.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-  return paths
+
+
+def read_cache(path: str) -> list[dict[str, str]]:
+  """Reads one split's JSONL cache file written by :func:`write_cache`."""
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
 
 
 def load_examples(split: str, *, cache_dir: Optional[str] = None,
@@ -325,9 +369,7 @@ def load_examples(split: str, *, cache_dir: Optional[str] = None,
   """
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r} for stdlib_docstrings; use one of {SPLITS}.")
-  path = ensure_cache(cache_dir, stdlib_root)[split]
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f]
+  return read_cache(ensure_cache(cache_dir, stdlib_root)[split])
 
 
 def register(name: str = TASK, *, cache_dir: Optional[str] = None,

@@ -6,25 +6,30 @@ import sys
 import pytest
 import seqio
 
-from irl_lm.data import arithmetic, gsm8k, pipeline, registry, stdlib_docstrings, tldr
+from irl_lm.data import arithmetic, gsm8k, pipeline, pypackages_docstrings, registry
+from irl_lm.data import stdlib_docstrings, tldr
 from irl_lm.data import vocabularies, wmt, xsum
 from tests.data import helpers
 
 FACTORY_NAMES = ["stdlib_docstrings_task", "xsum_task", "tldr_task", "tldr_openai_task",
-                 "gsm8k_task", "wmt22_en_de_task", "arithmetic_task"]
+                 "gsm8k_task", "wmt22_en_de_task", "arithmetic_task",
+                 "pypackages_docstrings_task"]
 
 
 def test_all_tasks_registered_with_metric_families():
   assert set(registry.TASK_NAMES) == {"stdlib_docstrings", "xsum", "tldr", "tldr_openai", "gsm8k",
-                                      "wmt22_en_de", "arithmetic_word_problems"}
+                                      "wmt22_en_de", "arithmetic_word_problems",
+                                      "pypackages_docstrings"}
   assert {n: registry.metric_family(n) for n in registry.TASK_NAMES} == {
       "stdlib_docstrings": "rouge", "xsum": "rouge", "tldr": "rouge", "tldr_openai": "rouge",
-      "gsm8k": "gsm8k", "wmt22_en_de": "translation", "arithmetic_word_problems": "gsm8k"}
+      "gsm8k": "gsm8k", "wmt22_en_de": "translation", "arithmetic_word_problems": "gsm8k",
+      "pypackages_docstrings": "rouge"}
   for name in ("xsum", "tldr", "tldr_openai", "gsm8k", "wmt22_en_de"):  # T5's vocabulary, unread
     vocab = pipeline.get_vocabulary(name)
     assert vocab.sentencepiece_model_file == vocabularies.T5_VOCAB_PATH
     assert vocab.extra_ids == 100 and vocab._model is None  # pylint: disable=protected-access
   assert pipeline.get_vocabulary("arithmetic_word_problems").vocab_size == 4096
+  assert pipeline.get_task("pypackages_docstrings").splits == ("train", "validation")
   assert pipeline.get_task("gsm8k").splits == ("train", "test")
   assert pipeline.get_task("wmt22_en_de").splits == ("train", "validation", "test")
   assert set(registry.TASK_NAMES) <= set(seqio.TaskRegistry.names())  # importing the pipeline
@@ -47,15 +52,19 @@ def test_importing_the_registry_and_factories_loads_neither_tensorflow_nor_seqio
           "names = [f() for f in registry.FACTORIES]\n"
           "names.append(registry.FACTORIES[4]('g', data_dir='/x', train_examples=5))\n"
           "assert registry.metric_family('g') == 'gsm8k'\n"
+          "names.append(registry.FACTORIES[7]('p', packages=['gin'], train_examples=5))\n"
+          "assert registry.metric_family('p') == 'rouge'\n"
           "from irl_lm import config\n"
-          "config.parse(['tasks/gsm8k.gin', 'tasks/stdlib_docstrings.gin'])\n"
+          "config.parse(['tasks/gsm8k.gin', 'tasks/stdlib_docstrings.gin',\n"
+          "              'tasks/pypackages_docstrings.gin'])\n"
+          "config.parse(['pretrain_tiny.gin'])\n"
           "heavy = sorted(m for m in ('tensorflow', 'seqio', 'tensorflow_datasets')\n"
           "               if m in sys.modules)\n"
           "print(len(names), heavy)\n")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=False)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.split("\n")[-2] == "8 []"
+  assert out.stdout.split("\n")[-2] == "10 []"
 
 
 def test_registered_on_first_use_with_the_factory_settings(temp_task_names):
@@ -94,8 +103,9 @@ def test_a_registered_default_task_is_kept():
     lambda: tldr.register_tfds("probe_tldr"),
     lambda: wmt.register("probe_wmt", train_files=["/nonexistent/*.tsv"]),
     lambda: arithmetic.register("probe_arithmetic"),
+    lambda: pypackages_docstrings.register("probe_pypackages", packages=["no_such_package"]),
 ], ids=["stdlib_docstrings", "xsum", "gsm8k", "tldr_openai", "tldr", "wmt22_en_de",
-        "arithmetic"])
+        "arithmetic", "pypackages_docstrings"])
 def test_registration_touches_nothing(register, temp_task_names):
   with helpers.outside_world_forbidden():
     task = register()
