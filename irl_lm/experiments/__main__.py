@@ -36,14 +36,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def write_results(out_dir: str) -> dict[str, str]:
-  """Writes results.csv, aggregate.csv and curves.csv under `out_dir`; returns their paths."""
+  """Writes results.csv, aggregate.csv, curves.csv and scales.csv (`results.start_scales`)
+  under `out_dir`; returns their paths."""
   rows = results.collect(out_dir)
+  curves = results.collect_curves(out_dir)
   return {"results": results.write_csv(rows, os.path.join(out_dir, "results.csv"),
                                        results.results_columns(rows)),
           "aggregate": results.write_csv(results.aggregate(rows),
                                          os.path.join(out_dir, "aggregate.csv")),
-          "curves": results.write_csv(results.collect_curves(out_dir),
-                                      os.path.join(out_dir, "curves.csv"))}
+          "curves": results.write_csv(curves, os.path.join(out_dir, "curves.csv")),
+          "scales": results.write_csv(results.start_scales(curves),
+                                      os.path.join(out_dir, "scales.csv"))}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

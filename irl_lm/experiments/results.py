@@ -163,9 +163,16 @@ def per_run(rows: Sequence[Row]) -> list[Row]:
   return out
 
 
+# Training metrics kept in curves.csv besides every evaluation metric: what measures the scale
+# of the TD term against the likelihood (and the clipping) during fine-tuning.
+TRAIN_CURVE_METRICS = ("train/loss", "train/nll", "train/td_loss", "train/grad_norm",
+                       "train/entropy")
+
+
 def collect_curves(out_dir: str) -> list[Row]:
   """Rows (sweep, point, method, swept columns, seed, step, metric, value) from every run's
-  ``metrics.jsonl`` evaluation records (keys ``eval_<split>/<metric>``)."""
+  ``metrics.jsonl``: evaluation records (keys ``eval_<split>/<metric>``) and the training
+  metrics of `TRAIN_CURVE_METRICS`."""
   rows = []
   for m in manifests(out_dir):
     for entry in m["runs"]:
@@ -175,7 +182,8 @@ def collect_curves(out_dir: str) -> list[Row]:
                "seed": entry["seed"]}
       for record in _read_jsonl(os.path.join(entry["run_dir"], "metrics.jsonl")):
         for key, value in record.items():
-          if key.startswith("eval_") and "/" in key and isinstance(value, (int, float)):
+          wanted = (key.startswith("eval_") and "/" in key) or key in TRAIN_CURVE_METRICS
+          if wanted and isinstance(value, (int, float)):
             rows.append({**ident, "step": record["step"], "metric": key, "value": value})
   return rows
 
@@ -282,5 +290,46 @@ def aggregate(rows: Sequence[Row], by: Sequence[str] = ("sweep", "point", "setti
     for c in names:
       if c in MEASURED and c not in by:
         row[f"{c}_mean"], row[f"{c}_sem"], row[f"{c}_n"] = mean_sem(r.get(c) for r in used)
+    out.append(row)
+  return out
+
+
+def start_scales(curves: Sequence[Row], td_column: str = "td_weight") -> list[Row]:
+  """The scale of each loss term at a run's first logged step, mean ± SEM over seeds per point.
+
+  For every (sweep, point): `nll`, `td_loss` (mean r², whatever the method), `td_term`
+  (= λ · td_loss, λ from the `td_column` column, 0 when absent), `td_term_over_nll` and
+  `grad_norm` (before clipping) at the first logged training step of each seed.
+
+  Args:
+    curves: `collect_curves` rows.
+    td_column: the column holding λ.
+  """
+  first: dict[tuple[Any, ...], dict[str, Any]] = {}
+  for row in curves:
+    if not str(row["metric"]).startswith("train/"):
+      continue
+    key = (row["sweep"], row["point"], row["seed"])
+    entry = first.setdefault(key, {"step": row["step"], "row": row, "values": {}})
+    if row["step"] < entry["step"]:
+      entry.update(step=row["step"], row=row, values={})
+    if row["step"] == entry["step"]:
+      entry["values"][row["metric"].split("/", 1)[1]] = row["value"]
+  per_point: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+  for (sweep, point, _), entry in sorted(first.items(), key=lambda kv: str(kv[0])):
+    values = dict(entry["values"])
+    weight = entry["row"].get(td_column)
+    weight = float(weight) if weight not in (None, "") else 0.0
+    values["td_term"] = weight * values.get("td_loss", 0.0)
+    values["td_term_over_nll"] = values["td_term"] / values["nll"] if values.get("nll") else None
+    values.update(step=entry["step"], method=entry["row"].get("method", ""), td_weight=weight)
+    per_point.setdefault((sweep, point), []).append(values)
+  out = []
+  for (sweep, point), seeds in per_point.items():
+    row: Row = {"sweep": sweep, "point": point, "method": seeds[0]["method"],
+                td_column: seeds[0]["td_weight"], "step": seeds[0]["step"]}
+    for name in ("nll", "td_loss", "td_term", "td_term_over_nll", "grad_norm"):
+      mean, sem, n = mean_sem(s.get(name) for s in seeds)
+      row.update({f"{name}_mean": mean, f"{name}_sem": sem, f"{name}_n": n})
     out.append(row)
   return out

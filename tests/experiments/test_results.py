@@ -99,3 +99,25 @@ def test_runs_without_a_status_are_missing_or_incomplete(tmp_path):
   assert status[("mle", 0)] == "ok" and status[("mle", 1)] == "incomplete"
   assert status[("iqlearn_td_weight1", 1)] == "missing"
   assert len(status) == len(runs)
+
+
+def test_start_scales_hand_computed():
+  def rows(point, td_weight, seed, step, **metrics):
+    return [{"sweep": "s", "point": point, "method": "iqlearn", "td_weight": td_weight,
+             "seed": seed, "step": step, "metric": f"train/{k}", "value": v}
+            for k, v in metrics.items()]
+  curves = (rows("iq", 0.5, 0, 20, nll=1.0, td_loss=1.0, grad_norm=1.0)  # a later step: ignored
+            + rows("iq", 0.5, 0, 10, nll=4.0, td_loss=10.0, grad_norm=2.0)
+            + rows("iq", 0.5, 1, 10, nll=2.0, td_loss=20.0, grad_norm=4.0)
+            + rows("mle", "", 0, 10, nll=3.0, td_loss=30.0, grad_norm=1.0)
+            + [{"sweep": "s", "point": "iq", "method": "iqlearn", "td_weight": 0.5, "seed": 0,
+                "step": 5, "metric": "eval_validation/rouge1", "value": 9.0}])
+  by_point = {r["point"]: r for r in results.start_scales(curves)}
+  iq = by_point["iq"]
+  assert iq["step"] == 10 and iq["td_weight"] == 0.5
+  assert iq["nll_mean"] == pytest.approx(3.0) and iq["nll_sem"] == pytest.approx(1.0)
+  assert iq["td_term_mean"] == pytest.approx(7.5)  # 0.5 * (10 + 20) / 2
+  assert iq["td_term_sem"] == pytest.approx(2.5)  # std(5, 10) / sqrt(2)
+  assert iq["td_term_over_nll_mean"] == pytest.approx((1.25 + 5.0) / 2)
+  assert iq["grad_norm_n"] == 2
+  assert by_point["mle"]["td_term_mean"] == 0.0 and by_point["mle"]["td_loss_mean"] == 30.0
