@@ -224,18 +224,12 @@ def register(name: str = TASK, *, packages: Optional[Sequence[str]] = None,
     The registered ``seqio.Task``; nothing is located, read or extracted until a dataset is
     requested.
   """
-  # pylint: disable=g-import-not-at-top  (seqio imports TensorFlow)
-  from irl_lm.data import seqio_tasks
-  from irl_lm.data import vocabularies
   packages = spec.as_tuple(packages)
-  load = lambda split: load_examples(split, packages=packages, cache_dir=cache_dir,
-                                     stdlib_root=stdlib_root)
-  source = seqio_tasks.in_memory_source(load, FIELDS, SPLITS, train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source,
-      preprocessors=[seqio_tasks.rekey(inputs="code", targets="summary", name="name")],
-      vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path or vocabularies.STDLIB_VOCAB_PATH),
-      metric=SPEC.metric, replace=replace)
+  return sd.add_docstring_task(
+      name, lambda split: load_examples(split, packages=packages, cache_dir=cache_dir,
+                                        stdlib_root=stdlib_root),
+      vocabulary_path=vocabulary_path, train_examples=train_examples, replace=replace,
+      splits=SPLITS, metric=SPEC.metric)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)

@@ -388,16 +388,28 @@ def register(name: str = TASK, *, cache_dir: Optional[str] = None,
   Returns:
     The registered ``seqio.Task``; nothing is read or extracted until a dataset is requested.
   """
+  return add_docstring_task(
+      name, lambda split: load_examples(split, cache_dir=cache_dir, stdlib_root=stdlib_root),
+      vocabulary_path=vocabulary_path, train_examples=train_examples, replace=replace)
+
+
+def add_docstring_task(name: str, load: Callable[[str], Sequence[dict[str, str]]], *,
+                       vocabulary_path: Optional[str], train_examples: Optional[int],
+                       replace: bool, splits: Sequence[str] = SPLITS,
+                       metric: str = "rouge") -> "seqio.Task":
+  """Registers a code -> summary task over `load(split)` examples ({'code', 'summary',
+  'name'}) of `splits`, with the shipped SentencePiece vocabulary by default (both docstring
+  tasks)."""
   # pylint: disable=g-import-not-at-top  (seqio imports TensorFlow)
   from irl_lm.data import seqio_tasks
   from irl_lm.data import vocabularies
-  load = lambda split: load_examples(split, cache_dir=cache_dir, stdlib_root=stdlib_root)
-  source = seqio_tasks.in_memory_source(load, FIELDS, SPLITS, train_examples=train_examples)
+  source = seqio_tasks.in_memory_source(load, FIELDS, tuple(splits),
+                                         train_examples=train_examples)
   return seqio_tasks.add_task(
       name, source=source,
       preprocessors=[seqio_tasks.rekey(inputs="code", targets="summary", name="name")],
       vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path or vocabularies.STDLIB_VOCAB_PATH),
-      metric=SPEC.metric, replace=replace)
+      metric=metric, replace=replace)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)
