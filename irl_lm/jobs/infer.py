@@ -50,7 +50,6 @@ INPUT_FIELDS = ("input", "inputs")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
-InferenceError = common.JobError  # an input file or setting that cannot be used
 
 
 def read_inputs(path: str, input_format: str = "auto") -> list[dict[str, Any]]:
@@ -66,15 +65,15 @@ def read_inputs(path: str, input_format: str = "auto") -> list[dict[str, Any]]:
     One dict per input, in file order: {'input': str, **other fields of a JSON-lines record}.
 
   Raises:
-    InferenceError: missing file, unknown format, a malformed line, or no inputs at all.
+    common.JobError: missing file, unknown format, a malformed line, or no inputs at all.
   """
   if not os.path.isfile(path):
-    raise InferenceError(
+    raise common.JobError(
         f"input file {path} not found: pass an existing file with "
         "--gin_bindings=\"infer.input_file = '...'\" (JSON lines with an \"input\" field, or "
         "plain text with one input a line).")
   if input_format not in ("auto", "jsonl", "text"):
-    raise InferenceError(f"unknown infer.input_format '{input_format}': use auto, jsonl or text.")
+    raise common.JobError(f"unknown infer.input_format '{input_format}': use auto, jsonl or text.")
   with open(path, encoding="utf-8") as f:
     lines = f.read().splitlines()
   if input_format == "auto":
@@ -96,16 +95,16 @@ def read_inputs(path: str, input_format: str = "auto") -> list[dict[str, Any]]:
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise InferenceError(f"line {number} of {path} is not valid JSON ({e.msg}): write one JSON "
+      raise common.JobError(f"line {number} of {path} is not valid JSON ({e.msg}): write one JSON "
                            "object per line, or use a plain-text file (.txt).") from e
     field = next((k for k in INPUT_FIELDS if isinstance(record, dict) and k in record), None)
     if field is None or not isinstance(record[field], str):
-      raise InferenceError(f"line {number} of {path} has no string \"input\" (or \"inputs\") "
+      raise common.JobError(f"line {number} of {path} has no string \"input\" (or \"inputs\") "
                            "field: write each line as {\"input\": \"...\"}.")
     extra = {k: v for k, v in record.items() if k not in INPUT_FIELDS}
     records.append({**extra, "input": record[field]})
   if not records:
-    raise InferenceError(f"input file {path} holds no inputs: write one input a line.")
+    raise common.JobError(f"input file {path} holds no inputs: write one input a line.")
   return records
 
 
@@ -183,11 +182,11 @@ def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[
     'batch_size', 'output_tokens', 'seconds', 'tokens_per_second'}.
 
   Raises:
-    InferenceError: no or unusable input file / settings.
+    common.JobError: no or unusable input file / settings.
     checkpoints.CheckpointError: no checkpoint in the run directory, or a mismatched one.
   """
   if input_file is None:
-    raise InferenceError("no input file: pass one with --gin_bindings=\"infer.input_file = "
+    raise common.JobError("no input file: pass one with --gin_bindings=\"infer.input_file = "
                          "'inputs.jsonl'\" (JSON lines with an \"input\" field, or plain text).")
   records = read_inputs(input_file, input_format)
   settings = common.check_settings(training or {})

@@ -110,14 +110,6 @@ def state_shardings(abstract_state: TrainState, param_shardings: Params,
       extra=extra_shardings)
 
 
-def abstract_train_state(init_params_fn: Callable[[], Params],
-                         tx: optax.GradientTransformation) -> TrainState:
-  """The train state's shapes and dtypes, computed without allocating anything."""
-  def build():
-    return create_train_state(init_params_fn(), tx, jax.random.PRNGKey(0))
-  return jax.eval_shape(build)
-
-
 @dataclasses.dataclass(frozen=True)
 class StateLayout:
   """How a run's train state is built and laid out over the mesh.

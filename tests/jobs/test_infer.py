@@ -139,16 +139,16 @@ def test_missing_checkpoint_and_input_errors(tmp_path):
     inference.infer(str(run_dir), path, progress=False, training=settings)
   assert not run_dir.exists()  # nothing was created
 
-  with pytest.raises(inference.InferenceError, match="input file .*missing.jsonl not found"):
+  with pytest.raises(common.JobError, match="input file .*missing.jsonl not found"):
     inference.infer(str(run_dir), str(tmp_path / "missing.jsonl"), training=settings)
-  with pytest.raises(inference.InferenceError, match="no input file"):
+  with pytest.raises(common.JobError, match="no input file"):
     inference.infer(str(run_dir), None, training=settings)
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"input": "ok"}\n{"text": "no input field"}\n')
-  with pytest.raises(inference.InferenceError, match="line 2 of .*bad.jsonl has no string"):
+  with pytest.raises(common.JobError, match="line 2 of .*bad.jsonl has no string"):
     inference.read_inputs(str(bad))
   bad.write_text('{"input": "ok"}\nnot json\n')
-  with pytest.raises(inference.InferenceError, match="line 2 .* is not valid JSON"):
+  with pytest.raises(common.JobError, match="line 2 .* is not valid JSON"):
     inference.read_inputs(str(bad))
   # A text file whose lines happen to look like JSON is still text when named .txt.
   (tmp_path / "x.txt").write_text('{"input": "a"}\nplain\n')
