@@ -216,7 +216,7 @@ def read_file(path: str, *, format: Optional[str] = None,
     prompt_field: the field ``{prompt}`` in `template` stands for.
     completion_field: the field holding the target text.
     template: ``str.format`` template over the record's fields, giving ``inputs``.
-    what: what needs the file, for the missing-file message (e.g. ``"task 'x''s train split"``).
+    what: what needs the file, for the missing-file message, e.g. "The train split of task 'x'".
     how: the fix for a missing file (no trailing period).
 
   Returns:
