@@ -149,9 +149,14 @@ def rekey(**key_map: str) -> Any:
 
 
 def t5_vocabulary(path: Optional[str]) -> seqio.Vocabulary:
-  """T5's vocabulary from `path` (None: its public GCS copy), read lazily."""
-  return vocabularies.t5_vocabulary(path or vocabularies.T5_VOCAB_PATH,
-                                    extra_ids=vocabularies.T5_EXTRA_IDS)
+  """The paper tasks' vocabulary, read lazily: T5's SentencePiece model from `path` (None: its
+  public GCS copy; a `.model` file: a local copy, with T5's extra ids), or a Hugging Face
+  `tokenizer.json` (or a checkpoint directory holding one) so that an imported decoder-only
+  checkpoint reads the task with its own tokenizer."""
+  if path is None or path.endswith(".model") or path.startswith("gs://"):
+    return vocabularies.t5_vocabulary(path or vocabularies.T5_VOCAB_PATH,
+                                      extra_ids=vocabularies.T5_EXTRA_IDS)
+  return vocabularies.task_vocabulary(path)
 
 
 def _output_features(vocabulary: seqio.Vocabulary, inputs_eos: bool,

@@ -162,3 +162,15 @@ def test_task_vocabulary_names(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="vocabulary must be 'stdlib', 't5'"):
     vocabularies.task_vocabulary("")
   np.testing.assert_array_equal(spm.encode("x"), vocabularies.stdlib_vocabulary().encode("x"))
+
+
+def test_paper_tasks_read_a_hugging_face_tokenizer(bpe_dir):
+  """`vocabulary_path` of GSM8k / TL;DR / WMT / XSum may name an imported checkpoint's
+  tokenizer.json (or its directory); a `.model` path stays T5's SentencePiece."""
+  from irl_lm.data import hf_tokenizer, seqio_tasks
+  for path in (os.path.join(bpe_dir, "tokenizer.json"), bpe_dir):
+    vocab = seqio_tasks.t5_vocabulary(path)
+    assert isinstance(vocab, hf_tokenizer.HfTokenizerVocabulary)
+    assert vocab.decode(vocab.encode("the cat sat")) == "the cat sat"
+  assert not isinstance(seqio_tasks.t5_vocabulary("/x/sentencepiece.model"),
+                        hf_tokenizer.HfTokenizerVocabulary)
