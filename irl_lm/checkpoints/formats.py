@@ -234,9 +234,9 @@ def load_params(path: Union[str, CheckpointSource], abstract_params: Any, *,
     shardings: optional matching pytree of `jax.sharding.Sharding` (e.g. a StateLayout's
       `param_shardings`); when given, every leaf is a `jax.Array` laid out with it (read leaf by
       leaf, never whole on one device), else a host numpy array.
-    family: a `families.FAMILIES` name ('t5_1_1'); None: a Hugging Face checkpoint's family
-      comes from its config.json, and mismatches are diagnosed by the family that recognises
-      `abstract_params`.
+    family: a `families.FAMILIES` name ('t5_1_1', 'llama'); None: a Hugging Face checkpoint's
+      family comes from its config.json, and mismatches are diagnosed by the family that
+      recognises `abstract_params`.
   Returns:
     A pytree like `abstract_params` with its dtypes (float32; bfloat16 checkpoints upcast).
   Raises:
@@ -266,10 +266,11 @@ def save_params(params: Any, path: str, format: str, *, config: Optional[Any] = 
   """Writes parameters in `format`: 'hf' (needs `config`), 't5x' or 'orbax' (T5X layouts).
 
   Args:
-    params: nested dict of arrays with our (T5X) names.
+    params: nested dict of arrays with our (T5X-style) names.
     path: output directory (for T5X formats, conventionally `.../checkpoint_<step>`).
     format: 'hf', 't5x' or 'orbax'.
-    config: the model's config, e.g. a T5Config (required for 'hf': picks the family).
+    config: the model's config, a T5Config or DecoderOnlyConfig (required for 'hf': picks the
+      family).
     step, dtype: T5X formats only (see `t5x.save_t5x`); Hugging Face export is float32.
   """
   if format == "hf":

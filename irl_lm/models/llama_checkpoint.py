@@ -10,17 +10,19 @@ one full sentence for a checkpoint that does not fit; the checkpoint layer re-ra
 Hugging Face's `LlamaForCausalLM` (and `MistralForCausalLM`, `Qwen2ForCausalLM`) stores every
 dense weight as (out, in), the transpose of our kernels:
 
-  model.embed_tokens.weight                          (V, E)    token_embedder/embedding
-  model.layers.i.input_layernorm.weight              (E,)      decoder/layers_i/pre_self_attention_layer_norm/scale
-  model.layers.i.self_attn.q_proj.weight             (H*D, E)  .../self_attention/query/kernel.T
-  model.layers.i.self_attn.{k,v}_proj.weight         (K*D, E)  .../self_attention/{key,value}/kernel.T
-  model.layers.i.self_attn.o_proj.weight             (E, H*D)  .../self_attention/out/kernel.T
-  model.layers.i.self_attn.{q,k,v}_proj.bias         (H*D,), (K*D,)  .../{query,key,value}/bias (Qwen2)
-  model.layers.i.post_attention_layernorm.weight     (E,)      decoder/layers_i/pre_mlp_layer_norm/scale
-  model.layers.i.mlp.{gate,up}_proj.weight           (F, E)    .../mlp/{wi_0,wi_1}/kernel.T
-  model.layers.i.mlp.down_proj.weight                (E, F)    .../mlp/wo/kernel.T
-  model.norm.weight                                  (E,)      decoder/decoder_norm/scale
-  lm_head.weight                                     (V, E)    decoder/logits_dense/kernel.T (untied)
+  Hugging Face (<i> = model.layers.i)   shape        ours (<l> = decoder/layers_i)
+  model.embed_tokens.weight             (V, E)       token_embedder/embedding
+  <i>.input_layernorm.weight            (E,)         <l>/pre_self_attention_layer_norm/scale
+  <i>.self_attn.q_proj.weight           (H*D, E)     <l>/self_attention/query/kernel.T
+  <i>.self_attn.{k,v}_proj.weight       (K*D, E)     <l>/self_attention/{key,value}/kernel.T
+  <i>.self_attn.o_proj.weight           (E, H*D)     <l>/self_attention/out/kernel.T
+  <i>.self_attn.{q,k,v}_proj.bias       (H*D | K*D,) <l>/self_attention/{query,key,value}/bias
+                                                     (Qwen2 only; never on o_proj)
+  <i>.post_attention_layernorm.weight   (E,)         <l>/pre_mlp_layer_norm/scale
+  <i>.mlp.{gate,up}_proj.weight         (F, E)       <l>/mlp/{wi_0,wi_1}/kernel.T
+  <i>.mlp.down_proj.weight              (E, F)       <l>/mlp/wo/kernel.T
+  model.norm.weight                     (E,)         decoder/decoder_norm/scale
+  lm_head.weight                        (V, E)       decoder/logits_dense/kernel.T (untied only)
 
 Both use the "rotate half" rotary layout and HF-style RMSNorm (`weight * x / rms(x)`), so no
 tensor is permuted. Exports are `LlamaForCausalLM` (Mistral without a sliding window is the

@@ -56,10 +56,10 @@ def hf_llama_config(**changes):
 def test_registered_beside_t5_and_recognised_by_shapes():
   family = families.FAMILIES["llama"]
   assert families.for_config(LLAMA) is family
-  for model_type, architecture in (("llama", "LlamaForCausalLM"),
-                                   ("mistral", "MistralForCausalLM"), ("qwen2", "Qwen2ForCausalLM")):
+  for model_type, architecture in zip(lc.HF_MODEL_TYPES, lc.HF_ARCHITECTURES):
     assert families.for_hf_config({"model_type": model_type}, "x") is family
     assert families.for_hf_config({"architectures": [architecture]}, "x") is family
+  assert lc.HF_MODEL_TYPES == ("llama", "mistral", "qwen2")
   assert families.for_shapes(lc.param_shapes(LLAMA)) is family
   assert families.for_shapes(lc.param_shapes(QWEN2)) is family
   t5_shapes = flat_shapes(t5_abstract())
@@ -181,7 +181,8 @@ def test_hf_config_dict_round_trips(config):
      "max_position_embeddings 32768\\)"),
     (dict(model_type="mistral", max_position_embeddings=32768), "window 4096 <"),  # default
     (dict(model_type="qwen2", use_sliding_window=True, sliding_window=4096,
-          max_window_layers=1, max_position_embeddings=32768), "qwen2 checkpoint uses sliding-window attention"),
+          max_window_layers=1, max_position_embeddings=32768),
+     "qwen2 checkpoint uses sliding-window attention"),
     (dict(model_type="qwen2", layer_types=["full_attention", "sliding_attention"],
           sliding_window=1024), "window 1024 < max_position_embeddings 2048"),
 ])
@@ -313,3 +314,26 @@ def test_config_from_checkpoint_of_t5_checkpoints(tmp_path):
   with pytest.raises(CheckpointError, match="does not hold the parameter tree of the model "
                      "family \\(llama; it holds e.g."):
     cf.config_from_checkpoint(str(tmp_path / "checkpoint_7"), family="llama")
+
+
+def test_reads_a_sharded_bfloat16_checkpoint(tmp_path):
+  """As large hub checkpoints are stored: bfloat16 shards and an index; loaded upcast."""
+  import ml_dtypes
+  from tests.checkpoints.test_safetensors import write_safetensors_by_hand
+  flat = random_flat(QWEN2)
+  tensors = lc.params_to_hf(flat, QWEN2)
+  names = sorted(tensors)
+  shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+            "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+  for file, keys in shards.items():
+    write_safetensors_by_hand(tmp_path / file,
+                              {k: tensors[k].astype(ml_dtypes.bfloat16) for k in keys})
+  (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+      {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+  (tmp_path / "config.json").write_text(json.dumps(lc.hf_config_dict(QWEN2)))
+  loaded = traverse_util.flatten_dict(cf.load_params(str(tmp_path), abstract(QWEN2)), sep="/")
+  assert sorted(loaded) == sorted(flat)
+  for key, value in flat.items():
+    assert loaded[key].dtype == np.float32
+    np.testing.assert_array_equal(
+        loaded[key], value.astype(ml_dtypes.bfloat16).astype(np.float32), err_msg=key)
