@@ -104,7 +104,7 @@ def param_shapes(config: DecoderOnlyConfig) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def _head_split(query: int, kv: int, overrides: Mapping[str, Any]) -> Optional[int]:
+def _head_split(query: int, kv: int, overrides: Mapping[str, Any]) -> int:
   """The head dim D of a query width H*D and key/value width K*D (shapes cannot tell it): the
   overrides' head_dim (or num_heads / num_kv_heads), else 128 or 64 when it divides both, else
   their greatest common divisor."""
