@@ -117,6 +117,22 @@ def _shift_right(tokens_BS: Array, start_id: int) -> Array:
   return jnp.pad(tokens_BS[:, :-1], ((0, 0), (1, 0)), constant_values=start_id)
 
 
+def positions_and_bias(tokens_BS: Array, segment_ids_BS: Array | None = None,
+                       positions_BS: Array | None = None) -> tuple[Array, Array]:
+  """Rotary positions int32 [B, S] (0..S-1 unless given) and the attention bias float32
+  [B or 1, 1, S, S] of a teacher-forced sequence: causal and, with segment ids, within segments.
+
+  No padding mask: padding is only at the right, where causal attention never lets real positions
+  see it (and a token id 0 may be a real token of an imported vocabulary)."""
+  batch, length = tokens_BS.shape
+  if positions_BS is None:
+    positions_BS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+  mask = layers.causal_mask(length)
+  if segment_ids_BS is not None:
+    mask = mask & layers.make_attention_mask(segment_ids_BS, segment_ids_BS, jnp.equal)
+  return positions_BS, layers.mask_to_bias(mask)
+
+
 def _kv_heads_major(x: Array) -> Array:
   """[B, S, N, D] -> [B, N, S, D] (the decode cache's layout)."""
   return layers.constrain(jnp.swapaxes(x, 1, 2), layers.KV_HEADS_MAJOR_ACT)
@@ -242,18 +258,11 @@ class DecoderOnlyTransformer(nn.Module):
                decoder_positions: Array | None = None, deterministic: bool = True) -> Array:
     """Teacher-forced logits: tokens [B, S] (segment ids, positions alike) -> float32 [B, S, V].
 
-    Fully causal; with segment ids no attention across packed segments. No padding mask:
-    padding is only at the right, where causal attention never lets real positions see it.
+    Fully causal; with segment ids no attention across packed segments (`positions_and_bias`).
     """
-    batch, length = decoder_input_tokens.shape
-    if decoder_positions is None:
-      decoder_positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-    mask = layers.causal_mask(length)
-    if decoder_segment_ids is not None:
-      mask = mask & layers.make_attention_mask(decoder_segment_ids, decoder_segment_ids,
-                                               jnp.equal)
-    x, _ = self.decoder(self.token_embedder(decoder_input_tokens), decoder_positions,
-                        layers.mask_to_bias(mask), deterministic)
+    positions, bias = positions_and_bias(decoder_input_tokens, decoder_segment_ids,
+                                         decoder_positions)
+    x, _ = self.decoder(self.token_embedder(decoder_input_tokens), positions, bias, deterministic)
     return self._logits(x)
 
   def init_decode_state(self, prompts: Array, max_decode_length: int) -> DecodeState:

@@ -335,20 +335,17 @@ def test_iqlearn_without_td_is_mle_and_td_reads_only_targets(tiny):
   model, params = tiny
   batch = model.teacher_forcing_batch(PROMPTS, _continuations(5, 4, seed=1))
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  logits = jax.jit(model.logits)(params, batch)
+  mle = jax.jit(jax.value_and_grad(lambda z: losses.mle_loss(z, targets, weights)[0]))
+  iq0 = jax.jit(jax.value_and_grad(
+      lambda z: losses.iqlearn_loss(z, targets, weights, td_weight=0.0, gamma=0.9)[0]))
+  # Equal loss and gradient w.r.t. the logits, hence w.r.t. every parameter.
+  (mle_loss, mle_grad), (iq0_loss, iq0_grad) = mle(logits), iq0(logits)
+  np.testing.assert_array_equal(iq0_loss, mle_loss)
+  np.testing.assert_array_equal(iq0_grad, mle_grad)
+  assert 0 < mle_loss < 10
 
-  def loss(p, td_weight, fn):
-    logits = model.logits(p, batch)
-    if fn == "mle":
-      return losses.mle_loss(logits, targets, weights)[0]
-    return losses.iqlearn_loss(logits, targets, weights, td_weight=td_weight, gamma=0.9)[0]
-
-  mle, mle_grad = jax.value_and_grad(loss)(params, 0.0, "mle")
-  iq0, iq0_grad = jax.value_and_grad(loss)(params, 0.0, "iqlearn")
-  np.testing.assert_array_equal(iq0, mle)
-  jax.tree.map(np.testing.assert_array_equal, iq0_grad, mle_grad)
-
-  logits = model.logits(params, batch)
-  td = lambda z: losses.iqlearn_loss(z, targets, weights, td_weight=0.5, gamma=0.9)[0]
+  td = jax.jit(lambda z: losses.iqlearn_loss(z, targets, weights, td_weight=0.5, gamma=0.9)[0])
   noise = 5.0 * jax.random.normal(jax.random.key(2), logits.shape)
   on_prompt_and_padding = (weights == 0)[..., None]
   np.testing.assert_array_equal(td(jnp.where(on_prompt_and_padding, logits + noise, logits)),
@@ -413,6 +410,7 @@ def test_dropout_only_with_rng_and_positive_rate(tiny):
   np.testing.assert_array_equal(drop_fn(params, batch, dropout_rng=rng), dropped)
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded_with_kv_heads_over_model():
   model = _model()  # 2 key/value heads over the 'model' axis of size 2
   params = _init(model, seed=4)
@@ -440,3 +438,96 @@ def test_sharded_equals_unsharded_with_kv_heads_over_model():
   step, _ = partitioner.jit(model.decode_step)(sharded, sharded_state,
                                                model.start_tokens(prompts), 0)
   np.testing.assert_allclose(step, expected_step, rtol=1e-5, atol=1e-5)
+
+
+def test_both_families_agree_on_the_continuation_length():
+  from irl_lm.models import t5  # pylint: disable=g-import-not-at-top
+  lengths = {"inputs": 6, "targets": 4}
+  decoder_only = _model()
+  shape = decoder_only.input_shapes(2, lengths)["decoder_input_tokens"]
+  batch = {"decoder_target_tokens": np.zeros(shape, np.int32),
+           "prompt_tokens": np.zeros((2, 6), np.int32)}
+  assert decoder_only.continuation_length(batch) == 4
+  t5_model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny"))
+  t5_shapes = t5_model.input_shapes(2, lengths)
+  assert t5_model.continuation_length(
+      {"decoder_target_tokens": np.zeros(t5_shapes["decoder_input_tokens"], np.int32)}) == 4
+
+
+@pytest.mark.parametrize("gin_file,count", [("decoder_only_1b.gin", 1_235_814_400),
+                                            ("decoder_only_llama3_8b.gin", 8_030_261_248)])
+def test_check_mode_builds_the_presets_abstractly_sharded(gin_file, count, tmp_path):
+  import gin  # pylint: disable=g-import-not-at-top
+  from irl_lm import config  # pylint: disable=g-import-not-at-top
+  setup = tmp_path / "setup.gin"
+  setup.write_text("\n".join([
+      f"include 'models/{gin_file}'", "include 'methods/iqlearn.gin'",
+      "include 'tasks/stdlib_docstrings.gin'", "include 'meshes/cpu.gin'",
+      "train.feature_lengths = {'inputs': 128, 'targets': 32}", "train.batch_size = 8",
+      "train.num_train_steps = 1", "train.pack = False", "Partitioner.mesh_shape = (2, 4)"]))
+  config.parse([str(setup)], ["run.mode = 'check'", f"run.run_dir = '{tmp_path / 'run'}'"])
+  summary = gin.get_configurable("run")()
+  assert summary["dry_run"] and summary["param_count"] == count
+  assert summary["max_state_bytes_per_device"] < summary["state_bytes"] / 3  # 'model' = 4
+
+
+def test_decoder_only_discriminator_scores_prefix_and_token():
+  from irl_lm.models import discriminator  # pylint: disable=g-import-not-at-top
+  policy = _model()
+  disc = discriminator.DiscriminatorModel.for_policy(policy, "tiny", {"num_layers": 1})
+  assert (disc.config.vocab_size, disc.config.num_layers) == (VOCAB, 1)
+  params = jax.jit(lambda rng: disc.init(rng, SHAPES))(jax.random.key(0))
+  flat = traverse_util.flatten_dict(params, sep="/")
+  assert flat["decoder/score_head/kernel"].shape == (128, 1)
+  assert not any("logits_dense" in path for path in flat)
+  axes = disc.param_logical_axes(SHAPES)
+  assert axes["decoder"]["score_head"]["kernel"] == P("embed", None)
+  batch = policy.teacher_forcing_batch(PROMPTS, _continuations(5, 4))
+  scores = jax.jit(disc.scores)(params, batch)
+  assert scores.shape == (5, 10) and scores.dtype == jnp.float32
+  # Unshifted and causal: the score at t reads the token at t, never a later one.
+  changed = dict(batch, decoder_target_tokens=batch["decoder_target_tokens"].at[:, 6].set(7))
+  new = jax.jit(disc.scores)(params, changed)
+  np.testing.assert_allclose(new[:, :6], scores[:, :6], rtol=1e-5, atol=1e-5)
+  assert np.all(np.abs(new[:, 6] - scores[:, 6]) > 1e-6)
+
+
+@pytest.mark.slow
+def test_gail_steps_on_a_decoder_only_policy(tiny):
+  from irl_lm.training import objectives  # pylint: disable=g-import-not-at-top
+  model, params = tiny
+  gail = objectives.GAIL(discriminator_overrides={"num_layers": 1}, mle_weight=0.5)
+  extra = gail.init_extra(params, jax.random.key(0), model=model, input_shapes=SHAPES)
+  batch = model.teacher_forcing_batch(PROMPTS, _continuations(5, 4, seed=1))
+  samples = model.teacher_forcing_batch(PROMPTS, _continuations(5, 4, seed=2),
+                                        jnp.array([4, 3, 2, 4, 1]))
+  new_extra, rewards, metrics = jax.jit(functools.partial(gail.prepare, model=model))(
+      params, extra, batch, samples, jax.random.key(1))
+  assert rewards.shape == (5, 10)
+  np.testing.assert_array_equal(rewards != 0, samples["decoder_loss_weights"] > 0)
+  assert np.isfinite(metrics["disc_grad_norm"]) and metrics["disc_grad_norm"] > 0
+  assert not np.array_equal(new_extra["disc_params"]["decoder"]["score_head"]["kernel"],
+                            extra["disc_params"]["decoder"]["score_head"]["kernel"])
+  loss_fn = functools.partial(gail.loss, model=model)
+  (loss, _), grads = jax.jit(jax.value_and_grad(
+      lambda p: loss_fn(p, new_extra, rewards, batch, samples, None), has_aux=True))(params)
+  assert np.isfinite(loss)
+  assert float(jnp.abs(grads["token_embedder"]["embedding"]).max()) > 0
+
+
+def test_bfloat16_activations_close_to_float32(tiny):
+  model32, params = tiny
+  model16 = DecoderOnlyModel(decoder_only_config("tiny", vocab_size=VOCAB))
+  assert model16.config.activation_dtype == jnp.bfloat16
+  continuations = _continuations(5, 3)
+  batch = model32.teacher_forcing_batch(PROMPTS, continuations)
+  out32 = np.asarray(jax.jit(model32.logits)(params, batch))
+  out16 = np.asarray(jax.jit(model16.logits)(params, batch))
+  assert out16.dtype == np.float32
+  scale = np.abs(out32).max()
+  assert 0 < np.abs(out16 - out32).max() < 0.05 * scale  # bf16 really was used, and is close
+  state = model16.init_decode_state(params, PROMPTS, 3)
+  assert state["layers_0"]["prompt_key"].dtype == jnp.bfloat16
+  got = _decode_all(model16, params, PROMPTS, continuations)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, _target_rows(out16, PROMPT_LENGTHS, 3), atol=0.05 * scale)
