@@ -531,3 +531,50 @@ def test_bfloat16_activations_close_to_float32(tiny):
   got = _decode_all(model16, params, PROMPTS, continuations)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, _target_rows(out16, PROMPT_LENGTHS, 3), atol=0.05 * scale)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_logits_match_hugging_face_with_the_same_weights(family):
+  """An independent implementation of the same architecture: Llama (GQA, SwiGLU, RoPE,
+  RMSNorm) and Qwen2 (plus q/k/v biases), weights mapped by transposing HF's (out, in)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  config_cls, model_cls = {
+      "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+      "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[family]
+  hf_config = config_cls(vocab_size=VOCAB, hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=32, rms_norm_eps=1e-6, hidden_act="silu",
+                         max_position_embeddings=64)
+  hf_config.tie_word_embeddings = False
+  torch.manual_seed(0)
+  hf = model_cls(hf_config).eval()
+  with torch.no_grad():
+    for name, weight in hf.named_parameters():
+      if "norm" in name or name.endswith("bias"):
+        weight.add_(0.2 * torch.randn_like(weight))
+  w = {name: value.detach().numpy() for name, value in hf.state_dict().items()}
+  model = _model(qkv_bias=family == "qwen2")
+  params = {"token_embedder": {"embedding": w["model.embed_tokens.weight"]},
+            "decoder": {"decoder_norm": {"scale": w["model.norm.weight"]},
+                        "logits_dense": {"kernel": w["lm_head.weight"].T}}}
+  for i in range(2):
+    hf_layer = f"model.layers.{i}."
+    attention = {ours: {"kernel": w[f"{hf_layer}self_attn.{theirs}_proj.weight"].T}
+                 for ours, theirs in [("query", "q"), ("key", "k"), ("value", "v"), ("out", "o")]}
+    if family == "qwen2":
+      for ours, theirs in [("query", "q"), ("key", "k"), ("value", "v")]:
+        attention[ours]["bias"] = w[f"{hf_layer}self_attn.{theirs}_proj.bias"]
+    params["decoder"][f"layers_{i}"] = {
+        "pre_self_attention_layer_norm": {"scale": w[f"{hf_layer}input_layernorm.weight"]},
+        "pre_mlp_layer_norm": {"scale": w[f"{hf_layer}post_attention_layernorm.weight"]},
+        "self_attention": attention,
+        "mlp": {ours: {"kernel": w[f"{hf_layer}mlp.{theirs}_proj.weight"].T}
+                for ours, theirs in [("wi_0", "gate"), ("wi_1", "up"), ("wo", "down")]}}
+  assert jax.tree.structure(params) == jax.tree.structure(
+      jax.eval_shape(lambda rng: model.init(rng, SHAPES), jax.random.key(0)))
+  batch = model.teacher_forcing_batch(PROMPTS, _continuations(5, 4))
+  ours = jax.jit(model.logits)(params, batch)
+  with torch.no_grad():
+    theirs = hf(torch.tensor(np.asarray(batch["decoder_input_tokens"]))).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
