@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 import irl_lm
 from irl_lm import partitioning, runner
-from irl_lm.checkpoints import manager as checkpoints
+from irl_lm.checkpoints import formats as checkpoint_formats, manager as checkpoints
 from irl_lm.data import errors as data_errors, registry
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.jobs import check as check_job, common, evaluate as evaluate_job, infer as infer_job
@@ -46,6 +46,8 @@ def _register() -> None:
   gin.external_configurable(decoder_only.DecoderOnlyConfig, "DecoderOnlyConfig")
   gin.external_configurable(decoder_only.decoder_only_config, "decoder_only_config")
   gin.external_configurable(decoder_only.DecoderOnlyModel, "DecoderOnlyModel")
+  # The model config of a checkpoint (a Hugging Face directory's config.json, else its shapes).
+  gin.external_configurable(checkpoint_formats.config_from_checkpoint, "config_from_checkpoint")
   gin.external_configurable(objectives.MLE, "MLE")
   gin.external_configurable(objectives.IQLearn, "IQLearn")
   gin.external_configurable(objectives.IQLearnOnline, "IQLearnOnline")

@@ -183,7 +183,7 @@ class OnlineObjective:
 
     Args:
       params: the policy parameters (the caller stops their gradient).
-      batch: the data batch (unpacked encoder-decoder features, [B, ...]).
+      batch: the data batch (the model's unpacked features, [B, ...]).
       rng: PRNG key.
       model: has `init_decode_state` / `decode_step`.
 
@@ -200,7 +200,7 @@ class OnlineObjective:
     prompts_SL = layers.constrain(_take_rows(prompts_BL, num_rows, data_axis),
                                   ("batch", "length"))
     out = search.temperature_sample(
-        model, params, prompts_SL, rng, max_decode_length=batch["decoder_target_tokens"].shape[1],
+        model, params, prompts_SL, rng, max_decode_length=model.continuation_length(batch),
         temperature=self.sampling.sampling_temperature, top_k=self.sampling.top_k,
         top_p=self.sampling.top_p)
     return model.teacher_forcing_batch(prompts_SL, out.tokens, out.lengths)
