@@ -216,8 +216,8 @@ class Checkpointer:
     mismatch = describe_mismatch(expected, flat_shapes(tree)) or _dtype_mismatch(target, tree)
     if mismatch:
       raise CheckpointError(
-          f"checkpoint {step_dir / 'state'} does not match the model/optimiser of the current config "
-          f"({mismatch}); use the gin config it was written with (its run directory keeps "
+          f"checkpoint {step_dir / 'state'} does not match the model/optimiser of the current "
+          f"config ({mismatch}); use the gin config it was written with (its run directory keeps "
           "config.gin), or choose a new run directory (run.run_dir).")
     verified = (step_dir / "checksums").exists()
     items = {"state": ocp.args.StandardRestore(target)}

@@ -186,3 +186,16 @@ def test_config_mismatch_is_not_called_corrupt(tmp_path):
                      r"bfloat16 vs model float32"):
     ckpt.restore(*_layout(other))
   assert sorted(os.listdir(directory)) == ["20", "40"]
+
+
+def test_checkpoint_without_checksums_restores_with_a_warning(tmp_path, caplog):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  directory = str(tmp_path / "checkpoints")
+  old = ocp.CheckpointManager(directory, item_names=("state",))  # as irl_lm wrote them before
+  old.save(20, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(20))))
+  old.close()
+  ckpt = manager.Checkpointer(directory, read_only=True)
+  _assert_equal(ckpt.restore(*_layout(_state(0))), _state(20))
+  assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+      f"checkpoint {directory}/20 has no checksums (written before irl_lm recorded them): "
+      "restored without verification."]
