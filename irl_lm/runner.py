@@ -190,9 +190,9 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
                     has_checkpoint=checkpoints_lib.has_checkpoints(checkpoint_dir))
     logging.info("run directory: %s", os.path.abspath(run_dir))
     summary = gin.get_configurable("train")(run_dir=run_dir)
-  if common.is_writer():
-    _print_summary(run_dir, summary)
-    (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    if common.is_writer():
+      _print_summary(run_dir, summary)
+      (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 

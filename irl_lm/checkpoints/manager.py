@@ -147,6 +147,18 @@ def _abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
 
 
+def _agree(why: Optional[str]) -> Optional[str]:
+  """`why`, or a reason when another process of a multi-host job failed to read its part."""
+  if jax.process_count() == 1:
+    return why
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  failed = np.asarray(multihost_utils.process_allgather(np.int32(why is not None)))
+  if why is None and failed.any():
+    return f"process(es) {', '.join(map(str, np.flatnonzero(failed)))} could not read it"
+  return why
+
+
 def _move_aside(source: epath.Path, target: epath.Path) -> None:
   try:
     source.rename(target)
@@ -204,29 +216,38 @@ class Checkpointer:
     return f"{self.directory.rstrip('/')}/{step}"
 
   def _read(self, step: int, target: Any, expected: dict[str, tuple[int, ...]]) -> Any:
-    """Restores and verifies one step; `_Corrupt` if it does not read back intact."""
+    """Restores and verifies one step; `_Corrupt` if it does not read back intact.
+
+    In a multi-host job each process reads only its shards, so one process may fail to read
+    what the others read: they agree (one all-gather) before the collective checksum.
+    """
     step_dir = epath.Path(self._step_dir(step))
+    why, restored = None, None
     try:
       metadata = ocp.StandardCheckpointer().metadata(step_dir / "state").item_metadata
+      if metadata is None:
+        why = "its metadata (state/_METADATA) is missing or unreadable"
     except Exception as e:  # pylint: disable=broad-except
-      raise _Corrupt(f"its metadata is unreadable: {storage.summary(e)}") from None
-    if metadata is None:
-      raise _Corrupt("its metadata (state/_METADATA) is missing or unreadable")
-    tree = metadata.tree if hasattr(metadata, "tree") else metadata
-    mismatch = describe_mismatch(expected, flat_shapes(tree)) or _dtype_mismatch(target, tree)
-    if mismatch:
-      raise CheckpointError(
-          f"checkpoint {step_dir / 'state'} does not match the model/optimiser of the current "
-          f"config ({mismatch}); use the gin config it was written with (its run directory keeps "
-          "config.gin), or choose a new run directory (run.run_dir).")
+      why = f"its metadata is unreadable: {storage.summary(e)}"
     verified = (step_dir / "checksums").exists()
-    items = {"state": ocp.args.StandardRestore(target)}
-    if verified:
-      items["checksums"] = ocp.args.JsonRestore()
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore raise many types
-      raise _Corrupt(f"reading it failed: {storage.summary(e)}") from None
+    if why is None:
+      tree = metadata.tree if hasattr(metadata, "tree") else metadata
+      mismatch = describe_mismatch(expected, flat_shapes(tree)) or _dtype_mismatch(target, tree)
+      if mismatch:
+        raise CheckpointError(
+            f"checkpoint {step_dir / 'state'} does not match the model/optimiser of the current "
+            f"config ({mismatch}); use the gin config it was written with (its run directory "
+            "keeps config.gin), or choose a new run directory (run.run_dir).")
+      items = {"state": ocp.args.StandardRestore(target)}
+      if verified:
+        items["checksums"] = ocp.args.JsonRestore()
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+      except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore: many types
+        why = f"reading it failed: {storage.summary(e)}"
+    why = _agree(why)
+    if why is not None:
+      raise _Corrupt(why)
     if not verified:
       logging.warning("checkpoint %s has no checksums (written before irl_lm recorded them): "
                       "restored without verification.", step_dir)
