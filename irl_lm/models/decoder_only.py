@@ -133,6 +133,32 @@ def positions_and_bias(tokens_BS: Array, segment_ids_BS: Array | None = None,
   return positions_BS, layers.mask_to_bias(mask)
 
 
+def split_positions_and_bias(prompts_BL: Array, num_targets: int,
+                             pad_id: int = base.PAD_ID) -> tuple[Array, Array]:
+  """Rotary positions int32 [B, L + T] and attention bias float32 [B, 1, L + T, L + T] of the
+  split layout: L prompt slots (right-padded), then T continuation slots.
+
+  Prompt slot j sits at position j and sees prompt slots <= j. Continuation slot t sits at
+  position len_b + t and sees row b's real prompt slots (< len_b) and continuation slots <= t:
+  what a row of the prompt and continuation in one unpadded sequence would see, without moving
+  tokens to per-row offsets. The policy's prompt slots hold [0, p_0, .., p_{L-2}] (and its
+  continuation slot 0 holds p_{len-1}), GAIL's scorer's [p_0, .., p_{L-1}]: len_b valid slots
+  either way.
+  """
+  batch, length = prompts_BL.shape
+  len_B1 = prompt_lengths(prompts_BL, pad_id)[:, None]
+  positions = jnp.concatenate([
+      jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length)),
+      len_B1 + jnp.arange(num_targets, dtype=jnp.int32)[None, :]], axis=1)
+  q = jnp.arange(length + num_targets)[:, None]
+  k = jnp.arange(length + num_targets)[None, :]
+  causal = (k <= q)[None]  # [1, S, S]
+  prompt_key_valid = (k[None] < len_B1[:, :, None]) | (k[None] >= length)  # [B, 1, S]
+  from_continuation = (q >= length)[None]
+  mask = causal & (~from_continuation | prompt_key_valid)
+  return positions, layers.mask_to_bias(mask[:, None])
+
+
 def _kv_heads_major(x: Array) -> Array:
   """[B, S, N, D] -> [B, N, S, D] (the decode cache's layout)."""
   return layers.constrain(jnp.swapaxes(x, 1, 2), layers.KV_HEADS_MAJOR_ACT)
@@ -255,15 +281,23 @@ class DecoderOnlyTransformer(nn.Module):
     return layers.constrain(logits, ("batch", "length", "vocab"))
 
   def __call__(self, decoder_input_tokens: Array, decoder_segment_ids: Array | None = None,
-               decoder_positions: Array | None = None, deterministic: bool = True) -> Array:
-    """Teacher-forced logits: tokens [B, S] (segment ids, positions alike) -> float32 [B, S, V].
-
-    Fully causal; with segment ids no attention across packed segments (`positions_and_bias`).
-    """
-    positions, bias = positions_and_bias(decoder_input_tokens, decoder_segment_ids,
-                                         decoder_positions)
-    x, _ = self.decoder(self.token_embedder(decoder_input_tokens), positions, bias, deterministic)
-    return self._logits(x)
+               decoder_positions: Array | None = None, prompt_tokens: Array | None = None,
+               deterministic: bool = True) -> Array:
+    """Teacher-forced logits -> float32 [B, S, V] (prefix-LM layout: tokens [B, S], segment
+    ids and positions alike; fully causal, no attention across packed segments) or [B, T, V]
+    (split layout: `prompt_tokens` [B, L] and continuation inputs [B, T]; the stack runs over
+    all L + T slots, the output layer over the T continuation slots only)."""
+    if prompt_tokens is None:
+      positions, bias = positions_and_bias(decoder_input_tokens, decoder_segment_ids,
+                                           decoder_positions)
+      x, _ = self.decoder(self.token_embedder(decoder_input_tokens), positions, bias,
+                          deterministic)
+      return self._logits(x)
+    length = prompt_tokens.shape[1]
+    positions, bias = split_positions_and_bias(prompt_tokens, decoder_input_tokens.shape[1])
+    tokens = jnp.concatenate([_shift_right(prompt_tokens, base.PAD_ID), decoder_input_tokens], 1)
+    x, _ = self.decoder(self.token_embedder(tokens), positions, bias, deterministic)
+    return self._logits(x[:, length:])
 
   def init_decode_state(self, prompts: Array, max_decode_length: int) -> DecodeState:
     """Prefills the caches from prompts [B, L]; see ``DecoderOnlyModel.init_decode_state``."""
@@ -301,69 +335,79 @@ class DecoderOnlyTransformer(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)
-def _prefix_lm_converter_class() -> type:
-  """seqio's PrefixLMFeatureConverter that, unpacked, also emits 'prompt_tokens' [L].
-
-  Built on first use: importing seqio loads TensorFlow.
-  """
+def _split_converter_class() -> type:
+  """The unpacked decoder-only feature converter (built on first use: seqio loads TensorFlow)."""
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  class PrefixLMWithPromptsFeatureConverter(seqio.PrefixLMFeatureConverter):
-    """Prefix-LM features (loss on targets only) plus, unpacked, the task's 'inputs' right-padded
-    with 0 to their task length L as 'prompt_tokens'.
+  spec = seqio.FeatureConverter.FeatureSpec
 
-    The prompt rides along inside seqio's own conversion (one pass over the data), so it always
-    belongs to its row, whatever the input dataset's order.
-    """
+  class SplitPrefixLMFeatureConverter(seqio.FeatureConverter):
+    """Unpacked decoder-only features in the split layout (see `DecoderOnlyModel`): the task's
+    'inputs' right-padded to L as 'prompt_tokens', its 'targets' right-padded to T as
+    'decoder_target_tokens', 'decoder_input_tokens' [T] = [last input token, targets[:-1]]
+    (0 for an empty prompt) and 'decoder_loss_weights' [T] (1 on the targets; from lengths, not
+    token ids, since 0 may be a real token of an imported vocabulary)."""
 
-    def __init__(self, pack: bool = True, **kwargs: Any):
-      super().__init__(loss_on_targets_only=True, pack=pack, **kwargs)
-      if not pack:  # seqio's output validation requires every emitted feature to be declared
-        self.MODEL_FEATURES = {**type(self).MODEL_FEATURES,
-                               "prompt_tokens": seqio.FeatureConverter.FeatureSpec(tf.int32)}
+    TASK_FEATURES = {"inputs": spec(dtype=tf.int32), "targets": spec(dtype=tf.int32)}
+    MODEL_FEATURES = {"prompt_tokens": spec(dtype=tf.int32),
+                      "decoder_target_tokens": spec(dtype=tf.int32),
+                      "decoder_input_tokens": spec(dtype=tf.int32),
+                      "decoder_loss_weights": spec(dtype=tf.int32)}
+    PACKING_FEATURE_DTYPES = {}
 
-    def _concat_and_add_masks(self, features):
-      out = dict(super()._concat_and_add_masks(features))
-      if not self.pack:
-        out["prompt_tokens"] = features["inputs"]
-      return out
+    def __init__(self, **kwargs: Any):
+      super().__init__(pack=False, **kwargs)
 
-    def _concat_task_feature_lengths(self, task_feature_lengths):
-      out = dict(super()._concat_task_feature_lengths(task_feature_lengths))
-      if not self.pack:
-        out["prompt_tokens"] = task_feature_lengths["inputs"]
-      return out
+    def _convert_features(self, ds, task_feature_lengths):
+      prompt_len, target_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
 
-    def _convert_example(self, features):
-      out = dict(super()._convert_example(features))
-      if not self.pack:
-        out["prompt_tokens"] = features["prompt_tokens"]
-      return out
+      def pad(x, length):
+        return tf.pad(x, [[0, length - tf.shape(x)[0]]])
+
+      def convert(ex):
+        inputs, targets = ex["inputs"][:prompt_len], pad(ex["targets"][:target_len], target_len)
+        last = tf.concat([[0], inputs], 0)[-1:]
+        return {"prompt_tokens": pad(inputs, prompt_len),
+                "decoder_target_tokens": targets,
+                "decoder_input_tokens": tf.concat([last, targets[:-1]], 0),
+                "decoder_loss_weights": pad(tf.ones_like(ex["targets"][:target_len]),
+                                            target_len)}
+
+      return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
     def get_model_feature_lengths(self, task_feature_lengths):
-      out = dict(super().get_model_feature_lengths(task_feature_lengths))
-      if not self.pack:
-        out["prompt_tokens"] = task_feature_lengths["inputs"]
-      return out
+      target_len = task_feature_lengths["targets"]
+      return {"prompt_tokens": task_feature_lengths["inputs"],
+              "decoder_target_tokens": target_len, "decoder_input_tokens": target_len,
+              "decoder_loss_weights": target_len}
 
-  return PrefixLMWithPromptsFeatureConverter
+  return SplitPrefixLMFeatureConverter
 
 
 class DecoderOnlyModel(base.FlaxModel):
   """A decoder-only transformer as pure functions of (params, inputs): the `base.Model` seam.
 
-  Features (seqio's prefix-LM features, one sequence of S = L + T per row): 'decoder_input_tokens'
-  [B, S] (targets shifted right, 0 first), 'decoder_target_tokens' [B, S] (prompt, then
-  continuation, then padding), 'decoder_loss_weights' [B, S] (1 on the continuation only),
-  unpacked 'prompt_tokens' [B, L] (the prompt right-padded with 0), packed
-  'decoder_segment_ids' and 'decoder_positions' [B, S]. seqio's 'decoder_causal_attention' is
-  ignored: attention is fully causal (Llama-style).
+  Features, in one of two layouts:
+  * split (unpacked batches: training, evaluation, online samples): 'prompt_tokens' [B, L] (the
+    prompt right-padded with 0), 'decoder_target_tokens' [B, T] (the continuation),
+    'decoder_input_tokens' [B, T] ([last prompt token, y_0, .., y_{T-2}]) and
+    'decoder_loss_weights' [B, T]. The stack runs over the L + T slots with per-row positions and
+    masks (`split_positions_and_bias`), as if each prompt ran straight into its continuation,
+    and the output layer and every loss only over the T continuation slots, like T5's decoder:
+    for L >> T most of the vocabulary projection and loss work of a prefix-LM row is skipped,
+    and column t is continuation step t in every row.
+  * prefix-LM (packed batches): seqio's `PrefixLMFeatureConverter` features of S positions,
+    'decoder_input_tokens' (shifted right, 0 first), 'decoder_target_tokens' (prompt, then
+    continuation), 'decoder_loss_weights' (1 on continuations), 'decoder_segment_ids',
+    'decoder_positions'; seqio's 'decoder_causal_attention' is ignored (fully causal,
+    Llama-style), no attention across packed segments.
+  Either way a sequence starts with token 0 (seqio's start token) before the prompt.
 
   Decoding: `init_decode_state` runs the prompts once (each row's prompt but its last real
   token, after the start token 0) into per-layer caches; `decode_step` at continuation step t
   feeds row b's token at position len_b + t and writes decode slot t. The logits of step t equal
-  the teacher-forced logits at row b's t-th target position, len_b + t.
+  the split layout's teacher-forced logits at column t.
 
   Attributes:
     config: the DecoderOnlyConfig.
@@ -397,9 +441,12 @@ class DecoderOnlyModel(base.FlaxModel):
                                      feature_lengths["inputs"] + feature_lengths["targets"])}
 
   def feature_converter(self, pack: bool) -> Any:
-    """seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)`, emitting 'prompt_tokens'
-    [B, L] too when unpacked (imported here: seqio loads TensorFlow)."""
-    return _prefix_lm_converter_class()(pack=pack)
+    """Packed: seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)`; unpacked: the
+    split layout's converter (imported here: seqio loads TensorFlow)."""
+    if pack:
+      import seqio  # pylint: disable=g-import-not-at-top
+      return seqio.PrefixLMFeatureConverter(loss_on_targets_only=True, pack=True)
+    return _split_converter_class()()
 
   def prompts(self, batch: base.Batch) -> Array:
     """'prompt_tokens' [B, L] (unpacked batches only).
@@ -413,42 +460,31 @@ class DecoderOnlyModel(base.FlaxModel):
     return batch["prompt_tokens"]
 
   def continuation_length(self, batch: base.Batch) -> int:
-    """T = S - L, the continuation positions of an unpacked batch (static)."""
-    return batch["decoder_target_tokens"].shape[1] - self.prompts(batch).shape[1]
+    """T, the continuation columns of an unpacked (split-layout) batch (static)."""
+    self.prompts(batch)
+    return batch["decoder_target_tokens"].shape[1]
 
   def teacher_forcing_batch(self, prompts: Array, continuations: Array,
                             lengths: Array | None = None) -> dict[str, Array]:
-    """Prefix-LM features for `continuations` [B, T] of `prompts` [B, L] (right-padded with 0).
+    """Split-layout features for `continuations` [B, T] of `prompts` [B, L] (right-padded
+    with 0): what the unpacked feature converter makes of the same token lists.
 
-    Each row is its prompt's real tokens (`prompt_lengths`), immediately followed by the
-    continuation's real tokens (`base.continuation_mask`: after `lengths`, at the first EOS
-    inclusive, before a PAD), then padding, in S = L + T positions: the unpacked features the
-    feature converter makes of the same token lists (less 'decoder_causal_attention').
+    A continuation ends as `base.continuation_mask` says (after `lengths`, at the first EOS
+    inclusive, before a PAD); later columns are padding.
 
     Returns:
-      {'decoder_target_tokens' [B, S], 'decoder_input_tokens' [B, S] (shifted right, 0 first),
-      'decoder_loss_weights' float32 [B, S] (1 on the continuation's real tokens),
-      'prompt_tokens' [B, L]}.
+      {'prompt_tokens' [B, L], 'decoder_target_tokens' [B, T] (0 after the end),
+      'decoder_input_tokens' [B, T] ([last real prompt token, targets[:-1]]),
+      'decoder_loss_weights' float32 [B, T] (1 on real tokens)}.
     """
     real_BT = base.continuation_mask(continuations, lengths, eos_id=self.eos_id,
                                      pad_id=self.pad_id)
-    len_B1 = prompt_lengths(prompts, self.pad_id)[:, None]
-    end_B1 = len_B1 + jnp.sum(real_BT, axis=1, dtype=jnp.int32)[:, None]
-    prompt_len, cont_len = prompts.shape[1], continuations.shape[1]
-    j_1S = jnp.arange(prompt_len + cont_len, dtype=jnp.int32)[None, :]
-    batch = prompts.shape[0]
-    from_prompt = jnp.take_along_axis(
-        prompts, jnp.broadcast_to(jnp.minimum(j_1S, prompt_len - 1), (batch, j_1S.shape[1])), 1)
-    from_continuation = jnp.take_along_axis(
-        continuations, jnp.clip(j_1S - len_B1, 0, cont_len - 1), 1)
-    is_continuation = (j_1S >= len_B1) & (j_1S < end_B1)
-    targets = jnp.where(j_1S < len_B1, from_prompt,
-                        jnp.where(is_continuation, from_continuation, self.pad_id))
-    targets = targets.astype(jnp.int32)
-    return {"decoder_target_tokens": targets,
-            "decoder_input_tokens": _shift_right(targets, self.decoder_start_id),
-            "decoder_loss_weights": is_continuation.astype(jnp.float32),
-            "prompt_tokens": jnp.asarray(prompts, jnp.int32)}
+    targets = jnp.where(real_BT, continuations, self.pad_id).astype(jnp.int32)
+    return {"prompt_tokens": jnp.asarray(prompts, jnp.int32),
+            "decoder_target_tokens": targets,
+            "decoder_input_tokens": jnp.concatenate(
+                [self.start_tokens(prompts)[:, None], targets[:, :-1]], axis=1),
+            "decoder_loss_weights": real_BT.astype(jnp.float32)}
 
   def logits(self, params: Params, batch: Mapping[str, Array], *,
              dropout_rng: Array | None = None) -> Array:
@@ -456,17 +492,19 @@ class DecoderOnlyModel(base.FlaxModel):
 
     Args:
       params: from ``init``.
-      batch: 'decoder_input_tokens' [B, S] and, packed, 'decoder_segment_ids' and
-        'decoder_positions' [B, S] (rotary positions; default 0..S-1).
+      batch: split layout ('prompt_tokens' [B, L], 'decoder_input_tokens' [B, T]) or prefix-LM
+        layout ('decoder_input_tokens' [B, S] and, packed, 'decoder_segment_ids' and
+        'decoder_positions' [B, S]: rotary positions, default 0..S-1).
       dropout_rng: enables dropout when given and config.dropout_rate > 0.
     Returns:
-      float32 [B, S, V], aligned with 'decoder_target_tokens'.
+      float32 [B, T, V] or [B, S, V], aligned with 'decoder_target_tokens'.
     """
     deterministic = dropout_rng is None or self.config.dropout_rate == 0.0
     rngs = {} if deterministic else {"dropout": dropout_rng}
     return self.module.apply(
         {"params": params}, batch["decoder_input_tokens"], batch.get("decoder_segment_ids"),
-        batch.get("decoder_positions"), deterministic=deterministic, rngs=rngs)
+        batch.get("decoder_positions"), batch.get("prompt_tokens"), deterministic=deterministic,
+        rngs=rngs)
 
   def init_decode_state(self, params: Params, prompts: Array,
                         max_decode_length: int) -> DecodeState:
@@ -504,7 +542,7 @@ class DecoderOnlyModel(base.FlaxModel):
       position: int32 scalar t, may be traced; row b's token sits at position len_b + t.
     Returns:
       (float32 logits [B, V] for the next token, updated DecodeState of unchanged shapes);
-      equals the teacher-forced logits at row b's position len_b + t.
+      equals the split layout's teacher-forced logits at column t.
     """
     return self.module.apply({"params": params}, state, jnp.asarray(tokens, jnp.int32),
                              jnp.asarray(position, jnp.int32),

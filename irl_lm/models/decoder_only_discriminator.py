@@ -2,10 +2,10 @@
 decoder-only policies.
 
 ``D(s_t, a_t) = sigmoid(l_t)`` must see the state ``s_t = (x, y_<t)`` *and* the action
-``a_t = y_t``. The stack is therefore fed the policy's whole sequence unshifted,
-``decoder_target_tokens`` (prompt, then continuation): with causal attention the score at a
-continuation position t reads the prompt and ``y_0 .. y_t``. Scores at prompt and padding
-positions exist but carry loss weight 0.
+``a_t = y_t``. The stack is therefore fed the prompt and continuation unshifted (split layout:
+`prompt_tokens` then `decoder_target_tokens`, with `decoder_only.split_positions_and_bias`;
+prefix-LM layout: `decoder_target_tokens`): with causal attention the score at continuation
+step t reads the prompt and ``y_0 .. y_t``.
 
 Parameter tree (the layers of ``irl_lm.models.decoder_only``):
   token_embedder/embedding (V, E); decoder/layers_i/... (as the decoder-only model);
@@ -50,12 +50,20 @@ class DecoderOnlyScorer(nn.Module):
     self.decoder = ScoringDecoder(cfg)
 
   def __call__(self, decoder_target_tokens: Array, decoder_segment_ids: Array | None = None,
-               decoder_positions: Array | None = None) -> Array:
-    """Tokens [B, S] (segment ids, positions alike) -> float32 logits [B, S]."""
-    positions, bias = decoder_only.positions_and_bias(decoder_target_tokens, decoder_segment_ids,
-                                                      decoder_positions)
-    x, _ = self.decoder(self.token_embedder(decoder_target_tokens), positions, bias, True)
-    return self.decoder.scores(x)
+               decoder_positions: Array | None = None,
+               prompt_tokens: Array | None = None) -> Array:
+    """Prefix-LM tokens [B, S] (segment ids, positions alike) -> float32 logits [B, S]; or,
+    split layout, prompt tokens [B, L] and continuation tokens [B, T] -> [B, T]."""
+    if prompt_tokens is None:
+      positions, bias = decoder_only.positions_and_bias(
+          decoder_target_tokens, decoder_segment_ids, decoder_positions)
+      x, _ = self.decoder(self.token_embedder(decoder_target_tokens), positions, bias, True)
+      return self.decoder.scores(x)
+    positions, bias = decoder_only.split_positions_and_bias(prompt_tokens,
+                                                            decoder_target_tokens.shape[1])
+    tokens = jnp.concatenate([prompt_tokens, decoder_target_tokens], axis=1)
+    x, _ = self.decoder(self.token_embedder(tokens), positions, bias, True)
+    return self.decoder.scores(x[:, prompt_tokens.shape[1]:])
 
 
 class DecoderOnlyDiscriminatorModel(base.FlaxModel):
@@ -91,11 +99,14 @@ class DecoderOnlyDiscriminatorModel(base.FlaxModel):
 
     Args:
       params: from ``init``.
-      batch: the policy's prefix-LM features: 'decoder_target_tokens' [B, S] and, packed,
-        'decoder_segment_ids', 'decoder_positions' [B, S].
+      batch: the policy's features, split layout ('prompt_tokens' [B, L],
+        'decoder_target_tokens' [B, T]) or prefix-LM ('decoder_target_tokens' [B, S] and,
+        packed, 'decoder_segment_ids', 'decoder_positions' [B, S]).
 
     Returns:
-      float32 [B, S]; ``sigmoid`` of it is D(s_t, a_t), the probability that the pair is data.
+      float32 [B, T] or [B, S], aligned with 'decoder_target_tokens'; ``sigmoid`` of it is
+      D(s_t, a_t), the probability that the pair is data.
     """
     return self.module.apply({"params": params}, batch["decoder_target_tokens"],
-                             batch.get("decoder_segment_ids"), batch.get("decoder_positions"))
+                             batch.get("decoder_segment_ids"), batch.get("decoder_positions"),
+                             batch.get("prompt_tokens"))

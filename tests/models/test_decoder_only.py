@@ -64,9 +64,21 @@ def _continuations(batch: int, length: int, seed: int = 0) -> np.ndarray:
   return np.asarray(jax.random.randint(jax.random.key(seed), (batch, length), 2, VOCAB), np.int32)
 
 
-def _target_rows(logits_BSV, lengths, num_steps):
-  """Teacher-forced logits at each row's target positions len_b + t: [B, T, V]."""
-  return np.stack([logits_BSV[b, n:n + num_steps] for b, n in enumerate(lengths)])
+def _prefix_lm_logits(model, params, tokens):
+  """Logits of one unpadded sequence [S] in the prefix-LM layout (inputs shifted right, 0
+  first): [S, V], row i predicting tokens[i]."""
+  tokens = jnp.asarray(tokens, jnp.int32)[None]
+  inputs = jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)))
+  return np.asarray(model.logits(params, {"decoder_input_tokens": inputs}))[0]
+
+
+def _target_rows(model, params, prompts, lengths, continuations):
+  """Each row as one unpadded sequence (its prompt's real tokens, then the continuation), run
+  alone in the prefix-LM layout, at its continuation positions len_b + t: [B, T, V]."""
+  num_steps = continuations.shape[1]
+  return np.stack([
+      _prefix_lm_logits(model, params, np.concatenate([prompts[b, :n], continuations[b]]))[
+          n:n + num_steps] for b, n in enumerate(lengths)])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -160,10 +172,14 @@ def test_prefill_and_cached_decoding_equal_teacher_forcing(variant):
   continuations = _continuations(len(PROMPTS), num_steps)
   batch = model.teacher_forcing_batch(PROMPTS, continuations)
   logits = np.asarray(jax.jit(model.logits)(params, batch))
-  assert logits.shape == (5, 6 + num_steps, VOCAB) and logits.dtype == np.float32
+  assert logits.shape == (5, num_steps, VOCAB) and logits.dtype == np.float32
+  # The split layout equals each row run alone as one unpadded prefix-LM sequence ...
+  np.testing.assert_allclose(
+      logits, _target_rows(model, params, PROMPTS, PROMPT_LENGTHS, continuations),
+      rtol=1e-5, atol=1e-5)
+  # ... and cached decoding equals it.
   got = _decode_all(model, params, PROMPTS, continuations)
-  np.testing.assert_allclose(got, _target_rows(logits, PROMPT_LENGTHS, num_steps),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got, logits, rtol=1e-5, atol=1e-5)
   # The decode state: per-row lengths, heads-major caches of L prompt + T decode slots.
   state = model.init_decode_state(params, PROMPTS, num_steps)
   np.testing.assert_array_equal(state["prompt_lengths"], PROMPT_LENGTHS)
@@ -177,10 +193,15 @@ def test_attention_is_causal(tiny):
   model, params = tiny
   batch = model.teacher_forcing_batch(PROMPTS, _continuations(5, 4))
   logits = jax.jit(model.logits)(params, batch)
-  changed = dict(batch, decoder_input_tokens=batch["decoder_input_tokens"].at[:, 5].set(7))
+  changed = dict(batch, decoder_input_tokens=batch["decoder_input_tokens"].at[:, 2].set(7))
   out = jax.jit(model.logits)(params, changed)
-  np.testing.assert_allclose(out[:, :5], logits[:, :5], rtol=1e-5, atol=1e-5)
-  assert np.abs(out[:, 5:] - logits[:, 5:]).max() > 1e-3
+  np.testing.assert_allclose(out[:, :2], logits[:, :2], rtol=1e-5, atol=1e-5)
+  assert np.abs(out[:, 2:] - logits[:, 2:]).max() > 1e-3
+  # A prompt's padding slots are never read: changing them changes nothing.
+  padded = dict(batch, prompt_tokens=jnp.where(PROMPTS == 0, 0, PROMPTS))
+  noisy = dict(batch, prompt_tokens=batch["prompt_tokens"].at[1, 3:].set(9).at[1, 3:].set(0))
+  np.testing.assert_allclose(jax.jit(model.logits)(params, noisy),
+                             jax.jit(model.logits)(params, padded), rtol=1e-6, atol=1e-6)
 
 
 def test_rotary_embedding_by_hand():
@@ -277,15 +298,17 @@ def test_feature_converter_lengths_and_prompts(tiny):
   model, _ = tiny
   unpacked = model.feature_converter(False)
   assert unpacked.get_model_feature_lengths(LENGTHS) == {
-      "decoder_target_tokens": 15, "decoder_input_tokens": 15, "decoder_loss_weights": 15,
-      "decoder_causal_attention": 15, "prompt_tokens": 7}
-  assert "prompt_tokens" not in model.feature_converter(True).get_model_feature_lengths(LENGTHS)
+      "prompt_tokens": 7, "decoder_target_tokens": 8, "decoder_input_tokens": 8,
+      "decoder_loss_weights": 8}
+  assert model.feature_converter(True).get_model_feature_lengths(LENGTHS)[
+      "decoder_target_tokens"] == 15
   rows = _converted(model, pack=False)
   np.testing.assert_array_equal(rows[0]["prompt_tokens"], [7, 8, 5, 1, 0, 0, 0])
-  np.testing.assert_array_equal(rows[0]["decoder_target_tokens"],
-                                [7, 8, 5, 1, 3, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0])
-  np.testing.assert_array_equal(rows[0]["decoder_loss_weights"],
-                                [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(rows[0]["decoder_target_tokens"], [3, 9, 1, 0, 0, 0, 0, 0])
+  # Column 0 reads the last prompt token (here the inputs' EOS), then the targets shifted.
+  np.testing.assert_array_equal(rows[0]["decoder_input_tokens"], [1, 3, 9, 1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(rows[0]["decoder_loss_weights"], [1, 1, 1, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(rows[2]["decoder_input_tokens"], [2, 6, 6, 6, 5, 1, 0, 0])
   batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
   np.testing.assert_array_equal(model.prompts(batch), [r["prompt_tokens"] for r in rows])
   assert model.continuation_length(batch) == 8
@@ -310,7 +333,8 @@ def test_teacher_forcing_batch_equals_the_feature_converter(tiny):
   assert got["decoder_loss_weights"].dtype == jnp.float32
   # `lengths` cut continuations (a sampled row that hit its limit).
   cut = model.teacher_forcing_batch(prompts, continuations, jnp.array([2, 8, 1]))
-  np.testing.assert_array_equal(cut["decoder_target_tokens"][2, :3], [2, 6, 0])
+  np.testing.assert_array_equal(cut["decoder_target_tokens"][2, :3], [6, 0, 0])
+  np.testing.assert_array_equal(cut["decoder_input_tokens"][2, :3], [2, 6, 0])
   np.testing.assert_array_equal(cut["decoder_loss_weights"].sum(1), [2, 2, 1])
 
 
@@ -322,10 +346,12 @@ def test_packed_segments_equal_unpacked_examples(tiny):
   first = {k: v[None] for k, v in packed[0].items()}  # examples 0 and 1 share a row
   np.testing.assert_array_equal(first["decoder_segment_ids"][0, :14], [1] * 7 + [2] * 7)
   logits = np.asarray(logits_fn(params, first))[0]
-  alone = [np.asarray(logits_fn(params, {k: v[None] for k, v in row.items()}))[0]
-           for row in unpacked]
-  np.testing.assert_allclose(logits[:7], alone[0][:7], rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(logits[7:14], alone[1][:7], rtol=1e-5, atol=1e-5)
+  alone = [_prefix_lm_logits(model, params, ex["inputs"] + ex["targets"]) for ex in EXAMPLES]
+  np.testing.assert_allclose(logits[:7], alone[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(logits[7:14], alone[1], rtol=1e-5, atol=1e-5)
+  # The split layout (unpacked) gives the same continuation logits as the packed rows.
+  split = np.asarray(logits_fn(params, {k: v[None] for k, v in unpacked[0].items()}))[0]
+  np.testing.assert_allclose(split[:3], logits[4:7], rtol=1e-5, atol=1e-5)
   # Without segment ids, segment 2 would see segment 1: the check can fail.
   leaky = {k: v for k, v in first.items() if k in ("decoder_input_tokens", "decoder_positions")}
   assert np.abs(np.asarray(logits_fn(params, leaky))[0, 7:14] - logits[7:14]).max() > 1e-3
@@ -351,7 +377,7 @@ def test_iqlearn_without_td_is_mle_and_td_reads_only_targets(tiny):
   np.testing.assert_array_equal(td(jnp.where(on_prompt_and_padding, logits + noise, logits)),
                                 td(logits))
   # The first target's Q-values (the logits computed from the last prompt token) count.
-  first = jnp.zeros(weights.shape, bool).at[0, PROMPT_LENGTHS[0]].set(True)[..., None]
+  first = jnp.zeros(weights.shape, bool).at[0, 0].set(True)[..., None]
   assert abs(td(jnp.where(first, logits + noise, logits)) - td(logits)) > 1e-3
 
 
@@ -361,10 +387,9 @@ def _greedy_by_full_forward(model, params, prompts, num_steps):
   tokens = np.zeros((batch, num_steps), np.int32)
   done = np.zeros(batch, bool)
   lengths = prompt_lengths(prompts)
-  logits_fn = jax.jit(model.logits)
   for t in range(num_steps):
-    features = model.teacher_forcing_batch(prompts, tokens, jnp.full(batch, t))
-    logits = np.asarray(logits_fn(params, features))[np.arange(batch), lengths + t]
+    logits = np.stack([_prefix_lm_logits(model, params, np.concatenate(
+        [prompts[b, :n], tokens[b, :t], [0]]))[n + t] for b, n in enumerate(lengths)])
     tokens[:, t] = np.where(done, 0, np.argmax(logits, -1))
     done |= tokens[:, t] == model.eos_id
   return tokens
@@ -382,8 +407,7 @@ def test_greedy_sampling_and_beam_search_run_on_the_model(tiny):
   batch = model.teacher_forcing_batch(PROMPTS, out.tokens, out.lengths)
   logp = losses.log_probs(model.logits(params, batch), batch["decoder_target_tokens"])
   logp = np.asarray(logp * batch["decoder_loss_weights"])
-  np.testing.assert_allclose(out.log_probs, _target_rows(logp, PROMPT_LENGTHS, num_steps),
-                             atol=1e-5)
+  np.testing.assert_allclose(out.log_probs, logp, atol=1e-5)
 
   beams = jax.jit(functools.partial(search.beam_search, model, beam_size=3, max_decode_length=4,
                                     alpha=0.6))(params, PROMPTS)
@@ -444,9 +468,7 @@ def test_both_families_agree_on_the_continuation_length():
   from irl_lm.models import t5  # pylint: disable=g-import-not-at-top
   lengths = {"inputs": 6, "targets": 4}
   decoder_only = _model()
-  shape = decoder_only.input_shapes(2, lengths)["decoder_input_tokens"]
-  batch = {"decoder_target_tokens": np.zeros(shape, np.int32),
-           "prompt_tokens": np.zeros((2, 6), np.int32)}
+  batch = decoder_only.teacher_forcing_batch(np.ones((2, 6), np.int32), np.ones((2, 4), np.int32))
   assert decoder_only.continuation_length(batch) == 4
   t5_model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny"))
   t5_shapes = t5_model.input_shapes(2, lengths)
@@ -484,12 +506,17 @@ def test_decoder_only_discriminator_scores_prefix_and_token():
   assert axes["decoder"]["score_head"]["kernel"] == P("embed", None)
   batch = policy.teacher_forcing_batch(PROMPTS, _continuations(5, 4))
   scores = jax.jit(disc.scores)(params, batch)
-  assert scores.shape == (5, 10) and scores.dtype == jnp.float32
+  assert scores.shape == (5, 4) and scores.dtype == jnp.float32
   # Unshifted and causal: the score at t reads the token at t, never a later one.
-  changed = dict(batch, decoder_target_tokens=batch["decoder_target_tokens"].at[:, 6].set(7))
+  changed = dict(batch, decoder_target_tokens=batch["decoder_target_tokens"].at[:, 2].set(7))
   new = jax.jit(disc.scores)(params, changed)
-  np.testing.assert_allclose(new[:, :6], scores[:, :6], rtol=1e-5, atol=1e-5)
-  assert np.all(np.abs(new[:, 6] - scores[:, 6]) > 1e-6)
+  np.testing.assert_allclose(new[:, :2], scores[:, :2], rtol=1e-5, atol=1e-5)
+  assert np.all(np.abs(new[:, 2] - scores[:, 2]) > 1e-6)
+  # The split layout scores each row as its prompt and continuation in one prefix-LM sequence.
+  for b, n in enumerate(PROMPT_LENGTHS):
+    row = np.concatenate([PROMPTS[b, :n], batch["decoder_target_tokens"][b]])[None]
+    alone = jax.jit(disc.scores)(params, {"decoder_target_tokens": row})
+    np.testing.assert_allclose(scores[b], alone[0, n:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -503,7 +530,7 @@ def test_gail_steps_on_a_decoder_only_policy(tiny):
                                         jnp.array([4, 3, 2, 4, 1]))
   new_extra, rewards, metrics = jax.jit(functools.partial(gail.prepare, model=model))(
       params, extra, batch, samples, jax.random.key(1))
-  assert rewards.shape == (5, 10)
+  assert rewards.shape == (5, 4)
   np.testing.assert_array_equal(rewards != 0, samples["decoder_loss_weights"] > 0)
   assert np.isfinite(metrics["disc_grad_norm"]) and metrics["disc_grad_norm"] > 0
   assert not np.array_equal(new_extra["disc_params"]["decoder"]["score_head"]["kernel"],
@@ -530,7 +557,7 @@ def test_bfloat16_activations_close_to_float32(tiny):
   assert state["layers_0"]["prompt_key"].dtype == jnp.bfloat16
   got = _decode_all(model16, params, PROMPTS, continuations)
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, _target_rows(out16, PROMPT_LENGTHS, 3), atol=0.05 * scale)
+  np.testing.assert_allclose(got, out16, atol=0.05 * scale)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
@@ -573,8 +600,19 @@ def test_logits_match_hugging_face_with_the_same_weights(family):
                 for ours, theirs in [("wi_0", "gate"), ("wi_1", "up"), ("wo", "down")]}}
   assert jax.tree.structure(params) == jax.tree.structure(
       jax.eval_shape(lambda rng: model.init(rng, SHAPES), jax.random.key(0)))
-  batch = model.teacher_forcing_batch(PROMPTS, _continuations(5, 4))
-  ours = jax.jit(model.logits)(params, batch)
+  # Prefix-LM layout: whole right-padded sequences (causal, so padding is never read).
+  tokens = np.concatenate([PROMPTS, _continuations(5, 4)], axis=1)
+  inputs = np.pad(tokens[:, :-1], ((0, 0), (1, 0)))
+  ours = jax.jit(model.logits)(params, {"decoder_input_tokens": inputs})
   with torch.no_grad():
-    theirs = hf(torch.tensor(np.asarray(batch["decoder_input_tokens"]))).logits.numpy()
+    theirs = hf(torch.tensor(inputs)).logits.numpy()
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+  # Split layout: each row's continuation logits, as transformers computes them on the row alone.
+  continuations = _continuations(5, 4, seed=3)
+  split = np.asarray(jax.jit(model.logits)(params, model.teacher_forcing_batch(PROMPTS,
+                                                                                continuations)))
+  for b, n in enumerate(PROMPT_LENGTHS):
+    row = np.concatenate([[0], PROMPTS[b, :n], continuations[b, :-1]])[None]
+    with torch.no_grad():
+      theirs = hf(torch.tensor(row)).logits.numpy()[0, n:]
+    np.testing.assert_allclose(split[b], theirs, rtol=1e-4, atol=1e-4)

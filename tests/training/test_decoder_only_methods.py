@@ -60,16 +60,16 @@ def _train(run_dir, objective, mesh_shape, **overrides):
   return train_job.train(**kwargs)
 
 
-def test_batch_has_targets_only_weights():
+def test_batch_is_the_split_layout():
+  """Prompts [B, L] and continuation columns [B, T]: losses see only the T target columns."""
   batch = _batch()
-  assert batch["decoder_target_tokens"].shape == (B, L + T)
   assert batch["prompt_tokens"].shape == (B, L)
-  prompt_lengths = (batch["prompt_tokens"] != 0).sum(1)
-  weights = batch["decoder_loss_weights"]
-  for b in range(B):
-    assert weights[b, :prompt_lengths[b]].sum() == 0  # no loss on the prompt
-    first = int(prompt_lengths[b])
-    assert weights[b, first] == 1.0  # the first target comes right after the prompt
+  for key in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights"):
+    assert batch[key].shape == (B, T), key
+  last_prompt = [row[row != 0][-1] for row in batch["prompt_tokens"]]
+  np.testing.assert_array_equal(batch["decoder_input_tokens"][:, 0], last_prompt)
+  np.testing.assert_array_equal(batch["decoder_input_tokens"][:, 1:],
+                                batch["decoder_target_tokens"][:, :-1])
 
 
 @pytest.fixture(scope="module")
