@@ -1,4 +1,6 @@
-r"""Converts T5 1.1 checkpoints between formats: `python -m irl_lm.convert --from A --to B`.
+r"""Converts checkpoints between formats: `python -m irl_lm.convert --from A --to B`.
+
+T5 1.1 encoder-decoders and decoder-only (Llama / Mistral / Qwen2-style) models.
 
   # A T5X checkpoint (legacy msgpack + zarr, or Orbax) to Hugging Face safetensors:
   python -m irl_lm.convert --from=/ckpt/t5_1_1_xl/checkpoint_1000000 --to=/models/t5_1_1_xl_hf
@@ -102,7 +104,9 @@ def main(argv: Sequence[str]) -> None:
   except CheckpointError as e:  # a user error: one clear sentence, no traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  size = f"T5 1.1 '{summary['size']}'" if summary["size"] else "T5 1.1"
+  from irl_lm.checkpoints import families
+  family = families.get(summary["family"]).description
+  size = f"{family}, preset '{summary['size']}'" if summary["size"] else family
   print(f"converted the {summary['source'].describe()} ({size}, "
         f"{summary['param_count']:,} parameters) to "
         f"{formats.FORMAT_NAMES[FORMAT.value]} at {TO.value}")

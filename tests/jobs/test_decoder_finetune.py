@@ -93,7 +93,9 @@ def test_finetune_an_imported_qwen2_on_jsonl_then_infer(tmp_path):
 
   inputs = tmp_path / "prompts.jsonl"
   inputs.write_text(json.dumps({"input": "Question: what is 2 plus 2?\nAnswer:"}) + "\n")
-  out = _main(*common, "--gin_bindings=run.mode = 'infer'",
+  # As the README's third command: the checkpoint and run directory, no data settings.
+  out = _main("--gin_file=gin/iqlearn_decoder_finetune.gin", f"--gin_bindings=CHECKPOINT = '{ckpt}'",
+              f"--gin_bindings=run.run_dir = '{run_dir}'", "--gin_bindings=run.mode = 'infer'",
               f"--gin_bindings=infer.input_file = '{inputs}'")
   assert out.returncode == 0, out.stderr[-3000:]
   files = [f for f in os.listdir(run_dir) if f.startswith("infer_prompts")]
