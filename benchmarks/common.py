@@ -68,15 +68,16 @@ def synthetic_batch(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
           "decoder_loss_weights": weights}
 
 
-def t5_model(case: Case, dtype: Any) -> t5.EncoderDecoderModel:
+def t5_model(case: Case, dtype: Any, **overrides: Any) -> t5.EncoderDecoderModel:
   return t5.EncoderDecoderModel(t5.t5_1_1_config(case.size, vocab_size=case.vocab,
-                                                 activation_dtype=dtype))
+                                                 activation_dtype=dtype, **overrides))
 
 
 def t5_train_step(case: Case, objective: Any, *, optimizer: str = "adafactor",
                   learning_rate: float = 1e-3, dtype: Any = jnp.float32,
-                  partitioner: Partitioner | None = None) -> dict[str, Any]:
-  """A ready-to-run jitted train step of T5 1.1 `case.size` on a synthetic batch.
+                  partitioner: Partitioner | None = None, **config: Any) -> dict[str, Any]:
+  """A ready-to-run jitted train step of T5 1.1 `case.size` on a synthetic batch (`config`:
+  T5Config overrides, e.g. remat_policy).
 
   Returns:
     {'run': () -> metrics (one blocking step, state kept inside), 'params': the initial
@@ -84,7 +85,7 @@ def t5_train_step(case: Case, objective: Any, *, optimizer: str = "adafactor",
     cost analysis, 'partitioner'}.
   """
   partitioner = partitioner or Partitioner((-1, 1))
-  model = t5_model(case, dtype)
+  model = t5_model(case, dtype, **config)
   schedule = optimizers.make_schedule("constant", learning_rate=learning_rate)
   tx = optimizers.make_optimizer(optimizer, schedule=schedule)
   shapes = {"encoder_input_tokens": (case.batch, case.inputs),

@@ -62,6 +62,8 @@ class DecoderOnlyConfig:
     dropout_rate: dropout on residual branches (0 in every preset).
     activation_dtype: dtype of activations (parameters and logits are float32).
     eos_id: end-of-sequence id (seqio's SentencePiece EOS = 1; an imported checkpoint's own).
+    remat_policy: what each layer keeps for the backward pass ('none', 'minimal', 'dots',
+      'full': `layers.REMAT_POLICIES`); the rest is recomputed, saving activation memory.
   """
 
   vocab_size: int = 4096
@@ -80,6 +82,7 @@ class DecoderOnlyConfig:
   dropout_rate: float = 0.0
   activation_dtype: Any = jnp.bfloat16
   eos_id: int = 1
+  remat_policy: str = "none"
 
 
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -233,7 +236,8 @@ class Decoder(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.layers = [DecoderLayer(cfg) for _ in range(cfg.num_layers)]  # layers_i
+    layer = layers.remat(DecoderLayer, cfg.remat_policy, 4)
+    self.layers = [layer(cfg) for _ in range(cfg.num_layers)]  # layers_i
     self.decoder_norm = layers.RMSNorm(cfg.activation_dtype, cfg.norm_epsilon)
     if not cfg.tie_embeddings:
       self.logits_dense = layers.Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32)

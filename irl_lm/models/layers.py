@@ -451,3 +451,28 @@ def causal_mask(length: int) -> Array:
 def mask_to_bias(mask: Array) -> Array:
   """bool mask -> float32 additive bias of the same shape (0 where True, NEG_INF where False)."""
   return jnp.where(mask, 0.0, NEG_INF).astype(jnp.float32)
+
+
+# Rematerialisation policies (`config.remat_policy`): what a layer keeps for the backward pass.
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "none": None,  # not rematerialised: every intermediate is kept
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # T5X's 'minimal'
+    "dots": jax.checkpoint_policies.dots_saveable,  # keep every matmul output
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only the layer's inputs
+}
+
+
+def remat(layer_cls: type, policy: str, deterministic_argnum: int) -> type:
+  """`layer_cls` rematerialised with `REMAT_POLICIES[policy]` (itself for 'none').
+
+  Parameter names and values are unchanged; only the backward pass recomputes what the policy
+  does not keep, trading compute for activation memory. `deterministic_argnum`: the position of
+  `__call__`'s Python-bool `deterministic` argument, counting `self` as 0 (static under remat).
+  """
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat_policy {policy!r} is unknown; choose one of "
+                     f"{', '.join(map(repr, REMAT_POLICIES))}.")
+  if policy == "none":
+    return layer_cls
+  return nn.remat(layer_cls, policy=REMAT_POLICIES[policy],
+                  static_argnums=(deterministic_argnum,))

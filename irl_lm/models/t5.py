@@ -45,6 +45,9 @@ class T5Config:
   activation_dtype: Any = jnp.bfloat16
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
+  # What each layer keeps for the backward pass: 'none', 'minimal', 'dots' or 'full'
+  # (`layers.REMAT_POLICIES`); the rest is recomputed, saving activation memory.
+  remat_policy: str = "none"
 
 
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -123,7 +126,8 @@ class Encoder(nn.Module):
     x = _dropout(cfg)(embedded, deterministic=deterministic).astype(cfg.activation_dtype)
     x = layers.constrain(x, layers.EMBED_ACT)
     for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, deterministic)
+      x = layers.remat(EncoderLayer, cfg.remat_policy, 3)(cfg, name=f"layers_{i}")(
+          x, bias, deterministic)
     x = layers.RMSNorm(cfg.activation_dtype, name="encoder_norm")(x)
     return _dropout(cfg)(x, deterministic=deterministic)
 
@@ -204,7 +208,8 @@ class Decoder(nn.Module):
   def setup(self):
     cfg = self.config
     self.relpos_bias = _relpos(cfg, False)
-    self.layers = [DecoderLayer(cfg) for _ in range(cfg.num_decoder_layers)]  # layers_i
+    layer = layers.remat(DecoderLayer, cfg.remat_policy, 5)
+    self.layers = [layer(cfg) for _ in range(cfg.num_decoder_layers)]  # layers_i
     self.decoder_norm = layers.RMSNorm(cfg.activation_dtype)
     self.logits_dense = layers.Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32)
     self.dropout = _dropout(cfg)
