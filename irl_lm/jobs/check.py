@@ -1,32 +1,78 @@
 """The check job (`run.mode = 'check'`): build a run's model and sharded train state abstractly.
 
 Nothing is allocated and no data is read, so a pod configuration (e.g. `gin/iqlearn_xl.gin` on
-a (1 x 8) mesh) is checked on a laptop: the parameter count, the whole state's bytes and the
-largest per-device share.
+a (1 x 8) mesh) is checked on a laptop: the parameter count, the whole state's bytes, the
+largest per-device share and an estimate of one device's memory during a train step (state +
+gradients + activations, `models.memory.activation_bytes`), compared with the device's memory
+when it is known.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Union
+
+import jax
 
 from irl_lm.jobs import common
+from irl_lm.models import memory
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import state as state_lib
 
 
-def check(run_dir: str, *, training: Mapping[str, Any]) -> dict[str, Any]:
-  """Sizes of the run's abstract, sharded train state (`state.layout_summary`).
+def _device_memory_bytes(device_memory_gib: Union[None, float, str]) -> Optional[float]:
+  if device_memory_gib is None:  # the local accelerator's, when it reports one
+    stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)() or {}
+    return float(stats["bytes_limit"]) if "bytes_limit" in stats else None
+  if isinstance(device_memory_gib, str):
+    if device_memory_gib not in memory.DEVICE_MEMORY_GIB:
+      raise common.JobError(
+          f"check.device_memory_gib = {device_memory_gib!r} is not a known device; use a number "
+          f"of GiB or one of {', '.join(memory.DEVICE_MEMORY_GIB)}.")
+    device_memory_gib = memory.DEVICE_MEMORY_GIB[device_memory_gib]
+  return float(device_memory_gib) * 2 ** 30
+
+
+def check(run_dir: str, *, training: Mapping[str, Any],
+          device_memory_gib: Union[None, float, str] = None) -> dict[str, Any]:
+  """Sizes of the run's abstract, sharded train state (`state.layout_summary`) and an estimate
+  of one device's memory during a train step.
 
   Args:
     run_dir: unused (the check writes nothing); kept so every job has the same call.
     training: the training job's arguments (`model`, `objective`, `partitioner`, `optimizer`,
       `schedule`, `batch_size`, `feature_lengths`, `num_train_steps`, `seed`).
+    device_memory_gib: one device's memory, in GiB or by name (`memory.DEVICE_MEMORY_GIB`, e.g.
+      'tpu_v5e'); default the local accelerator's when it reports one (a CPU does not).
+
+  Returns:
+    `layout_summary` plus 'activation_bytes_per_device' (estimate), 'estimated_bytes_per_device'
+    (largest state share + its gradients + activations), and with a known device memory
+    'device_memory_bytes' and 'fits'.
   """
   del run_dir
   settings = common.check_settings(training)
+  partitioner = settings.get("partitioner") or Partitioner()
   layout, _, _ = common.train_state_layout(
       model=settings["model"], objective=settings.get("objective"),
-      partitioner=settings.get("partitioner") or Partitioner(),
+      partitioner=partitioner,
       optimizer=settings["optimizer"], schedule=settings["schedule"],
       batch_size=settings["batch_size"], feature_lengths=settings["feature_lengths"],
       num_train_steps=settings.get("num_train_steps"), seed=settings.get("seed", 0))
-  return state_lib.layout_summary(layout)
+  summary = state_lib.layout_summary(layout)
+  mesh = summary["mesh"]
+  activations = memory.activation_bytes(
+      settings["model"].config, settings["batch_size"], settings["feature_lengths"],
+      data=mesh.get("data", 1), model=mesh.get("model", 1))
+  params_share = summary["max_param_bytes_per_device"]
+  estimate = summary["max_state_bytes_per_device"] + params_share + activations
+  summary.update(activation_bytes_per_device=int(activations),
+                 estimated_bytes_per_device=int(estimate))
+  limit = _device_memory_bytes(device_memory_gib)
+  if limit is not None:
+    summary.update(device_memory_bytes=int(limit), fits=bool(estimate <= limit))
+    if estimate > limit:
+      print(f"warning: a train step needs about {estimate / 2**30:.1f} GiB per device "
+            f"(state {summary['max_state_bytes_per_device'] / 2**30:.1f}, gradients "
+            f"{params_share / 2**30:.1f}, activations {activations / 2**30:.1f}) but a device "
+            f"has {limit / 2**30:.1f} GiB: it will not fit; try a larger 'model' mesh axis, a "
+            f"smaller batch, or the model config's remat_policy = 'full'.")
+  return summary

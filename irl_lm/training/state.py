@@ -180,7 +180,7 @@ def layout_summary(layout: StateLayout) -> dict[str, Any]:
 
   Returns:
     {'param_count', 'state_bytes' (whole state), 'max_state_bytes_per_device',
-     'mesh' (axis sizes), 'dry_run': True}.
+     'max_param_bytes_per_device', 'mesh' (axis sizes), 'dry_run': True}.
   """
   leaves = jax.tree.leaves(layout.abstract)
   shardings = jax.tree.leaves(layout.shardings)
@@ -189,9 +189,16 @@ def layout_summary(layout: StateLayout) -> dict[str, Any]:
     nbytes = int(np.prod(sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
     for device in sharding.device_set:
       per_device[device] = per_device.get(device, 0) + nbytes
+  param_share: dict[Any, int] = {}
+  for leaf, sharding in zip(jax.tree.leaves(layout.abstract.params),
+                            jax.tree.leaves(layout.shardings.params)):
+    nbytes = int(np.prod(sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+    for device in sharding.device_set:
+      param_share[device] = param_share.get(device, 0) + nbytes
   return {"dry_run": True,
           "param_count": int(sum(np.prod(p.shape)
                                  for p in jax.tree.leaves(layout.abstract.params))),
           "state_bytes": int(sum(np.prod(l.shape) * l.dtype.itemsize for l in leaves)),
           "max_state_bytes_per_device": max(per_device.values()),
+          "max_param_bytes_per_device": max(param_share.values()),
           "mesh": dict(shardings[0].mesh.shape)}
