@@ -35,27 +35,29 @@ EXIT_NONFINITE = 3
 
 class TrainingStopped(Exception):
   """Training ended early on purpose; `str(e)` is the one line to print, `exit_code` the
-  process's exit status."""
-  exit_code = 1
+  process's exit status.
 
-  def __init__(self, message: str, *, step: int):
+  Attributes are set per instance, never as class defaults: gin re-raises exceptions from a
+  configurable as a proxy that forwards only attributes its class lacks.
+  """
+
+  def __init__(self, message: str, *, step: int, exit_code: int):
     super().__init__(message)
     self.step = step
+    self.exit_code = exit_code
 
 
 class Preempted(TrainingStopped):
   """A stop signal arrived: a checkpoint at `step` was saved (committed once the job's
   checkpointer is closed); rerunning the same command resumes from it."""
 
-  def __init__(self, message: str, *, step: int, exit_code: int):
-    super().__init__(message, step=step)
-    self.exit_code = exit_code
-
 
 class NonFiniteError(TrainingStopped):
   """A step's loss, gradient norm or updated state is not finite (`train.on_nonfinite='stop'`);
   nothing from that step on was saved."""
-  exit_code = EXIT_NONFINITE
+
+  def __init__(self, message: str, *, step: int):
+    super().__init__(message, step=step, exit_code=EXIT_NONFINITE)
 
 
 def _preemption_service() -> bool:
