@@ -129,7 +129,7 @@ class StopRequest:
     interrupted = self.signum == signal.SIGINT
     what = "interrupted (Ctrl-C)" if interrupted else (
         "preempted (SIGTERM)" if self.signum is not None else
-        "preempted (another worker received SIGTERM)")
+        "preempted (SIGTERM to a worker of this job)")
     return Preempted(
         f"{what} at step {step}: saved checkpoint {step} in {directory}; rerun the same "
         "command to resume from it.", step=step,

@@ -9,6 +9,7 @@ Either way it trains up to `--steps`, resuming from the run directory's newest c
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import os
+import sys
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--run_dir", required=True)
@@ -35,7 +36,7 @@ from irl_lm.jobs import common
 from irl_lm.jobs import train as train_job
 from irl_lm.models import t5
 from irl_lm.partitioning import Partitioner
-from irl_lm.training import objectives
+from irl_lm.training import objectives, stopping
 
 SHARDS, BATCH, SEED = 2, 8, 0
 LENGTHS = {"inputs": 32, "targets": 16}
@@ -82,8 +83,13 @@ if args.dump_restored:  # the restore the train job does, laid out over this run
     np.savez(args.dump_restored, **{jax.tree_util.keystr(path): np.asarray(x.addressable_data(0))
                                     for path, x in flat})
 
-summary = train_job.train(
-    run_dir=args.run_dir, task="stdlib_docstrings", feature_lengths=LENGTHS, batch_size=BATCH,
-    num_train_steps=args.steps, seed=SEED, checkpoint_every=3, keep_checkpoints=None,
-    log_every=1, eval_examples=0, batches=batches, tensorboard=False, **settings)
+try:
+  summary = train_job.train(
+      run_dir=args.run_dir, task="stdlib_docstrings", feature_lengths=LENGTHS,
+      batch_size=BATCH, num_train_steps=args.steps, seed=SEED, checkpoint_every=3,
+      keep_checkpoints=None, log_every=1, eval_examples=0, batches=batches,
+      tensorboard=False, **settings)
+except stopping.TrainingStopped as e:  # as main reports it
+  print(e, file=sys.stderr, flush=True)
+  sys.exit(e.exit_code)
 print("trained steps", [h["step"] for h in summary["history"]], flush=True)

@@ -4,9 +4,11 @@ their checkpoints restore in a one-process run and the other way round."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -22,16 +24,21 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _launch(run_dir, steps, num_processes, *extra):
-  """Runs the worker as `num_processes` processes with 4 // num_processes CPU devices each."""
+def _start(run_dir, steps, num_processes, *extra):
+  """Starts the worker as `num_processes` processes with 4 // num_processes CPU devices each."""
   env = dict(helpers.env(),
              XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // num_processes}")
   port = _free_port()
-  procs = [subprocess.Popen(
+  return [subprocess.Popen(
       [sys.executable, "-m", "tests.reliability.multihost_worker", f"--run_dir={run_dir}",
        f"--steps={steps}", f"--num_processes={num_processes}", f"--process_id={i}",
        f"--port={port}", *extra], cwd=helpers.REPO, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(num_processes)]
+
+
+def _launch(run_dir, steps, num_processes, *extra):
+  """Runs the worker (see `_start`) to the end; returns each process's stdout."""
+  procs = _start(run_dir, steps, num_processes, *extra)
   outputs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-4000:]
@@ -86,3 +93,22 @@ def test_two_processes_train_and_checkpoint_like_one(tmp_path):
         np.testing.assert_array_equal(restored[key], value, err_msg=key)
   # From starts 1e-7 apart (the two topologies sum in different orders), 2 more steps each.
   _assert_close(_params(tmp_path / "two_then_one", 5), _params(tmp_path / "one_then_two", 5))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path):
+  run_dir = tmp_path / "run"
+  procs = _start(run_dir, 1000, 2)
+  deadline = time.time() + 600
+  while len(_losses(run_dir) if os.path.exists(run_dir / "metrics.jsonl") else ()) < 4:
+    assert all(p.poll() is None for p in procs) and time.time() < deadline
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # JAX's preemption notice reaches every worker
+  outputs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], outputs[0][1][-3000:]
+  step = max(_losses(run_dir))
+  assert helpers.checkpoint_steps(run_dir)[-1] == step
+  for _, err in outputs:
+    assert err.strip().splitlines()[-1] == (
+        f"preempted (SIGTERM to a worker of this job) at step {step}: saved checkpoint {step} "
+        f"in {run_dir}/checkpoints; rerun the same command to resume from it.")

@@ -84,6 +84,6 @@ def test_handlers_are_restored_and_unused_requests_say_no():
     assert signal.getsignal(signal.SIGTERM) == before[0] and not stop.requested(1)
   error = stopping.StopRequest().preempted(7, "/runs/x/checkpoints")
   assert (error.exit_code, error.step) == (143, 7)
-  assert str(error) == ("preempted (another worker received SIGTERM) at step 7: saved "
+  assert str(error) == ("preempted (SIGTERM to a worker of this job) at step 7: saved "
                         "checkpoint 7 in /runs/x/checkpoints; rerun the same command to resume "
                         "from it.")
