@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "sacrebleu==2.6.0",
     "absl-py==2.5.1",
     "safetensors==0.8.0",
+    "tokenizers==0.23.3",
     "numpy==2.4.6",
     "scipy==1.17.1",
 ]

@@ -17,12 +17,12 @@ import jax.numpy as jnp
 
 import irl_lm
 from irl_lm import partitioning, runner
-from irl_lm.checkpoints import manager as checkpoints
+from irl_lm.checkpoints import formats as checkpoint_formats, manager as checkpoints
 from irl_lm.data import errors as data_errors, registry
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.jobs import check as check_job, common, evaluate as evaluate_job, infer as infer_job
 from irl_lm.jobs import train as train_job
-from irl_lm.models import t5
+from irl_lm.models import decoder_only, t5
 from irl_lm.training import objectives, optimizers
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__))), "gin")
@@ -43,6 +43,11 @@ def _register() -> None:
   gin.external_configurable(t5.T5Config, "T5Config")
   gin.external_configurable(t5.t5_1_1_config, "t5_1_1_config")
   gin.external_configurable(t5.EncoderDecoderModel, "EncoderDecoderModel")
+  gin.external_configurable(decoder_only.DecoderOnlyConfig, "DecoderOnlyConfig")
+  gin.external_configurable(decoder_only.decoder_only_config, "decoder_only_config")
+  gin.external_configurable(decoder_only.DecoderOnlyModel, "DecoderOnlyModel")
+  # The model config of a checkpoint (a Hugging Face directory's config.json, else its shapes).
+  gin.external_configurable(checkpoint_formats.config_from_checkpoint, "config_from_checkpoint")
   gin.external_configurable(objectives.MLE, "MLE")
   gin.external_configurable(objectives.IQLearn, "IQLearn")
   gin.external_configurable(objectives.IQLearnOnline, "IQLearnOnline")

@@ -29,6 +29,7 @@ DEFAULT_RULES: LogicalRules = (
     ("mlp", "model"),
     ("heads", "model"),
     ("joined_kv", "model"),
+    ("kv_heads", "model"),  # decoder-only key/value heads (grouped-query attention)
     ("kv", None),
     ("length", None),
     ("relpos_buckets", None),

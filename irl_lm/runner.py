@@ -4,22 +4,33 @@
 train state abstractly), 'infer' and 'evaluate' (read a training run's directory). Every job but
 train gets the training job's arguments (`training_settings`) so it rebuilds the run exactly.
 The run directory defaults to `runs/<gin file name>-<hash of the training bindings>`.
+
+Before a train job builds anything, the runner checks every setting it can
+(`jobs.common.check_settings(..., training=True)`), probes that the run directory and its
+`checkpoints/` can be written, and takes the run directory's lock (`checkpoints.lock`; in a
+multi-host job process 0 takes it and tells the others), released when the job ends, also on
+errors. `config.gin` guards a run's checkpoints: until the first checkpoint exists it is only
+provisional, so a start that failed early never blocks the corrected command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
 import inspect
 import re
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from absl import logging
 from etils import epath
 
+from irl_lm.checkpoints import lock as lock_lib
+from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.data import sources
+from irl_lm.jobs import common
 from irl_lm.jobs import train as train_job
 
 
@@ -56,12 +67,21 @@ def _config_fingerprint(config_text: str) -> str:
   return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8]
 
 
-def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool) -> None:
+def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool,
+                    has_checkpoint: bool = True) -> None:
   """Creates `run_dir` and records the config, refusing to reuse another config's run.
 
+  Args:
+    run_dir: the run directory.
+    config_text: `gin.config_str()` of this run.
+    allow_config_change: resume a run whose recorded config differs (with a warning).
+    has_checkpoint: whether the run directory holds a checkpoint; without one the recorded
+      config is provisional (a start that failed before its first checkpoint) and is replaced.
+
   Raises:
-    RunDirError: `run_dir/config.gin` exists with different bindings (and
-      `allow_config_change` is False); the message shows the first differing lines.
+    RunDirError: `run_dir/config.gin` exists with different bindings, the run has a
+      checkpoint and `allow_config_change` is False; the message shows the first differing
+      lines.
   """
   epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
   path = epath.Path(run_dir) / "config.gin"
@@ -71,14 +91,53 @@ def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool
       diff = [l for l in difflib.unified_diff(previous.splitlines(), config_text.splitlines(),
                                                lineterm="", n=0)
               if l[:1] in "+-" and not l.startswith(("+++", "---"))][:6]
-      if not allow_config_change:
+      if not has_checkpoint:
+        logging.info("replacing the config.gin of an earlier start that wrote no checkpoint: %s",
+                     diff)
+      elif not allow_config_change:
         raise RunDirError(
             f"run directory {run_dir} holds a run with a different configuration "
             f"({'; '.join(diff)}); choose another directory with "
             "--gin_bindings=\"run.run_dir = '...'\" or resume on purpose with "
             "--gin_bindings=\"run.allow_config_change = True\".")
-      logging.warning("resuming %s with a changed configuration: %s", run_dir, diff)
-  path.write_text(config_text)
+      else:
+        logging.warning("resuming %s with a changed configuration: %s", run_dir, diff)
+  if common.is_writer():
+    path.write_text(config_text)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str, *, stale_minutes: float = 10.0) -> Iterator[None]:
+  """Holds `run_dir`'s lock for the duration of the block (see `checkpoints.lock`).
+
+  Process 0 takes the lock; in a multi-host job it then tells the other processes whether it
+  got it (one broadcast), so all of them stop, or none does.
+
+  Raises:
+    checkpoints.CheckpointError: another job holds the lock (the message names it).
+  """
+  lock = lock_lib.RunLock(run_dir, stale_after=stale_minutes * 60) if common.is_writer() else None
+  error = None
+  if lock is not None:
+    try:
+      lock.acquire()
+    except checkpoints_lib.CheckpointError as e:
+      error = e
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    locked = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if not locked and error is None:
+      error = checkpoints_lib.CheckpointError(
+          f"process 0 could not lock run directory {run_dir} (its log says why).")
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def training_settings() -> dict[str, Any]:
@@ -91,7 +150,8 @@ def training_settings() -> dict[str, Any]:
 
 
 def run(mode: str = "train", run_dir: Optional[str] = None,
-        allow_config_change: bool = False, default_name: str = "run") -> dict:
+        allow_config_change: bool = False, default_name: str = "run",
+        lock_stale_minutes: float = 10.0) -> dict:
   """Runs one job as configured by gin.
 
   Args:
@@ -102,6 +162,8 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
       placeholder names the data root (`data.sources.expand_path`).
     allow_config_change: resume a run directory whose recorded config differs.
     default_name: prefix of the default run directory (main passes the gin file's name).
+    lock_stale_minutes: a train job takes over another job's lock of the run directory when
+      its heartbeat is this old (at once when its process is gone from this host).
 
   Returns:
     The job's summary dict (train also writes it to `<run_dir>/summary.json`).
@@ -119,11 +181,18 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
     if mode == "check":
       print(json.dumps(summary, indent=2))
     return summary
-  prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change)
-  logging.info("run directory: %s", os.path.abspath(run_dir))
-  summary = gin.get_configurable("train")(run_dir=run_dir)
-  _print_summary(run_dir, summary)
-  (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+  common.check_settings(training_settings(), training=True)
+  checkpoint_dir = os.path.join(run_dir, "checkpoints")
+  checkpoints_lib.probe_writable(run_dir)
+  checkpoints_lib.probe_writable(checkpoint_dir)
+  with run_lock(run_dir, stale_minutes=lock_stale_minutes):
+    prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change,
+                    has_checkpoint=checkpoints_lib.has_checkpoints(checkpoint_dir))
+    logging.info("run directory: %s", os.path.abspath(run_dir))
+    summary = gin.get_configurable("train")(run_dir=run_dir)
+    if common.is_writer():
+      _print_summary(run_dir, summary)
+      (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 

@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# Creates a Cloud TPU pod slice and installs irl_lm on every worker.
+# Creates a Cloud TPU pod slice (on demand) and installs irl_lm on every worker. For spot
+# (preemptible) capacity through the queue, use launch/queued.sh instead.
 #   REPO_URL=... BUCKET=gs://... launch/create.sh
 set -euo pipefail
 . "$(dirname "$0")/config.sh"
 gcloud compute tpus tpu-vm create "$TPU_NAME" --zone="$ZONE" \
   --accelerator-type="$ACCELERATOR_TYPE" --version="$TPU_SOFTWARE"
-gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="
-  set -e
-  sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv git
-  rm -rf irl_lm && git clone -q '$REPO_URL' irl_lm && cd irl_lm
-  python3.11 -m venv .venv && . .venv/bin/activate
-  pip install -q -e . && pip install -q 'jax[tpu]==0.10.2'
-"
+"$(dirname "$0")/install.sh"

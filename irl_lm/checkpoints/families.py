@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from irl_lm.checkpoints.manager import CheckpointError
-from irl_lm.models import t5_checkpoint
+from irl_lm.models import llama_checkpoint, t5_checkpoint
 
 Shapes = Mapping[str, tuple[int, ...]]
 LazyArray = tuple[tuple[int, ...], Callable[[], np.ndarray]]  # (shape, read)
@@ -94,6 +94,7 @@ class CheckpointFamily:
 
 FAMILIES: dict[str, CheckpointFamily] = {
     "t5_1_1": CheckpointFamily.from_module(t5_checkpoint),
+    "llama": CheckpointFamily.from_module(llama_checkpoint),
 }
 # For a Hugging Face config.json that names neither model_type nor architectures.
 DEFAULT_FAMILY = "t5_1_1"
@@ -125,11 +126,17 @@ def for_hf_config(hf_config: Mapping[str, Any], where: str) -> CheckpointFamily:
       return family
   if not architectures and model_type is None:
     return FAMILIES[DEFAULT_FAMILY]
-  supported = "; ".join(f"{f.description} (model_type {', '.join(map(repr, f.hf_model_types))})"
+  supported = "; ".join(f"{f.description} with model_type {_either(f.hf_model_types)}"
                         for f in FAMILIES.values())
   raise CheckpointError(
       f"{where} is a {model_type!r} model ({', '.join(architectures) or 'no architectures'}), "
       f"which irl_lm cannot load; supported: {supported}.")
+
+
+def _either(names: tuple[str, ...]) -> str:
+  """('a', 'b', 'c') -> "'a', 'b' or 'c'"."""
+  quoted = [repr(n) for n in names]
+  return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
 
 
 def for_config(config: Any) -> CheckpointFamily:

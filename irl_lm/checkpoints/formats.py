@@ -191,6 +191,37 @@ def check_compatible(source: CheckpointSource, found: Mapping[str, tuple[int, ..
         f"({mismatch}){'; likely cause: ' + cause if cause else ''}.")
 
 
+def config_from_checkpoint(path: Union[str, CheckpointSource], *, family: Optional[str] = None,
+                           **overrides: Any) -> Any:
+  """The model config (`T5Config`, `DecoderOnlyConfig`, ...) that a checkpoint describes: for a
+  Hugging Face directory from its `config.json`, else inferred from the parameter shapes (which
+  fix sizes but not, e.g., a decoder-only model's head split or rope_theta: see the family's
+  `infer_config`).
+
+  Args:
+    path: a checkpoint path (see `detect_format`) or a CheckpointSource.
+    family: a `families.FAMILIES` name it must be; None: whichever family reads it.
+    overrides: config fields that replace the checkpoint's (e.g. `activation_dtype`,
+      `dropout_rate`).
+  Raises:
+    CheckpointError: no recognised checkpoint, an unsupported model family, or parameters no
+      family recognises.
+  """
+  source = _source(path)
+  if source.format == "hf":
+    return safetensors.hf_family_and_config(source.path, family, **overrides)[1]
+  shapes = read_shapes(source)
+  chosen = families.get(family) if family else families.for_shapes(shapes)
+  config = chosen.infer_config(shapes, **overrides) if chosen else None
+  if config is None:
+    known = [families.get(family)] if family else families.FAMILIES.values()
+    raise CheckpointError(
+        f"the {source.describe()} does not hold the parameter tree of "
+        f"{'the' if family else 'a known'} model family "
+        f"({', '.join(f.name for f in known)}; it holds e.g. {', '.join(list(shapes)[:3])}).")
+  return config
+
+
 def load_params(path: Union[str, CheckpointSource], abstract_params: Any, *,
                 shardings: Optional[Any] = None, family: Optional[str] = None) -> Any:
   """Reads the model parameters of any supported checkpoint, checked against the model.
@@ -203,9 +234,9 @@ def load_params(path: Union[str, CheckpointSource], abstract_params: Any, *,
     shardings: optional matching pytree of `jax.sharding.Sharding` (e.g. a StateLayout's
       `param_shardings`); when given, every leaf is a `jax.Array` laid out with it (read leaf by
       leaf, never whole on one device), else a host numpy array.
-    family: a `families.FAMILIES` name ('t5_1_1'); None: a Hugging Face checkpoint's family
-      comes from its config.json, and mismatches are diagnosed by the family that recognises
-      `abstract_params`.
+    family: a `families.FAMILIES` name ('t5_1_1', 'llama'); None: a Hugging Face checkpoint's
+      family comes from its config.json, and mismatches are diagnosed by the family that
+      recognises `abstract_params`.
   Returns:
     A pytree like `abstract_params` with its dtypes (float32; bfloat16 checkpoints upcast).
   Raises:
@@ -235,10 +266,11 @@ def save_params(params: Any, path: str, format: str, *, config: Optional[Any] = 
   """Writes parameters in `format`: 'hf' (needs `config`), 't5x' or 'orbax' (T5X layouts).
 
   Args:
-    params: nested dict of arrays with our (T5X) names.
+    params: nested dict of arrays with our (T5X-style) names.
     path: output directory (for T5X formats, conventionally `.../checkpoint_<step>`).
     format: 'hf', 't5x' or 'orbax'.
-    config: the model's config, e.g. a T5Config (required for 'hf': picks the family).
+    config: the model's config, a T5Config or DecoderOnlyConfig (required for 'hf': picks the
+      family).
     step, dtype: T5X formats only (see `t5x.save_t5x`); Hugging Face export is float32.
   """
   if format == "hf":

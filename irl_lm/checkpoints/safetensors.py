@@ -159,7 +159,8 @@ def open_hf(directory: str, family: Optional[str] = None
 
 def hf_family_and_config(directory: str, family: Optional[str] = None, **overrides: Any
                          ) -> tuple[families.CheckpointFamily, Any]:
-  """The model family and config (e.g. `T5Config`) of the Hugging Face checkpoint in `directory`.
+  """The model family and config (`T5Config`, `DecoderOnlyConfig`) of the Hugging Face
+  checkpoint in `directory`.
 
   Args:
     directory, family: as `open_hf`.
@@ -178,9 +179,11 @@ def export_hf(params: Any, config: Any, out_dir: str) -> None:
   Args:
     params: nested dict of arrays with our names (what the model's `init` returns), host or
       device arrays; written as float32.
-    config: the model's config (e.g. `T5Config`); picks the family and gives `config.json`.
-    out_dir: created if missing; receives `config.json` and `model.safetensors` (for T5 1.1:
-      `shared.weight` and an untied `lm_head.weight`).
+    config: the model's config (`T5Config`, `DecoderOnlyConfig`); picks the family and gives
+      `config.json`.
+    out_dir: created if missing; receives `config.json` and `model.safetensors` (T5 1.1:
+      `shared.weight` and an untied `lm_head.weight`; decoder-only: Llama's or Qwen2's names,
+      `lm_head.weight` only when untied).
   Raises:
     CheckpointError: `params` lacks a parameter of `config`'s model or has another shape.
   """

@@ -97,7 +97,8 @@ def register(name: str = TASK, *, data_dir: Optional[str] = None, validation_siz
     name: task name.
     data_dir: folder holding ``train.jsonl`` and ``test.jsonl`` (default ``<data root>/gsm8k``).
     validation_size: hold out the last N train problems as a ``validation`` split.
-    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily), or a
+      Hugging Face tokenizer.json or checkpoint directory (an imported decoder-only model's).
     train_examples: keep a fixed subset of this many train problems (None: all).
     replace: re-register a task already registered under `name`.
 

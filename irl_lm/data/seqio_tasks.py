@@ -1,7 +1,8 @@
 """Building blocks of irl_lm's seqio tasks (imports seqio and TensorFlow).
 
 Every task has the features ``inputs`` and ``targets``, both tokenised with EOS appended after
-trimming. The task modules import this module inside their ``register`` functions only, so
+trimming (unless a task turns it off, as :mod:`irl_lm.data.local_files` can). The task modules
+import this module inside their ``register`` functions only, so
 importing a task module (for its gin factory) never loads TensorFlow.
 
 * :func:`add_task` - registers a task idempotently and records its metric family.
@@ -148,20 +149,27 @@ def rekey(**key_map: str) -> Any:
 
 
 def t5_vocabulary(path: Optional[str]) -> seqio.Vocabulary:
-  """T5's vocabulary from `path` (None: its public GCS copy), read lazily."""
-  return vocabularies.t5_vocabulary(path or vocabularies.T5_VOCAB_PATH,
-                                    extra_ids=vocabularies.T5_EXTRA_IDS)
+  """The paper tasks' vocabulary, read lazily: T5's SentencePiece model from `path` (None: its
+  public GCS copy; a `.model` file: a local copy, with T5's extra ids), or a Hugging Face
+  `tokenizer.json` (or a checkpoint directory holding one) so that an imported decoder-only
+  checkpoint reads the task with its own tokenizer."""
+  if path is None or path.endswith(".model") or path.startswith("gs://"):
+    return vocabularies.t5_vocabulary(path or vocabularies.T5_VOCAB_PATH,
+                                      extra_ids=vocabularies.T5_EXTRA_IDS)
+  return vocabularies.task_vocabulary(path)
 
 
-def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+def _output_features(vocabulary: seqio.Vocabulary, inputs_eos: bool,
+                     targets_eos: bool) -> dict[str, seqio.Feature]:
   return {
-      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype=tf.int32),
-      "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype=tf.int32),
+      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=inputs_eos, dtype=tf.int32),
+      "targets": seqio.Feature(vocabulary=vocabulary, add_eos=targets_eos, dtype=tf.int32),
   }
 
 
 def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Any],
-             vocabulary: seqio.Vocabulary, metric: str, replace: bool) -> seqio.Task:
+             vocabulary: seqio.Vocabulary, metric: str, replace: bool,
+             inputs_eos: bool = True, targets_eos: bool = True) -> seqio.Task:
   """Adds a task (inputs/targets with EOS), or returns the registered one unless `replace`.
 
   Args:
@@ -172,6 +180,9 @@ def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Any
     vocabulary: for both features.
     metric: its metric family, recorded for :func:`irl_lm.data.registry.metric_family`.
     replace: re-register a task already registered under `name`.
+    inputs_eos: append EOS to ``inputs`` (after trimming); False for decoder-only prompts
+      whose template ends where the continuation starts.
+    targets_eos: append EOS to ``targets``.
 
   Returns:
     The registered ``seqio.Task``.
@@ -186,6 +197,6 @@ def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Any
       name, source=source,
       preprocessors=list(preprocessors) + [seqio.preprocessors.tokenize,
                                            seqio.preprocessors.append_eos_after_trim],
-      output_features=_output_features(vocabulary))
+      output_features=_output_features(vocabulary, inputs_eos, targets_eos))
   spec.record_metric(name, metric)
   return task

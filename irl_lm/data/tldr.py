@@ -100,7 +100,8 @@ def register_tfds(name: str = TASK, *, tfds_data_dir: Optional[str] = None,
     name: task name.
     tfds_data_dir: TFDS data directory (default TFDS's); prepare the data set there with
       ``tfds build reddit_tifu/long_split``.
-    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily), or a
+      Hugging Face tokenizer.json or checkpoint directory (an imported decoder-only model's).
     train_examples: read only the first N train examples (TFDS's ``train[:N]``; None: all).
     replace: re-register a task already registered under `name`.
 
@@ -128,7 +129,8 @@ def register_openai(name: str = OPENAI_TASK, *, data_dir: Optional[str] = None,
     name: task name.
     data_dir: folder of the JSONL files (default ``<data root>/tldr``).
     input_template: how inputs are built from a record (default ``'summarize: {post}'``).
-    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily), or a
+      Hugging Face tokenizer.json or checkpoint directory (an imported decoder-only model's).
     train_examples: keep a fixed subset of this many train examples (None: all).
     replace: re-register a task already registered under `name`.
 

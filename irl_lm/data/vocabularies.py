@@ -25,6 +25,9 @@ Regenerating reproduces the shipped file byte for byte on the interpreter record
 
 The paper's tasks use T5's public vocabulary (:func:`t5_vocabulary`), loaded lazily from
 Google Cloud Storage the first time it is used, never at import or registration.
+:func:`task_vocabulary` turns a task's ``vocabulary`` setting into one of these, a
+SentencePiece ``.model`` file, or a Hugging Face ``tokenizer.json``
+(:class:`irl_lm.data.hf_tokenizer.HfTokenizerVocabulary`).
 
 This module imports seqio (and thus TensorFlow) only inside the functions that return seqio
 vocabularies.
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import sentencepiece as spm
 
+from irl_lm.data import sources
 from irl_lm.data import stdlib_docstrings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -166,6 +170,40 @@ def t5_vocabulary(path: str = T5_VOCAB_PATH,
   """
   import seqio  # pylint: disable=g-import-not-at-top
   return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+
+
+def task_vocabulary(vocabulary: str, *, eos_token: Optional[str] = None) -> "seqio.Vocabulary":
+  """The vocabulary a task's ``vocabulary`` setting names, read lazily (nothing is opened here).
+
+  Args:
+    vocabulary: ``'stdlib'`` (the shipped 4096-piece model), ``'t5'`` (T5's public
+      SentencePiece model, 32100 ids), a SentencePiece ``.model`` path (no extra ids), or a
+      Hugging Face ``tokenizer.json`` path or a checkpoint directory holding one; paths may
+      start with ``{data_root}`` and ``~``.
+    eos_token: for a Hugging Face tokenizer, its end-of-sequence token (default: what its
+      ``tokenizer_config.json``/``config.json`` say, see :mod:`irl_lm.data.hf_tokenizer`).
+
+  Returns:
+    A ``seqio.Vocabulary``.
+
+  Raises:
+    ValueError: an empty setting, or `eos_token` with a SentencePiece vocabulary.
+  """
+  if not isinstance(vocabulary, str) or not vocabulary:
+    raise ValueError(f"vocabulary must be 'stdlib', 't5', a SentencePiece .model path or a "
+                     f"Hugging Face tokenizer.json (or its directory), got {vocabulary!r}.")
+  if vocabulary in ("stdlib", "t5") or vocabulary.endswith(".model"):
+    if eos_token is not None:
+      raise ValueError(f"eos_token applies to Hugging Face tokenizers only, and vocabulary "
+                       f"{vocabulary!r} is SentencePiece (EOS id 1): drop the eos_token setting.")
+    if vocabulary == "stdlib":
+      return stdlib_vocabulary()
+    if vocabulary == "t5":
+      return t5_vocabulary()
+    import seqio  # pylint: disable=g-import-not-at-top
+    return seqio.SentencePieceVocabulary(sources.expand_path(vocabulary))
+  from irl_lm.data import hf_tokenizer  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  return hf_tokenizer.HfTokenizerVocabulary(sources.expand_path(vocabulary), eos_token=eos_token)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -251,7 +251,8 @@ def register(name: str = TASK, *, train_files: Optional[Sequence[str]] = None,
     tsv_columns: (English column, German column) of the TSV files.
     reference: the test sets' reference translator (``'A'``).
     shuffle_buffer_size: lines in the training shuffle buffer.
-    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily).
+    vocabulary_path: T5 SentencePiece model (default: T5's public copy, read lazily), or a
+      Hugging Face tokenizer.json or checkpoint directory (an imported decoder-only model's).
     train_examples: train on the first N usable pairs in file order (None: all).
     replace: re-register a task already registered under `name`.
 

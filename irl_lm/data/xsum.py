@@ -41,7 +41,8 @@ def register(name: str = TASK, *, tfds_data_dir: Optional[str] = None,
   Args:
     name: task name.
     tfds_data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets``).
-    vocabulary_path: T5 SentencePiece model (default: the public GCS copy, read lazily).
+    vocabulary_path: T5 SentencePiece model (default: the public GCS copy, read lazily), or a
+      Hugging Face tokenizer.json or checkpoint directory (an imported decoder-only model's).
     train_examples: read only the first N train examples (TFDS's ``train[:N]``; None: all).
     replace: re-register a task already registered under `name`.
 

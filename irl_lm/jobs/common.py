@@ -13,6 +13,7 @@ import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
+from absl import logging
 
 from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.partitioning import Partitioner
@@ -26,17 +27,105 @@ class JobError(ValueError):
   """A job's input or settings that cannot be used; the message says how to fix it."""
 
 
-def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+def check_settings(settings: Mapping[str, Any], *, training: bool = False) -> dict[str, Any]:
   """The training settings as a dict, refusing ones that lack what rebuilding the run needs.
 
+  With `training`, also every setting that can be checked before training starts (the train
+  job's arguments as `runner.training_settings` gives them): so a mistake found only after
+  hours of training (an evaluation batch that does not split over the mesh, an unknown decoding
+  method) stops the start instead, naming the `train.*` binding to fix.
+
   Raises:
-    JobError: naming the missing `train.*` bindings.
+    JobError: naming the missing or invalid `train.*` bindings.
+    partitioning.PartitioningError: `train.batch_size` does not split over the mesh or hosts.
   """
   missing = [k for k in REQUIRED_SETTINGS if settings.get(k) is None]
   if missing:
     raise JobError(f"the configuration lacks train.{', train.'.join(missing)}: use the gin files "
                    "the run was trained with.")
+  if training:
+    _check_training(settings)
   return dict(settings)
+
+
+def _check_int(settings: Mapping[str, Any], name: str, minimum: int,
+               optional: bool = False) -> None:
+  value = settings.get(name)
+  if value is None and optional:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise JobError(f"train.{name} = {value!r} is invalid: use an integer >= {minimum}"
+                   f"{' (or None)' if optional else ''}.")
+
+
+def check_decoding(config: Any, name: str) -> None:
+  """Refuses a `DecodingConfig` that would fail at its first use, naming the binding `name`.
+
+  Raises:
+    JobError: an unknown method, a calculator with beam search / top-k / top-p, a negative
+      temperature or top_k, top_p outside (0, 1], or a beam size below 1.
+  """
+  try:
+    config.describe()
+  except (ValueError, AttributeError) as e:
+    raise JobError(f"{name} is invalid: {e}") from None
+  problems = []
+  if not config.temperature >= 0:
+    problems.append(f"temperature {config.temperature} is negative (use >= 0; 0 is greedy)")
+  if not (isinstance(config.top_k, int) and config.top_k >= 0):
+    problems.append(f"top_k {config.top_k!r} must be an integer >= 0 (0 disables it)")
+  if not 0 < config.top_p <= 1:
+    problems.append(f"top_p {config.top_p} must be in (0, 1] (1 disables it)")
+  if config.method == "beam" and not (isinstance(config.beam_size, int) and config.beam_size >= 1):
+    problems.append(f"beam_size {config.beam_size!r} must be an integer >= 1")
+  if problems:
+    raise JobError(f"{name} is invalid: {'; '.join(problems)}.")
+
+
+def _check_training(settings: Mapping[str, Any]) -> None:
+  partitioner = settings.get("partitioner") or Partitioner()
+  for name, minimum in (("batch_size", 1), ("num_train_steps", 0), ("checkpoint_every", 0),
+                        ("log_every", 1), ("eval_examples", 0), ("eval_every", 0),
+                        ("eval_diversity_examples", 0)):
+    if name in settings:
+      _check_int(settings, name, minimum)
+  _check_int(settings, "keep_checkpoints", 1, optional=True)
+  lengths = settings["feature_lengths"]
+  if not isinstance(lengths, Mapping) or not lengths or any(
+      isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in lengths.values()):
+    raise JobError(f"train.feature_lengths = {lengths!r} is invalid: use e.g. "
+                   "{'inputs': 512, 'targets': 128} (positive integers).")
+  partitioner.check_batch_size(settings["batch_size"])
+  objective = settings.get("objective")
+  sampling = getattr(objective, "sampling", None)
+  if sampling is not None:
+    check_decoding(sampling, f"{type(objective).__name__}.sampling")
+    if settings.get("pack"):
+      raise JobError(f"{type(objective).__name__} samples completions per input and needs "
+                     "unpacked batches: set train.pack = False.")
+  if not settings.get("eval_examples", 0):
+    if settings.get("eval_every"):
+      logging.warning("train.eval_every = %d does nothing: train.eval_examples = 0 turns "
+                      "evaluation off.", settings["eval_every"])
+    return
+  eval_batch_size = settings.get("eval_batch_size")
+  _check_int(settings, "eval_batch_size", 1, optional=True)
+  data, hosts = partitioner.data_size, jax.process_count()
+  if eval_batch_size is not None and (eval_batch_size % data or eval_batch_size % hosts):
+    divisor = data * hosts // math.gcd(data, hosts)
+    raise JobError(f"train.eval_batch_size = {eval_batch_size} is not divisible by the mesh's "
+                   f"data axis ({data}) and the {hosts} host(s): choose a multiple of "
+                   f"{divisor}, or leave it unset to use train.batch_size.")
+  if "decoding" in settings:
+    check_decoding(settings["decoding"], "train.decoding")
+  if settings.get("eval_diversity_examples") and settings.get(
+      "eval_diversity_samples", 4) < 2:
+    raise JobError(f"train.eval_diversity_samples = {settings['eval_diversity_samples']!r} is "
+                   "invalid: Self-BLEU compares samples with each other, use 2 or more.")
+  every, steps = settings.get("eval_every", 0), settings.get("num_train_steps")
+  if every and steps is not None and every >= steps:
+    logging.warning("train.eval_every = %d is not below train.num_train_steps = %d: only the "
+                    "final evaluation runs.", every, steps)
 
 
 def fit_batch_size(requested: Optional[int], rows: int, partitioner: Partitioner) -> int:
@@ -99,7 +188,7 @@ def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitione
     raise no_checkpoint
   layout = state_lib.build_state_layout(model, tx, partitioner, input_shapes, seed,
                                         objective=objective)
-  checkpointer = checkpoints_lib.Checkpointer(directory, async_save=False)
+  checkpointer = checkpoints_lib.Checkpointer(directory, async_save=False, read_only=True)
   try:
     if checkpointer.latest_step() is None:
       raise no_checkpoint

@@ -4,7 +4,8 @@ Everything outside ``irl_lm/models`` goes through this interface; only a model f
 own feature names (e.g. T5's ``encoder_input_tokens``) and token ids. Features shared by every
 family are those the losses read, in seqio's naming: ``decoder_target_tokens`` [B, T],
 ``decoder_loss_weights`` [B, T] (0 on padding and, for decoder-only models, on the prompt) and,
-when packed, ``decoder_segment_ids`` [B, T].
+when packed, ``decoder_segment_ids`` [B, T]. For a decoder-only model their length is that of the
+whole sequence, S = L + T (prompt then continuation); `continuation_length` gives T.
 
 Shapes: B batch, L prompt (input) length, T continuation (target) length, V vocabulary.
 """
@@ -59,6 +60,12 @@ class Model(Protocol):
     """The (unpacked) batch's prompts, int32 [B, L], as `teacher_forcing_batch` takes them."""
     ...
 
+  def continuation_length(self, batch: Batch) -> int:
+    """T, the (static) number of continuation positions of an unpacked batch: what to pass as
+    `max_decode_length` to sample continuations of its prompts (T5: the decoder length;
+    decoder-only: S - L)."""
+    ...
+
   def teacher_forcing_batch(self, prompts: Array, continuations: Array,
                             lengths: Optional[Array] = None) -> dict[str, Array]:
     """Features that teacher-force `continuations` [B, T] after `prompts` [B, L].
@@ -81,8 +88,9 @@ class Model(Protocol):
   def decode_step(self, params: Params, state: DecodeState, tokens: Array,
                   position: Array) -> tuple[Array, DecodeState]:
     """Feeds tokens [B] at continuation step `position` (scalar int32, may be traced) and
-    returns float32 next-token logits [B, V] and the updated state; equals
-    `logits(...)[:, position]` under teacher forcing."""
+    returns float32 next-token logits [B, V] and the updated state; equals the teacher-forced
+    logits at each row's `position`-th continuation position (T5: `logits(...)[:, position]`;
+    decoder-only: `logits(...)[b, len_b + position]`, len_b row b's prompt length)."""
     ...
 
 

@@ -25,9 +25,19 @@ E emb dim, H query heads, K key/value heads (H % K == 0), D head dim, F mlp dim.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Mapping
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
+
+from irl_lm.models import base, layers
+
+Array = jax.Array
+Params = base.Params
+DecodeState = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +102,448 @@ def decoder_only_config(size: str, **overrides: Any) -> DecoderOnlyConfig:
   if size not in _PRESETS:
     raise ValueError(f"Unknown decoder-only size {size!r}; choose one of {sorted(_PRESETS)}.")
   return DecoderOnlyConfig(**{**_PRESETS[size], **overrides})
+
+
+def prompt_lengths(prompts_BL: Array, pad_id: int = base.PAD_ID) -> Array:
+  """int32 [B]: each right-padded prompt's length, up to and including its last token != PAD
+  (PAD ids before it count as real tokens; an all-PAD row has length 0)."""
+  ends_L = jnp.arange(1, prompts_BL.shape[1] + 1, dtype=jnp.int32)
+  return jnp.max(jnp.where(prompts_BL != pad_id, ends_L[None, :], 0), axis=1,
+                 initial=0).astype(jnp.int32)
+
+
+def _shift_right(tokens_BS: Array, start_id: int) -> Array:
+  """seqio's autoregressive inputs of an unpacked row: [start, x_0, ..., x_{S-2}]."""
+  return jnp.pad(tokens_BS[:, :-1], ((0, 0), (1, 0)), constant_values=start_id)
+
+
+def positions_and_bias(tokens_BS: Array, segment_ids_BS: Array | None = None,
+                       positions_BS: Array | None = None) -> tuple[Array, Array]:
+  """Rotary positions int32 [B, S] (0..S-1 unless given) and the attention bias float32
+  [B or 1, 1, S, S] of a teacher-forced sequence: causal and, with segment ids, within segments.
+
+  No padding mask: padding is only at the right, where causal attention never lets real positions
+  see it (and a token id 0 may be a real token of an imported vocabulary)."""
+  batch, length = tokens_BS.shape
+  if positions_BS is None:
+    positions_BS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+  mask = layers.causal_mask(length)
+  if segment_ids_BS is not None:
+    mask = mask & layers.make_attention_mask(segment_ids_BS, segment_ids_BS, jnp.equal)
+  return positions_BS, layers.mask_to_bias(mask)
+
+
+def split_positions_and_bias(prompts_BL: Array, num_targets: int,
+                             pad_id: int = base.PAD_ID) -> tuple[Array, Array]:
+  """Rotary positions int32 [B, L + T] and attention bias float32 [B, 1, L + T, L + T] of the
+  split layout: L prompt slots (right-padded), then T continuation slots.
+
+  Prompt slot j sits at position j and sees prompt slots <= j. Continuation slot t sits at
+  position len_b + t and sees row b's real prompt slots (< len_b) and continuation slots <= t:
+  what a row of the prompt and continuation in one unpadded sequence would see, without moving
+  tokens to per-row offsets. The policy's prompt slots hold [0, p_0, .., p_{L-2}] (and its
+  continuation slot 0 holds p_{len-1}), GAIL's scorer's [p_0, .., p_{L-1}]: len_b valid slots
+  either way.
+  """
+  batch, length = prompts_BL.shape
+  len_B1 = prompt_lengths(prompts_BL, pad_id)[:, None]
+  positions = jnp.concatenate([
+      jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length)),
+      len_B1 + jnp.arange(num_targets, dtype=jnp.int32)[None, :]], axis=1)
+  q = jnp.arange(length + num_targets)[:, None]
+  k = jnp.arange(length + num_targets)[None, :]
+  causal = (k <= q)[None]  # [1, S, S]
+  prompt_key_valid = (k[None] < len_B1[:, :, None]) | (k[None] >= length)  # [B, 1, S]
+  from_continuation = (q >= length)[None]
+  mask = causal & (~from_continuation | prompt_key_valid)
+  return positions, layers.mask_to_bias(mask[:, None])
+
+
+def _kv_heads_major(x: Array) -> Array:
+  """[B, S, N, D] -> [B, N, S, D] (the decode cache's layout)."""
+  return layers.constrain(jnp.swapaxes(x, 1, 2), layers.KV_HEADS_MAJOR_ACT)
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm causal self-attention (rotary, grouped-query) and gated MLP, sequential
+  (``x + attn(norm(x))``, then ``+ mlp(norm(x))``) or PaLM-parallel (one norm, both branches on
+  it); dropout on each residual branch. Teacher-forced (`__call__`) and one-step (`decode`)."""
+
+  config: DecoderOnlyConfig
+
+  def setup(self):
+    cfg = self.config
+    dtype = cfg.activation_dtype
+    self.pre_self_attention_layer_norm = layers.RMSNorm(dtype, cfg.norm_epsilon)
+    self.self_attention = layers.GroupedQueryAttention(
+        cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.emb_dim, dtype, cfg.qkv_bias)
+    if not cfg.parallel_block:
+      self.pre_mlp_layer_norm = layers.RMSNorm(dtype, cfg.norm_epsilon)
+    self.mlp = layers.MlpBlock(cfg.mlp_dim, dtype, 0.0, cfg.mlp_activation)
+    # Shared over positions, as T5X's residual dropout.
+    self.dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
+
+  def _project(self, h: Array, positions: Array) -> tuple[Array, Array, Array]:
+    """h [B, S, E], positions [B, S] -> rotated queries [B, S, H, D], rotated keys and values
+    [B, S, N, D]."""
+    theta = self.config.rope_theta
+    query = layers.rotary_embedding(self.self_attention.project_query(h), positions, theta)
+    key, value = self.self_attention.project_key_value(h)
+    return query, layers.rotary_embedding(key, positions, theta), value
+
+  def _residuals(self, x: Array, h: Array, attended: Array, deterministic: bool) -> Array:
+    drop = functools.partial(self.dropout, deterministic=deterministic)
+    if self.config.parallel_block:
+      x = x + drop(attended) + drop(self.mlp(h))
+    else:
+      x = x + drop(attended)
+      x = x + drop(self.mlp(self.pre_mlp_layer_norm(x)))
+    return layers.constrain(x, layers.EMBED_ACT)
+
+  def __call__(self, x: Array, positions: Array, bias: Array, deterministic: bool
+               ) -> tuple[Array, Array, Array]:
+    """x [B, S, E], positions int [B, S], bias float32 [B, 1, S, S] (causal included)
+    -> (x [B, S, E], keys, values [B, S, N, D], rotated: what a decode cache holds)."""
+    h = self.pre_self_attention_layer_norm(x)
+    query, key, value = self._project(h, positions)
+    attended = self.self_attention.attend(query, key, value, bias)
+    return self._residuals(x, h, attended, deterministic), key, value
+
+  def decode(self, x: Array, cache: dict[str, Array], positions: Array, bias: Array,
+             step: Array) -> tuple[Array, dict[str, Array]]:
+    """One step. x [B, 1, E]; cache {'prompt_key', 'prompt_value': [B, N, L, D], 'key',
+    'value': [B, N, T, D]}; positions [B, 1]; bias float32 [B, 1, 1, L + T]; step: int32
+    scalar t, the decode slot written. Returns (x [B, 1, E], updated cache)."""
+    h = self.pre_self_attention_layer_norm(x)
+    query, key, value = self._project(h, positions)
+    start = (0, 0, step, 0)
+    key = lax.dynamic_update_slice(cache["key"], _kv_heads_major(key).astype(
+        cache["key"].dtype), start)
+    value = lax.dynamic_update_slice(cache["value"], _kv_heads_major(value).astype(
+        cache["value"].dtype), start)
+    attended = self.self_attention.attend_cached(
+        query, [cache["prompt_key"], key], [cache["prompt_value"], value], bias)
+    return self._residuals(x, h, attended, True), dict(cache, key=key, value=value)
+
+
+class Decoder(nn.Module):
+  """The layer stack, final norm and (untied) output layer ``logits_dense``."""
+
+  config: DecoderOnlyConfig
+
+  def setup(self):
+    cfg = self.config
+    self.layers = [DecoderLayer(cfg) for _ in range(cfg.num_layers)]  # layers_i
+    self.decoder_norm = layers.RMSNorm(cfg.activation_dtype, cfg.norm_epsilon)
+    if not cfg.tie_embeddings:
+      self.logits_dense = layers.Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32)
+
+  def __call__(self, x: Array, positions: Array, bias: Array, deterministic: bool
+               ) -> tuple[Array, list[tuple[Array, Array]]]:
+    """x [B, S, E] -> (normalised x [B, S, E], per layer (keys, values) [B, S, N, D])."""
+    x = layers.constrain(x, layers.EMBED_ACT)
+    kv = []
+    for layer in self.layers:
+      x, key, value = layer(x, positions, bias, deterministic)
+      kv.append((key, value))
+    return self.decoder_norm(x), kv
+
+  def decode(self, x: Array, state: DecodeState, positions: Array, bias: Array, step: Array
+             ) -> tuple[Array, DecodeState]:
+    """x [B, 1, E] -> (normalised x [B, 1, E], the updated per-layer caches)."""
+    new_state = {}
+    for i, layer in enumerate(self.layers):
+      x, new_state[f"layers_{i}"] = layer.decode(x, state[f"layers_{i}"], positions, bias, step)
+    return self.decoder_norm(x), new_state
+
+  def untied_logits(self, x: Array) -> Array:
+    """x [B, S, E] -> float32 [B, S, V] through ``logits_dense``."""
+    return self.logits_dense(x)
+
+
+class DecoderOnlyTransformer(nn.Module):
+  """A causal transformer as a flax module; see ``DecoderOnlyModel`` for the pure API."""
+
+  config: DecoderOnlyConfig
+
+  def setup(self):
+    cfg = self.config
+    # Tied: the embedding is also the output layer, so it starts at the scale of logits_dense's
+    # initialiser (logits of std ~1); untied, T5X's N(0, 1).
+    init = (nn.initializers.normal(stddev=cfg.emb_dim ** -0.5) if cfg.tie_embeddings
+            else layers.EMBEDDING_INIT)
+    self.token_embedder = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.activation_dtype, init)
+    self.decoder = Decoder(cfg)
+
+  def _logits(self, x: Array) -> Array:
+    logits = (self.token_embedder.attend(x) if self.config.tie_embeddings
+              else self.decoder.untied_logits(x))
+    return layers.constrain(logits, ("batch", "length", "vocab"))
+
+  def __call__(self, decoder_input_tokens: Array, decoder_segment_ids: Array | None = None,
+               decoder_positions: Array | None = None, prompt_tokens: Array | None = None,
+               deterministic: bool = True) -> Array:
+    """Teacher-forced logits -> float32 [B, S, V] (prefix-LM layout: tokens [B, S], segment
+    ids and positions alike; fully causal, no attention across packed segments) or [B, T, V]
+    (split layout: `prompt_tokens` [B, L] and continuation inputs [B, T]; the stack runs over
+    all L + T slots, the output layer over the T continuation slots only)."""
+    if prompt_tokens is None:
+      positions, bias = positions_and_bias(decoder_input_tokens, decoder_segment_ids,
+                                           decoder_positions)
+      x, _ = self.decoder(self.token_embedder(decoder_input_tokens), positions, bias,
+                          deterministic)
+      return self._logits(x)
+    length = prompt_tokens.shape[1]
+    positions, bias = split_positions_and_bias(prompt_tokens, decoder_input_tokens.shape[1])
+    tokens = jnp.concatenate([_shift_right(prompt_tokens, base.PAD_ID), decoder_input_tokens], 1)
+    x, _ = self.decoder(self.token_embedder(tokens), positions, bias, deterministic)
+    return self._logits(x[:, length:])
+
+  def init_decode_state(self, prompts: Array, max_decode_length: int) -> DecodeState:
+    """Prefills the caches from prompts [B, L]; see ``DecoderOnlyModel.init_decode_state``."""
+    cfg = self.config
+    batch, length = prompts.shape
+    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    inputs = _shift_right(prompts, base.PAD_ID)
+    _, kv = self.decoder(self.token_embedder(inputs), positions,
+                         layers.mask_to_bias(layers.causal_mask(length)), True)
+    empty = layers.constrain(
+        jnp.zeros((batch, cfg.num_kv_heads, max_decode_length, cfg.head_dim),
+                  cfg.activation_dtype), layers.KV_HEADS_MAJOR_ACT)
+    state: DecodeState = {"prompt_lengths": prompt_lengths(prompts)}
+    for i, (key, value) in enumerate(kv):
+      state[f"layers_{i}"] = {"prompt_key": _kv_heads_major(key.astype(cfg.activation_dtype)),
+                              "prompt_value": _kv_heads_major(value.astype(cfg.activation_dtype)),
+                              "key": empty, "value": empty}
+    return state
+
+  def decode_step(self, state: DecodeState, tokens: Array, step: Array
+                  ) -> tuple[Array, DecodeState]:
+    """tokens [B] at continuation step ``step`` -> (float32 logits [B, V], updated state)."""
+    lengths_B = state["prompt_lengths"]
+    caches = {k: v for k, v in state.items() if k != "prompt_lengths"}
+    prompt_slots = caches["layers_0"]["prompt_key"].shape[2]
+    decode_slots = caches["layers_0"]["key"].shape[2]
+    valid_BK = jnp.concatenate([
+        jnp.arange(prompt_slots)[None, :] < lengths_B[:, None],
+        jnp.broadcast_to(jnp.arange(decode_slots)[None, :] <= step,
+                         (lengths_B.shape[0], decode_slots))], axis=1)
+    bias = layers.mask_to_bias(valid_BK)[:, None, None, :]
+    x = self.token_embedder(tokens[:, None])
+    x, caches = self.decoder.decode(x, caches, (lengths_B + step)[:, None], bias, step)
+    return self._logits(x)[:, 0], {**caches, "prompt_lengths": lengths_B}
+
+
+@functools.lru_cache(maxsize=None)
+def _split_converter_class() -> type:
+  """The unpacked decoder-only feature converter (built on first use: seqio loads TensorFlow)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  spec = seqio.FeatureConverter.FeatureSpec
+
+  class SplitPrefixLMFeatureConverter(seqio.FeatureConverter):
+    """Unpacked decoder-only features in the split layout (see `DecoderOnlyModel`): the task's
+    'inputs' right-padded to L as 'prompt_tokens', its 'targets' right-padded to T as
+    'decoder_target_tokens', 'decoder_input_tokens' [T] = [last input token, targets[:-1]]
+    (0 for an empty prompt) and 'decoder_loss_weights' [T] (1 on the targets; from lengths, not
+    token ids, since 0 may be a real token of an imported vocabulary)."""
+
+    TASK_FEATURES = {"inputs": spec(dtype=tf.int32), "targets": spec(dtype=tf.int32)}
+    MODEL_FEATURES = {"prompt_tokens": spec(dtype=tf.int32),
+                      "decoder_target_tokens": spec(dtype=tf.int32),
+                      "decoder_input_tokens": spec(dtype=tf.int32),
+                      "decoder_loss_weights": spec(dtype=tf.int32)}
+    PACKING_FEATURE_DTYPES = {}
+
+    def __init__(self, **kwargs: Any):
+      super().__init__(pack=False, **kwargs)
+
+    def _convert_features(self, ds, task_feature_lengths):
+      prompt_len, target_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
+
+      def pad(x, length):
+        return tf.pad(x, [[0, length - tf.shape(x)[0]]])
+
+      def convert(ex):
+        inputs, targets = ex["inputs"][:prompt_len], pad(ex["targets"][:target_len], target_len)
+        last = tf.concat([[0], inputs], 0)[-1:]
+        return {"prompt_tokens": pad(inputs, prompt_len),
+                "decoder_target_tokens": targets,
+                "decoder_input_tokens": tf.concat([last, targets[:-1]], 0),
+                "decoder_loss_weights": pad(tf.ones_like(ex["targets"][:target_len]),
+                                            target_len)}
+
+      return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths):
+      target_len = task_feature_lengths["targets"]
+      return {"prompt_tokens": task_feature_lengths["inputs"],
+              "decoder_target_tokens": target_len, "decoder_input_tokens": target_len,
+              "decoder_loss_weights": target_len}
+
+  return SplitPrefixLMFeatureConverter
+
+
+class DecoderOnlyModel(base.FlaxModel):
+  """A decoder-only transformer as pure functions of (params, inputs): the `base.Model` seam.
+
+  Features, in one of two layouts:
+  * split (unpacked batches: training, evaluation, online samples): 'prompt_tokens' [B, L] (the
+    prompt right-padded with 0), 'decoder_target_tokens' [B, T] (the continuation),
+    'decoder_input_tokens' [B, T] ([last prompt token, y_0, .., y_{T-2}]) and
+    'decoder_loss_weights' [B, T]. The stack runs over the L + T slots with per-row positions and
+    masks (`split_positions_and_bias`), as if each prompt ran straight into its continuation,
+    and the output layer and every loss only over the T continuation slots, like T5's decoder:
+    for L >> T most of the vocabulary projection and loss work of a prefix-LM row is skipped,
+    and column t is continuation step t in every row.
+  * prefix-LM (packed batches): seqio's `PrefixLMFeatureConverter` features of S positions,
+    'decoder_input_tokens' (shifted right, 0 first), 'decoder_target_tokens' (prompt, then
+    continuation), 'decoder_loss_weights' (1 on continuations), 'decoder_segment_ids',
+    'decoder_positions'; seqio's 'decoder_causal_attention' is ignored (fully causal,
+    Llama-style), no attention across packed segments.
+  Either way a sequence starts with token 0 (seqio's start token) before the prompt.
+
+  Decoding: `init_decode_state` runs the prompts once (each row's prompt but its last real
+  token, after the start token 0) into per-layer caches; `decode_step` at continuation step t
+  feeds row b's token at position len_b + t and writes decode slot t. The logits of step t equal
+  the split layout's teacher-forced logits at column t.
+
+  Attributes:
+    config: the DecoderOnlyConfig.
+    module: the flax module (``DecoderOnlyTransformer``).
+    pad_id: 0 (also the start token of every sequence, as seqio's ``bos_id``).
+    eos_id: ``config.eos_id``.
+  """
+
+  decoder_start_id: int = base.PAD_ID
+
+  def __init__(self, config: DecoderOnlyConfig):
+    if config.mlp_activation not in layers.ACTIVATIONS:
+      raise ValueError(f"mlp_activation {config.mlp_activation!r} is unknown; choose one of "
+                       f"{sorted(layers.ACTIVATIONS)}.")
+    if config.num_kv_heads < 1 or config.num_heads % config.num_kv_heads:
+      raise ValueError(f"num_heads ({config.num_heads}) must be a multiple of num_kv_heads "
+                       f"({config.num_kv_heads}); choose num_kv_heads dividing num_heads.")
+    if config.head_dim % 2:
+      raise ValueError(f"head_dim must be even for rotary embeddings, got {config.head_dim}.")
+    self.config = config
+    self.module = DecoderOnlyTransformer(config)
+    self.eos_id = config.eos_id
+
+  def _dummy_inputs(self, input_shapes: base.InputShapes) -> tuple[Array, ...]:
+    return (jnp.ones(tuple(input_shapes["decoder_input_tokens"]), jnp.int32),)
+
+  def input_shapes(self, batch_size: int, feature_lengths: Mapping[str, int]
+                   ) -> base.InputShapes:
+    """{'decoder_input_tokens': (B, L + T)} from {'inputs': L, 'targets': T}."""
+    return {"decoder_input_tokens": (batch_size,
+                                     feature_lengths["inputs"] + feature_lengths["targets"])}
+
+  def feature_converter(self, pack: bool) -> Any:
+    """Packed: seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)`; unpacked: the
+    split layout's converter (imported here: seqio loads TensorFlow)."""
+    if pack:
+      import seqio  # pylint: disable=g-import-not-at-top
+      return seqio.PrefixLMFeatureConverter(loss_on_targets_only=True, pack=True)
+    return _split_converter_class()()
+
+  def prompts(self, batch: base.Batch) -> Array:
+    """'prompt_tokens' [B, L] (unpacked batches only).
+
+    Raises:
+      ValueError: the batch has no 'prompt_tokens' (it is packed).
+    """
+    if "prompt_tokens" not in batch:
+      raise ValueError("This batch has no 'prompt_tokens': packed batches have no per-row "
+                       "prompts; set train.pack = False.")
+    return batch["prompt_tokens"]
+
+  def continuation_length(self, batch: base.Batch) -> int:
+    """T, the continuation columns of an unpacked (split-layout) batch (static)."""
+    self.prompts(batch)
+    return batch["decoder_target_tokens"].shape[1]
+
+  def teacher_forcing_batch(self, prompts: Array, continuations: Array,
+                            lengths: Array | None = None) -> dict[str, Array]:
+    """Split-layout features for `continuations` [B, T] of `prompts` [B, L] (right-padded
+    with 0): what the unpacked feature converter makes of the same token lists.
+
+    A continuation ends as `base.continuation_mask` says (after `lengths`, at the first EOS
+    inclusive, before a PAD); later columns are padding.
+
+    Returns:
+      {'prompt_tokens' [B, L], 'decoder_target_tokens' [B, T] (0 after the end),
+      'decoder_input_tokens' [B, T] ([last real prompt token, targets[:-1]]),
+      'decoder_loss_weights' float32 [B, T] (1 on real tokens)}.
+    """
+    real_BT = base.continuation_mask(continuations, lengths, eos_id=self.eos_id,
+                                     pad_id=self.pad_id)
+    targets = jnp.where(real_BT, continuations, self.pad_id).astype(jnp.int32)
+    return {"prompt_tokens": jnp.asarray(prompts, jnp.int32),
+            "decoder_target_tokens": targets,
+            "decoder_input_tokens": jnp.concatenate(
+                [self.start_tokens(prompts)[:, None], targets[:, :-1]], axis=1),
+            "decoder_loss_weights": real_BT.astype(jnp.float32)}
+
+  def logits(self, params: Params, batch: Mapping[str, Array], *,
+             dropout_rng: Array | None = None) -> Array:
+    """Teacher-forced logits.
+
+    Args:
+      params: from ``init``.
+      batch: split layout ('prompt_tokens' [B, L], 'decoder_input_tokens' [B, T]) or prefix-LM
+        layout ('decoder_input_tokens' [B, S] and, packed, 'decoder_segment_ids' and
+        'decoder_positions' [B, S]: rotary positions, default 0..S-1).
+      dropout_rng: enables dropout when given and config.dropout_rate > 0.
+    Returns:
+      float32 [B, T, V] or [B, S, V], aligned with 'decoder_target_tokens'.
+    """
+    deterministic = dropout_rng is None or self.config.dropout_rate == 0.0
+    rngs = {} if deterministic else {"dropout": dropout_rng}
+    return self.module.apply(
+        {"params": params}, batch["decoder_input_tokens"], batch.get("decoder_segment_ids"),
+        batch.get("decoder_positions"), batch.get("prompt_tokens"), deterministic=deterministic,
+        rngs=rngs)
+
+  def init_decode_state(self, params: Params, prompts: Array,
+                        max_decode_length: int) -> DecodeState:
+    """Runs the prompts once and prepares incremental decoding.
+
+    Args:
+      params: from ``init``.
+      prompts: int32 [B, L], right-padded with 0 (unpacked); rows may differ in length.
+      max_decode_length: T, the decode cache's length (static).
+    Returns:
+      DecodeState, a dict whose every leaf has batch as its leading axis:
+        'prompt_lengths': int32 [B] (`prompt_lengths(prompts)`);
+        'layers_i': {'prompt_key', 'prompt_value': [B, N, L, D] (the rotated keys / values of
+                     inputs [0, p_0, .., p_{L-2}]; slots >= the row's length are never read),
+                     'key', 'value': [B, N, T, D] (decode slots, zeros until written)}
+      heads-major, in config.activation_dtype.
+    """
+    return self.module.apply({"params": params}, jnp.asarray(prompts, jnp.int32),
+                             max_decode_length, method=DecoderOnlyTransformer.init_decode_state)
+
+  def start_tokens(self, prompts: Array) -> Array:
+    """int32 [B]: each row's last real prompt token (0, the start token, for an empty prompt)."""
+    len_B = prompt_lengths(prompts, self.pad_id)
+    last_B = jnp.take_along_axis(prompts, jnp.maximum(len_B - 1, 0)[:, None], axis=1)[:, 0]
+    return jnp.where(len_B > 0, last_B, self.decoder_start_id).astype(jnp.int32)
+
+  def decode_step(self, params: Params, state: DecodeState, tokens: Array,
+                  position: Array | int) -> tuple[Array, DecodeState]:
+    """One step with the caches.
+
+    Args:
+      params: from ``init``.
+      state: from ``init_decode_state`` or a previous step.
+      tokens: int32 [B], the input at continuation step ``position`` (``start_tokens`` at 0).
+      position: int32 scalar t, may be traced; row b's token sits at position len_b + t.
+    Returns:
+      (float32 logits [B, V] for the next token, updated DecodeState of unchanged shapes);
+      equals the split layout's teacher-forced logits at column t.
+    """
+    return self.module.apply({"params": params}, state, jnp.asarray(tokens, jnp.int32),
+                             jnp.asarray(position, jnp.int32),
+                             method=DecoderOnlyTransformer.decode_step)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from irl_lm.models import base, layers
+from irl_lm.models import base, decoder_only, decoder_only_discriminator, layers
 from irl_lm.models import t5
 
 Array = jax.Array
@@ -99,17 +99,22 @@ class DiscriminatorModel(base.FlaxModel):
 
   @classmethod
   def for_policy(cls, policy: Any, size: str,
-                 overrides: Mapping[str, Any] | None = None) -> "DiscriminatorModel":
-    """A T5 1.1 discriminator of preset `size` for `policy` (a T5 `EncoderDecoderModel`): the
-    policy's vocabulary and activation dtype, other fields from `overrides`.
+                 overrides: Mapping[str, Any] | None = None) -> Any:
+    """A discriminator of preset `size` for `policy`, of the policy's family: a T5 1.1
+    encoder-decoder for a T5 `EncoderDecoderModel` (as in the paper), a decoder-only scorer
+    (`decoder_only_discriminator.DecoderOnlyDiscriminatorModel`) for a `DecoderOnlyModel`; the
+    policy's vocabulary and activation dtype, other fields (of that family's config) from
+    `overrides`.
 
     Raises:
-      ValueError: the policy is not an encoder-decoder (GAIL's discriminator reads the input
-        with an encoder, as in the paper).
+      ValueError: the policy is of neither family.
     """
+    if isinstance(policy, decoder_only.DecoderOnlyModel):
+      return decoder_only_discriminator.DecoderOnlyDiscriminatorModel.for_policy(
+          policy, size, overrides)
     if not isinstance(policy, t5.EncoderDecoderModel):
-      raise ValueError(f"GAIL's discriminator is a T5 encoder-decoder and needs an "
-                       f"encoder-decoder policy, not {type(policy).__name__}.")
+      raise ValueError(f"GAIL's discriminator needs a T5 encoder-decoder or a decoder-only "
+                       f"policy, not {type(policy).__name__}.")
     config = t5.t5_1_1_config(size, **{**dict(overrides or {}),
                                        "vocab_size": policy.config.vocab_size,
                                        "activation_dtype": policy.config.activation_dtype})

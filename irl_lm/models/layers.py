@@ -1,11 +1,13 @@
-"""Building blocks of T5 1.1 in flax.linen, with T5X parameter names and logical axes.
+"""Building blocks of T5 1.1 and of decoder-only transformers in flax.linen, with T5X parameter
+names and logical axes.
 
 Every parameter is float32 and carries logical axis names (``vocab``, ``embed``, ``joined_kv``,
-``mlp``, ``heads``, ``relpos_buckets``) through ``nn.with_logical_partitioning``; main activations
-carry ``nn.with_logical_constraint`` annotations, which do nothing unless axis rules and a mesh
-are active while the function is traced.
+``kv_heads``, ``mlp``, ``heads``, ``relpos_buckets``) through ``nn.with_logical_partitioning``;
+main activations carry ``nn.with_logical_constraint`` annotations, which do nothing unless axis
+rules and a mesh are active while the function is traced.
 
-Shapes: B batch, Q query length, K key length, E emb dim, H heads, D head dim, J = H*D, F mlp dim.
+Shapes: B batch, Q query length, K key length, E emb dim, H heads, D head dim, J = H*D, F mlp dim;
+grouped-query attention: N key/value heads, G = H / N query heads per key/value head.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ RELPOS_INIT = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 # Logical names of the main activations.
 EMBED_ACT = ("batch", "length", "embed")
 HEADS_ACT = ("batch", "length", "heads", "kv")
+KV_HEADS_ACT = ("batch", "length", "kv_heads", "kv")
 MLP_ACT = ("batch", "length", "mlp")
 
 
@@ -67,7 +70,8 @@ class RMSNorm(nn.Module):
 class Embed(nn.Module):
   """Token embedder. Input int ids [...]; output [..., E] in ``dtype``.
 
-  Parameter ``embedding`` (V, E), logical axes ('vocab', 'embed').
+  Parameter ``embedding`` (V, E), logical axes ('vocab', 'embed'). ``attend`` is the tied output
+  layer that reuses it.
   """
 
   num_embeddings: int
@@ -75,31 +79,45 @@ class Embed(nn.Module):
   dtype: DType = jnp.float32
   embedding_init: Initializer = EMBEDDING_INIT
 
-  @nn.compact
-  def __call__(self, ids: Array) -> Array:
-    embedding = self.param(
+  def setup(self):
+    self.embedding = self.param(
         "embedding", nn.with_logical_partitioning(self.embedding_init, ("vocab", "embed")),
         (self.num_embeddings, self.features), jnp.float32)
-    return jnp.take(embedding, ids, axis=0).astype(self.dtype)
+
+  def __call__(self, ids: Array) -> Array:
+    return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+  def attend(self, x: Array) -> Array:
+    """Tied logits ``x @ embedding.T``: x [..., E] -> float32 [..., V] (no 1/sqrt(E) scaling)."""
+    return jnp.dot(x.astype(jnp.float32), self.embedding.T)
 
 
 class Dense(nn.Module):
-  """Dense layer without bias over the last axis. Input [..., In]; output [..., features].
+  """Dense layer over the last axis, without bias by default. Input [..., In]; output
+  [..., features].
 
-  Computes in ``dtype``. Parameter ``kernel`` (In, features) with logical ``kernel_axes``.
+  Computes in ``dtype``. Parameter ``kernel`` (In, features) with logical ``kernel_axes``; with
+  ``use_bias`` also ``bias`` (features,) with the logical axis ``kernel_axes[1]``, zeros at init.
   """
 
   features: int
   kernel_axes: tuple[str, str]
   dtype: DType = jnp.float32
   kernel_init: Initializer = DENSE_INIT
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param(
         "kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
         (x.shape[-1], self.features), jnp.float32)
-    return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param(
+          "bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.kernel_axes[1],)),
+          (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
 
 
 def _scaled_init(init: Initializer, divisor: float) -> Initializer:
@@ -206,24 +224,142 @@ def heads_major(x: Array) -> Array:
   return constrain(jnp.swapaxes(x, 1, 2), HEADS_MAJOR_ACT)
 
 
-class MlpBlock(nn.Module):
-  """Gated-GELU feed-forward: ``wo(gelu(wi_0 x) * wi_1 x)``. Input [B, T, E] -> [B, T, E].
+KV_HEADS_MAJOR_ACT = ("batch", "kv_heads", "length", "kv")
 
-  Kernels wi_0, wi_1 (E, F) axes ('embed', 'mlp'); wo (F, E) axes ('mlp', 'embed'). GELU is the
-  tanh approximation (flax's default, T5X's and HF's ``gelu_new``). Dropout on the hidden layer
-  (shared over positions, as T5X) when not ``deterministic``.
+
+def rotary_embedding(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary position embedding in Hugging Face Llama's "rotate half" layout.
+
+  Coordinate i of the first half of each head and coordinate i of the second half form one
+  pair, rotated by ``position * theta ** (-2i / D)``.
+
+  Args:
+    x: [B, S, N, D] queries or keys (D even), any float dtype.
+    positions: int [B, S], each token's position.
+    theta: base of the frequencies (10000 for Llama 2, 500000 for Llama 3).
+  Returns:
+    [B, S, N, D] in x's dtype (the rotation is computed in float32).
+  """
+  half = x.shape[-1] // 2
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, 2 * half, 2, dtype=jnp.float32) / (2 * half)))
+  angles = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B, S, 1, D/2]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class GroupedQueryAttention(nn.Module):
+  """Dot-product attention with N = ``num_kv_heads`` key/value heads shared by groups of
+  G = H / N query heads (N = H: multi-head, N = 1: multi-query), Llama-style.
+
+  Sub-layers ``query`` (E, H*D) axes ('embed', 'joined_kv'), ``key`` and ``value`` (E, N*D) axes
+  ('embed', 'kv_heads'), ``out`` (H*D, E) axes ('joined_kv', 'embed'); with ``use_bias`` the
+  query/key/value projections have biases (Qwen2). Query head h reads key/value head h // G
+  (Hugging Face's ``repeat_kv``); keys and values are never repeated in memory. Logits are
+  scaled by 1/sqrt(D) explicitly; logits and softmax are float32, the rest is in ``dtype``.
+  """
+
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  emb_dim: int
+  dtype: DType = jnp.float32
+  use_bias: bool = False
+
+  def setup(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                       f"({self.num_kv_heads}); choose num_kv_heads dividing num_heads.")
+    kv = self.num_kv_heads * self.head_dim
+    self.query = Dense(self.num_heads * self.head_dim, ("embed", "joined_kv"), self.dtype,
+                       ATTENTION_INIT, self.use_bias)
+    self.key = Dense(kv, ("embed", "kv_heads"), self.dtype, ATTENTION_INIT, self.use_bias)
+    self.value = Dense(kv, ("embed", "kv_heads"), self.dtype, ATTENTION_INIT, self.use_bias)
+    self.out = Dense(self.emb_dim, ("joined_kv", "embed"), self.dtype, ATTENTION_INIT)
+
+  def project_query(self, x: Array) -> Array:
+    """[B, Q, E] -> queries [B, Q, H, D] in ``dtype``."""
+    q = self.query(x)
+    return constrain(q.reshape(q.shape[:-1] + (self.num_heads, self.head_dim)), HEADS_ACT)
+
+  def project_key_value(self, x: Array) -> tuple[Array, Array]:
+    """[B, K, E] -> (keys [B, K, N, D], values [B, K, N, D]) in ``dtype``."""
+    shape = x.shape[:-1] + (self.num_kv_heads, self.head_dim)
+    return (constrain(self.key(x).reshape(shape), KV_HEADS_ACT),
+            constrain(self.value(x).reshape(shape), KV_HEADS_ACT))
+
+  def _attend(self, query: Array, keys: Sequence[Array], values: Sequence[Array],
+              bias: Array | None, heads_major_kv: bool) -> Array:
+    batch, length = query.shape[:2]
+    groups = self.num_heads // self.num_kv_heads
+    q = query.reshape(batch, length, self.num_kv_heads, groups, self.head_dim)
+    kv = "bnkd" if heads_major_kv else "bknd"
+    logits = jnp.concatenate(
+        [jnp.einsum(f"bqngd,{kv}->bngqk", q, k.astype(q.dtype),
+                    preferred_element_type=jnp.float32) for k in keys], axis=-1)
+    logits = logits * np.float32(1.0 / np.sqrt(self.head_dim))
+    if bias is not None:
+      logits = logits + bias.astype(jnp.float32)[:, :, None]  # [B, 1, 1, Q, K]
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out, start = 0, 0
+    for v in values:  # the weights of each block of keys times its values
+      size = v.shape[2 if heads_major_kv else 1]
+      out = out + jnp.einsum(f"bngqk,{kv}->bqngd", weights[..., start:start + size],
+                             v.astype(self.dtype))
+      start += size
+    out = out.reshape(batch, length, self.num_heads * self.head_dim)
+    return constrain(self.out(out), EMBED_ACT)
+
+  def attend(self, query: Array, key: Array, value: Array, bias: Array | None = None) -> Array:
+    """Attention from projected heads: query [B, Q, H, D], key/value [B, K, N, D], bias
+    float32 broadcastable to [B, 1, Q, K] (masks as NEG_INF) -> [B, Q, E] in ``dtype``."""
+    return self._attend(query, [key], [value], bias, heads_major_kv=False)
+
+  def attend_cached(self, query: Array, keys: Sequence[Array], values: Sequence[Array],
+                    bias: Array | None = None) -> Array:
+    """Attention of decode-step queries over heads-major caches (see
+    `MultiHeadAttention.attend_cached` for why heads-major).
+
+    Args:
+      query: [B, Q, H, D] (Q = 1 when decoding).
+      keys, values: blocks [B, N, K_i, D] (e.g. a prefilled prompt cache and a decode cache),
+        read as one key axis of length K = sum K_i without concatenating them.
+      bias: float32 broadcastable to [B, 1, Q, K].
+    Returns:
+      [B, Q, E] in ``dtype``; equals `attend` on the concatenated keys/values.
+    """
+    return self._attend(query, keys, values, bias, heads_major_kv=True)
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": functools.partial(nn.gelu, approximate=True),  # T5X's and HF's gelu_new
+    "silu": nn.silu,  # SwiGLU (Llama)
+}
+
+
+class MlpBlock(nn.Module):
+  """Gated feed-forward: ``wo(act(wi_0 x) * wi_1 x)``. Input [B, T, E] -> [B, T, E].
+
+  Kernels wi_0 (gate), wi_1 (up) (E, F) axes ('embed', 'mlp'); wo (F, E) axes ('mlp', 'embed').
+  ``activation`` is a key of ``ACTIVATIONS``: 'gelu' (the default, T5 1.1: the tanh
+  approximation, flax's default, T5X's and HF's ``gelu_new``) or 'silu' (SwiGLU). Dropout on
+  the hidden layer (shared over positions, as T5X) when not ``deterministic``.
   """
 
   mlp_dim: int
   dtype: DType = jnp.float32
   dropout_rate: float = 0.0
+  activation: str = "gelu"
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"Unknown MLP activation {self.activation!r}; choose one of "
+                       f"{sorted(ACTIVATIONS)}.")
     emb_dim = x.shape[-1]
     gate = Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="wi_0")(x)
     linear = Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="wi_1")(x)
-    h = constrain(nn.gelu(gate, approximate=True) * linear, MLP_ACT)
+    h = constrain(ACTIVATIONS[self.activation](gate) * linear, MLP_ACT)
     h = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
         h, deterministic=deterministic or self.dropout_rate == 0.0)
     return constrain(Dense(emb_dim, ("mlp", "embed"), self.dtype, name="wo")(h), EMBED_ACT)

@@ -353,6 +353,10 @@ class EncoderDecoderModel(base.FlaxModel):
     """'encoder_input_tokens' [B, L]."""
     return batch["encoder_input_tokens"]
 
+  def continuation_length(self, batch: base.Batch) -> int:
+    """T, the decoder length of the batch (static)."""
+    return batch["decoder_target_tokens"].shape[1]
+
   def teacher_forcing_batch(self, prompts: Array, continuations: Array,
                             lengths: Array | None = None) -> dict[str, Array]:
     """Encoder-decoder features for `continuations` [B, T] of `prompts` [B, L].

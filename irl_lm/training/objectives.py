@@ -183,7 +183,7 @@ class OnlineObjective:
 
     Args:
       params: the policy parameters (the caller stops their gradient).
-      batch: the data batch (unpacked encoder-decoder features, [B, ...]).
+      batch: the data batch (the model's unpacked features, [B, ...]).
       rng: PRNG key.
       model: has `init_decode_state` / `decode_step`.
 
@@ -200,7 +200,7 @@ class OnlineObjective:
     prompts_SL = layers.constrain(_take_rows(prompts_BL, num_rows, data_axis),
                                   ("batch", "length"))
     out = search.temperature_sample(
-        model, params, prompts_SL, rng, max_decode_length=batch["decoder_target_tokens"].shape[1],
+        model, params, prompts_SL, rng, max_decode_length=model.continuation_length(batch),
         temperature=self.sampling.sampling_temperature, top_k=self.sampling.top_k,
         top_p=self.sampling.top_p)
     return model.teacher_forcing_batch(prompts_SL, out.tokens, out.lengths)
@@ -307,9 +307,10 @@ class IQLearnOnline(OnlineObjective):
 class GAIL(OnlineObjective):
   """GAIL: a discriminator of (prefix, token) pairs and a policy-gradient policy update.
 
-  The discriminator is a T5 1.1 encoder-decoder of size `discriminator_size` (same vocabulary
-  and activation dtype as the policy) with a scalar head per target position
-  (`irl_lm.models.discriminator`). Its parameters and optimiser state (Adam) live in
+  The discriminator is a model of the policy's family (a T5 1.1 encoder-decoder, or a
+  decoder-only stack fed prompt and continuation unshifted) of preset `discriminator_size`
+  (same vocabulary and activation dtype as the policy) with a scalar head per target position
+  (`irl_lm.models.discriminator.DiscriminatorModel.for_policy`). Its parameters and optimiser state (Adam) live in
   `TrainState.extra` together with a frozen copy of the initial policy (the KL reference; only
   when `kl_weight != 0`). Each step: sample completions for `sample_fraction` of the inputs;
   one discriminator step on data (label 1) vs samples (label 0); per-token rewards
@@ -322,8 +323,9 @@ class GAIL(OnlineObjective):
     gamma: discount of the returns-to-go.
     baseline: 'batch_mean' (leave-one-out per-position batch mean) or 'none'.
     kl_weight, mle_weight, entropy_weight: coefficients of the policy regularisers.
-    discriminator_size: T5 1.1 preset of the discriminator ('tiny', 'small', ...).
-    discriminator_overrides: optional T5Config fields for it (e.g. {'num_encoder_layers': 1}).
+    discriminator_size: preset of the discriminator in the policy's family ('tiny', 'small',
+      ... for T5; 'tiny', '1b', ... for decoder-only).
+    discriminator_overrides: optional config fields for it (e.g. {'num_encoder_layers': 1}).
     discriminator_learning_rate: Adam learning rate of the discriminator.
     discriminator_grad_clip_norm: clip its gradients to this global norm (0 disables).
     sample_fraction: fraction of the batch's inputs sampled each step.

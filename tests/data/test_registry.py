@@ -6,25 +6,26 @@ import sys
 import pytest
 import seqio
 
-from irl_lm.data import arithmetic, gsm8k, pipeline, pypackages_docstrings, registry
+from irl_lm.data import arithmetic, gsm8k, local_files, pipeline, pypackages_docstrings, registry
 from irl_lm.data import stdlib_docstrings, tldr
 from irl_lm.data import vocabularies, wmt, xsum
 from tests.data import helpers
 
 FACTORY_NAMES = ["stdlib_docstrings_task", "xsum_task", "tldr_task", "tldr_openai_task",
                  "gsm8k_task", "wmt22_en_de_task", "arithmetic_task",
-                 "pypackages_docstrings_task"]
+                 "pypackages_docstrings_task", "local_files_task"]
 
 
 def test_all_tasks_registered_with_metric_families():
   assert set(registry.TASK_NAMES) == {"stdlib_docstrings", "xsum", "tldr", "tldr_openai", "gsm8k",
                                       "wmt22_en_de", "arithmetic_word_problems",
-                                      "pypackages_docstrings"}
+                                      "pypackages_docstrings", "local_files"}
   assert {n: registry.metric_family(n) for n in registry.TASK_NAMES} == {
       "stdlib_docstrings": "rouge", "xsum": "rouge", "tldr": "rouge", "tldr_openai": "rouge",
       "gsm8k": "gsm8k", "wmt22_en_de": "translation", "arithmetic_word_problems": "gsm8k",
-      "pypackages_docstrings": "rouge"}
-  for name in ("xsum", "tldr", "tldr_openai", "gsm8k", "wmt22_en_de"):  # T5's vocabulary, unread
+      "pypackages_docstrings": "rouge", "local_files": "rouge"}
+  # T5's vocabulary, unread.
+  for name in ("xsum", "tldr", "tldr_openai", "gsm8k", "wmt22_en_de", "local_files"):
     vocab = pipeline.get_vocabulary(name)
     assert vocab.sentencepiece_model_file == vocabularies.T5_VOCAB_PATH
     assert vocab.extra_ids == 100 and vocab._model is None  # pylint: disable=protected-access
@@ -32,6 +33,7 @@ def test_all_tasks_registered_with_metric_families():
   assert pipeline.get_task("pypackages_docstrings").splits == ("train", "validation")
   assert pipeline.get_task("gsm8k").splits == ("train", "test")
   assert pipeline.get_task("wmt22_en_de").splits == ("train", "validation", "test")
+  assert pipeline.get_task("local_files").splits == ("train", "validation")
   assert set(registry.TASK_NAMES) <= set(seqio.TaskRegistry.names())  # importing the pipeline
 
 
@@ -54,9 +56,11 @@ def test_importing_the_registry_and_factories_loads_neither_tensorflow_nor_seqio
           "assert registry.metric_family('g') == 'gsm8k'\n"
           "names.append(registry.FACTORIES[7]('p', packages=['gin'], train_examples=5))\n"
           "assert registry.metric_family('p') == 'rouge'\n"
+          "names.append(registry.FACTORIES[8]('l', train_path='/x.tsv', metric='gsm8k'))\n"
+          "assert registry.metric_family('l') == 'gsm8k'\n"
           "from irl_lm import config\n"
           "config.parse(['tasks/gsm8k.gin', 'tasks/stdlib_docstrings.gin',\n"
-          "              'tasks/pypackages_docstrings.gin'])\n"
+          "              'tasks/pypackages_docstrings.gin', 'tasks/local_files.gin'])\n"
           "config.parse(['pretrain_tiny.gin'])\n"
           "heavy = sorted(m for m in ('tensorflow', 'seqio', 'tensorflow_datasets')\n"
           "               if m in sys.modules)\n"
@@ -64,7 +68,7 @@ def test_importing_the_registry_and_factories_loads_neither_tensorflow_nor_seqio
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=False)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.split("\n")[-2] == "10 []"
+  assert out.stdout.split("\n")[-2] == "12 []"
 
 
 def test_registered_on_first_use_with_the_factory_settings(temp_task_names):
@@ -104,8 +108,9 @@ def test_a_registered_default_task_is_kept():
     lambda: wmt.register("probe_wmt", train_files=["/nonexistent/*.tsv"]),
     lambda: arithmetic.register("probe_arithmetic"),
     lambda: pypackages_docstrings.register("probe_pypackages", packages=["no_such_package"]),
+    lambda: local_files.register("probe_local_files", train_path="/nonexistent/train.tsv"),
 ], ids=["stdlib_docstrings", "xsum", "gsm8k", "tldr_openai", "tldr", "wmt22_en_de",
-        "arithmetic", "pypackages_docstrings"])
+        "arithmetic", "pypackages_docstrings", "local_files"])
 def test_registration_touches_nothing(register, temp_task_names):
   with helpers.outside_world_forbidden():
     task = register()

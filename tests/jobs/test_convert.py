@@ -77,7 +77,7 @@ def test_unrecognised_tree_is_refused_with_its_cause(tmp_path, params):
   flat["encoder/layers/attention/query/kernel"] = np.zeros((128, 2, 4, 32), np.float32)
   t5x.save_t5x(traverse_util.unflatten_dict(flat, sep="/"), str(tmp_path / "checkpoint_1"))
   with pytest.raises(CheckpointError, match=r"does not hold the parameter tree of a known model "
-                     r"family \(t5_1_1; .*; the checkpoint stores scanned layers"):
+                     r"family \(t5_1_1, llama; .*; the checkpoint stores scanned layers"):
     convert.convert(str(tmp_path), str(tmp_path / "out"))
 
 

@@ -1,0 +1,130 @@
+r"""How close a train step and sampling come to this machine's limits, measured in one run.
+
+  python benchmarks/roofline.py                 # T5 1.1 small (the issue's shapes) and tiny
+  python benchmarks/roofline.py --cases=tiny --rounds=5
+
+Train step (MLE, AdamW, float32, a synthetic batch as `common.CASES`):
+* model FLOPs counted analytically (`train_flops`: matmuls only, 2 per multiply-add, backward =
+  2 x forward) and cross-checked with XLA's cost analysis of the compiled step (which also counts
+  element-wise work, so it should be a little higher);
+* achieved FLOP/s = analytic FLOPs / median step time, and its ratio to the FLOP/s of a large
+  float32 matmul (N x N by N x N, `--matmul_n`) measured in the same run: the compute roofline.
+Sampling (one cached decode step of the whole batch, T new tokens):
+* bytes a step must read (`decode_step_bytes`: decoder weights, output layer, self- and cross-
+  attention caches) / median time per step, against the memory bandwidth of a large float32
+  reduction measured in the same run (decoding is memory-bound: few FLOPs per byte).
+Medians of interleaved rounds (`common.interleaved_medians`), so load changes hit all alike.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+from irl_lm import decoding  # noqa: E402
+from irl_lm.models import t5  # noqa: E402
+from irl_lm.training import objectives  # noqa: E402
+
+
+def forward_flops(cfg: t5.T5Config, batch: int, inputs: int, targets: int) -> float:
+  """Matmul FLOPs of one teacher-forced T5 forward pass over a [B, L] / [B, T] batch.
+
+  Per encoder token and layer: q/k/v/o projections 8EJ, attention scores and mixing 4LJ, gated
+  MLP 6EF. Per decoder token and layer: self-attention 8EJ + 4TJ, cross-attention queries and
+  output 4EJ + 4LJ, MLP 6EF; per encoder token and decoder layer the cross-attention keys and
+  values 4EJ; per decoder token the output layer 2EV.
+  """
+  E, J, F, V = cfg.emb_dim, cfg.num_heads * cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+  L, T = inputs, targets
+  encoder = L * cfg.num_encoder_layers * (8 * E * J + 4 * L * J + 6 * E * F)
+  decoder = T * cfg.num_decoder_layers * (12 * E * J + 4 * T * J + 4 * L * J + 6 * E * F)
+  cross_kv = L * cfg.num_decoder_layers * 4 * E * J
+  return float(batch * (encoder + decoder + cross_kv + T * 2 * E * V))
+
+
+def train_flops(cfg: t5.T5Config, batch: int, inputs: int, targets: int) -> float:
+  """Forward + backward (2 x forward) matmul FLOPs of one train step."""
+  return 3.0 * forward_flops(cfg, batch, inputs, targets)
+
+
+def decode_step_bytes(cfg: t5.T5Config, batch: int, inputs: int, max_length: int,
+                      bytes_per_value: int = 4) -> float:
+  """Bytes one cached decode step of the batch reads: the decoder's weights (self-attention,
+  cross-attention query/output, MLP), the output layer, and per row the self-attention cache
+  (all `max_length` slots: static shapes) and the cross-attention keys/values."""
+  E, J, F, V = cfg.emb_dim, cfg.num_heads * cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+  weights = cfg.num_decoder_layers * (6 * E * J + 3 * E * F) + E * V
+  caches = cfg.num_decoder_layers * 2 * batch * J * (max_length + inputs)
+  return float(bytes_per_value * (weights + caches))
+
+
+def matmul_fn(n: int):
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.dot)
+  return lambda: jax.block_until_ready(f(a, b)), 2.0 * n ** 3
+
+
+def bandwidth_fn(num_values: int):
+  x = jnp.ones((num_values,), jnp.float32)
+  f = jax.jit(jnp.sum)
+  return lambda: jax.block_until_ready(f(x)), 4.0 * num_values
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--cases", default="small,tiny")
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--matmul_n", type=int, default=2048)
+  parser.add_argument("--bandwidth_mb", type=int, default=1024)
+  args = parser.parse_args(argv)
+  print(f"jax {jax.__version__} on {jax.device_count()} x {jax.devices()[0].device_kind}; "
+        f"float32; MLE + AdamW")
+  for name in args.cases.split(","):
+    case = common.CASES[name]
+    built = common.t5_train_step(case, objectives.MLE(), optimizer="adamw")
+    cfg = built["model"].config
+    sample = jax.jit(functools.partial(decoding.temperature_sample, built["model"],
+                                       max_decode_length=case.targets, temperature=1.0,
+                                       eos_id=-1))
+    params, enc = built["params"], built["batch"]["encoder_input_tokens"]
+    key = jax.random.key(0)
+    matmul, matmul_flops = matmul_fn(args.matmul_n)
+    reduce, reduce_bytes = bandwidth_fn(args.bandwidth_mb * 2 ** 20 // 4)
+    times = common.interleaved_medians({
+        "train": built["run"],
+        "sample": lambda: jax.block_until_ready(sample(params, enc, key).tokens),
+        "matmul": matmul, "reduce": reduce}, args.rounds)
+    with built["partitioner"].activate():
+      xla = common.cost_analysis(built["lowered"]().compile())
+    analytic = train_flops(cfg, case.batch, case.inputs, case.targets)
+    peak_flops = matmul_flops / times["matmul"]["median"]
+    achieved = analytic / times["train"]["median"]
+    bandwidth = reduce_bytes / times["reduce"]["median"]
+    step_s = times["sample"]["median"] / case.targets
+    step_bytes = decode_step_bytes(cfg, case.batch, case.inputs, case.targets)
+    print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
+          f"T={case.targets}, V={case.vocab}")
+    print(f"  train step: {analytic / 1e9:.1f} GFLOP analytic, {xla['flops'] / 1e9:.1f} GFLOP by "
+          f"XLA (ratio {xla['flops'] / analytic:.2f}); {times['train']['median'] * 1e3:.0f} ms "
+          f"-> {achieved / 1e9:.0f} GFLOP/s")
+    print(f"  float32 matmul {args.matmul_n}^3: {peak_flops / 1e9:.0f} GFLOP/s; train step "
+          f"reaches {achieved / peak_flops:.0%} of it (target >= 70%)")
+    print(f"  sampling: {step_s * 1e3:.1f} ms per decode step of the batch, "
+          f"{step_bytes / 2 ** 20:.0f} MiB read per step -> {step_bytes / step_s / 1e9:.1f} GB/s; "
+          f"measured bandwidth ({args.bandwidth_mb} MiB sum) {bandwidth / 1e9:.1f} GB/s: "
+          f"{step_bytes / step_s / bandwidth:.0%} of it")
+    print(f"  (medians of {args.rounds} interleaved rounds after a warm-up)", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

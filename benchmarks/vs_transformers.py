@@ -1,0 +1,197 @@
+r"""irl_lm vs Hugging Face transformers (PyTorch) on the same CPU: train step, sampling, memory.
+
+  python benchmarks/vs_transformers.py                       # small (the issue's shapes) + tiny
+  python benchmarks/vs_transformers.py --cases=tiny --rounds=5 --sample_rounds=3
+  python benchmarks/vs_transformers.py --no_memory            # skip the peak-memory subprocesses
+
+Needs the `hf` extra (torch, transformers); irl_lm never imports them.
+
+The same T5 1.1 (T5X's sizes, gated-GELU, untied output layer, one input embedding shared by both
+stacks, no dropout), float32 activations and parameters on both sides, the same batch (B, L, T as
+`common.CASES`: inputs 1/2..1 of L, EOS-terminated targets 1/2..1 of T), the same optimiser
+(AdamW, lr 1e-3, no weight decay, no clipping) and the same loss (token-mean cross-entropy,
+irl_lm's `objectives.MLE()`). For a fair peer: `torch.set_flush_denormal(True)` and torch uses
+as many threads as the machine has cores (XLA's CPU client does too).
+
+* train step: forward, backward and optimiser update; both alternate in one process, in a new
+  random order each round (`common.interleaved_medians`): median seconds and tokens/s
+  (B x (L + T) tokens per step) and the ratio irl_lm / transformers (< 1: irl_lm faster);
+* sampling: exactly `T` new tokens per row at temperature 1 without top-k/top-p (irl_lm:
+  `decoding.temperature_sample` with EOS disabled; transformers: `generate(do_sample=True,
+  top_k=0, min_new_tokens=T, max_new_tokens=T)` with its KV cache); ratio transformers /
+  irl_lm (> 1: irl_lm faster);
+* peak memory: each of the four workloads in its own fresh process (warm-up + 2 runs), peak
+  resident set size (ru_maxrss) and its growth over the process's size after the imports.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+from irl_lm import decoding  # noqa: E402
+from irl_lm.training import objectives  # noqa: E402
+
+LEARNING_RATE = 1e-3
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _current_rss_mb() -> float:
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
+
+
+def ours(case: common.Case) -> dict[str, Callable[[], Any]]:
+  """irl_lm's blocking train step and sampler for `case`."""
+  built = common.t5_train_step(case, objectives.MLE(), optimizer="adamw",
+                               learning_rate=LEARNING_RATE, dtype=jnp.float32)
+  sample = jax.jit(functools.partial(decoding.temperature_sample, built["model"],
+                                     max_decode_length=case.targets, temperature=1.0,
+                                     eos_id=-1))
+  params, enc, key = built["params"], built["batch"]["encoder_input_tokens"], jax.random.key(0)
+  return {"train": built["run"],
+          "sample": lambda: jax.block_until_ready(sample(params, enc, key).tokens)}
+
+
+def theirs(case: common.Case) -> dict[str, Callable[[], Any]]:
+  """transformers' train step and `generate` for the same model, batch and optimiser."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.set_flush_denormal(True)
+  torch.set_num_threads(os.cpu_count() or 1)
+  cfg = common.t5_model(case, jnp.float32).config
+  hf_config = transformers.T5Config(
+      vocab_size=cfg.vocab_size, d_model=cfg.emb_dim, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
+      num_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
+      num_heads=cfg.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+      dropout_rate=0.0, relative_attention_num_buckets=cfg.relative_attention_num_buckets,
+      relative_attention_max_distance=cfg.relative_attention_max_distance,
+      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  torch.manual_seed(0)
+  model = transformers.T5ForConditionalGeneration(hf_config).float()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+  batch = common.synthetic_batch(case)
+  input_ids = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
+  attention_mask = input_ids != 0
+  decoder_input_ids = torch.tensor(batch["decoder_input_tokens"], dtype=torch.long)
+  labels = torch.tensor(np.where(batch["decoder_loss_weights"] > 0,
+                                 batch["decoder_target_tokens"], -100), dtype=torch.long)
+
+  def train():
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids, labels=labels)
+    out.loss.backward()
+    optimizer.step()
+    return float(out.loss.detach())
+
+  def sample():
+    model.eval()
+    with torch.inference_mode():
+      return model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                            do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                            max_new_tokens=case.targets, min_new_tokens=case.targets)
+
+  return {"train": train, "sample": sample}
+
+
+def child(system: str, workload: str, case_name: str) -> None:
+  """One workload in this (fresh) process; prints a JSON line with its peak memory."""
+  case = common.CASES[case_name]
+  if system == "transformers":
+    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import transformers  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  after_imports = _current_rss_mb()
+  fn = (ours if system == "irl_lm" else theirs)(case)[workload]
+  for _ in range(3):
+    fn()
+  print(json.dumps({"system": system, "workload": workload, "peak_mb": _peak_rss_mb(),
+                    "after_imports_mb": after_imports}), flush=True)
+
+
+def peak_memory(case_name: str) -> dict[tuple[str, str], dict[str, float]]:
+  out = {}
+  for workload in ("train", "sample"):
+    for system in ("irl_lm", "transformers"):
+      proc = subprocess.run(
+          [sys.executable, os.path.abspath(__file__), f"--child={system}:{workload}",
+           f"--cases={case_name}"], capture_output=True, text=True, check=False)
+      lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+      if proc.returncode or not lines:
+        raise RuntimeError(f"{system} {workload} failed:\n{proc.stderr[-2000:]}")
+      out[system, workload] = json.loads(lines[-1])
+  return out
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--cases", default="small,tiny")
+  parser.add_argument("--rounds", type=int, default=5, help="timed train-step rounds")
+  parser.add_argument("--sample_rounds", type=int, default=3, help="timed sampling rounds")
+  parser.add_argument("--no_memory", action="store_true")
+  parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.child:
+    child(*args.child.split(":"), args.cases)
+    return 0
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  print(f"jax {jax.__version__} ({jax.device_count()} x {jax.devices()[0].device_kind}), "
+        f"torch {torch.__version__} ({os.cpu_count()} threads), transformers "
+        f"{transformers.__version__}; float32; AdamW lr {LEARNING_RATE}; MLE loss")
+  for case_name in args.cases.split(","):
+    case = common.CASES[case_name]
+    mine, peer = ours(case), theirs(case)
+    print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
+          f"T={case.targets}, V={case.vocab}", flush=True)
+    train = common.interleaved_medians({"irl_lm": mine["train"],
+                                        "transformers": peer["train"]}, args.rounds)
+    sample = common.interleaved_medians({"irl_lm": mine["sample"],
+                                         "transformers": peer["sample"]}, args.sample_rounds)
+    tokens = case.batch * (case.inputs + case.targets)
+    new_tokens = case.batch * case.targets
+    print(f"  {'':14} {'train step':>11} {'tokens/s':>9} | {'sample':>9} {'new tok/s':>9}")
+    for system in ("irl_lm", "transformers"):
+      t, s = train[system]["median"], sample[system]["median"]
+      print(f"  {system:14} {t * 1e3:>9.0f}ms {tokens / t:>9.0f} | {s * 1e3:>7.0f}ms "
+            f"{new_tokens / s:>9.0f}")
+    step_ratio = train["irl_lm"]["median"] / train["transformers"]["median"]
+    sample_ratio = sample["transformers"]["median"] / sample["irl_lm"]["median"]
+    print(f"  train step irl_lm / transformers: {step_ratio:.2f} (target <= 0.7); "
+          f"sampling transformers / irl_lm: {sample_ratio:.2f}x faster (target >= 3)")
+    print(f"  (medians of {args.rounds} / {args.sample_rounds} interleaved rounds after a "
+          f"warm-up; min step ratio "
+          f"{train['irl_lm']['min'] / train['transformers']['min']:.2f})", flush=True)
+    if not args.no_memory:
+      mem = peak_memory(case_name)
+      for workload in ("train", "sample"):
+        a, b = mem["irl_lm", workload], mem["transformers", workload]
+        grow_a = a["peak_mb"] - a["after_imports_mb"]
+        grow_b = b["peak_mb"] - b["after_imports_mb"]
+        print(f"  peak memory, {workload:6}: irl_lm {a['peak_mb']:.0f} MB (+{grow_a:.0f} over "
+              f"imports), transformers {b['peak_mb']:.0f} MB (+{grow_b:.0f}); ratio "
+              f"{a['peak_mb'] / b['peak_mb']:.2f} (growth {grow_a / max(grow_b, 1):.2f})"
+              + ("; target <= 0.8" if workload == "train" else ""), flush=True)
+    del mine, peer
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
