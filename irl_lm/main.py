@@ -4,15 +4,31 @@ Flags:
   --gin_file      gin file(s), repeatable; found as given or under the repository's gin/.
   --gin_bindings  extra bindings, repeatable, e.g. --gin_bindings="IQLearn.td_weight = 0.0".
   --distributed   initialise multi-host JAX (every worker of a TPU pod runs the same command).
+  -v / --verbosity  absl's flag. Default here: warnings and errors only, plus what irl_lm prints
+                  for the user (progress lines, evaluation results, the run summary). `-v 0`
+                  brings back INFO logs (irl_lm's, Orbax's, TensorFlow's, ...).
 
 What runs is `run(mode=...)`, configured in gin: `run.mode = 'train'` (default).
 Without `run.run_dir`, outputs go to `runs/<first gin file's name>-<hash of the config>`, so a
 changed configuration never resumes (or overwrites) another configuration's checkpoints.
+
+Exit status: 0 done; 2 a configuration/input error (one line, `error: ...`); 143 preempted by
+SIGTERM after saving a checkpoint at the current step (rerun the same command to resume); 130
+interrupted by Ctrl-C (the same, or killed at once by a second Ctrl-C); 3 stopped at a step
+whose loss, gradients or updated state were not finite (the line names the step and the last
+good checkpoint).
+
+Quiet console: TensorFlow 2.21, absl's C++ logging and SentencePiece (inside tensorflow-text)
+write INFO lines straight to file descriptor 2, before any log level applies
+(TF_CPP_MIN_LOG_LEVEL does not reach them). Unless `-v 0` is given, stderr therefore passes
+through a small filter process that drops lines in absl's INFO format and nothing else.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
 import sys
 from typing import Sequence
 
@@ -24,13 +40,81 @@ DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() first (multi-host TPU pods; launch/run.sh sets it).")
 
+ABSL_WARNING = -1
+# Lines of native INFO chatter: absl/glog format ("I1201 22:12:03.824830  1234 file.cc:12] ",
+# before absl's initialisation "I0000 00:00:1796163805.529053  1234 port.cc:153] "), its
+# pre-initialisation notice, SentencePiece's "normalizer.cc(51) LOG(INFO) ...", TF's older
+# "2026-12-01 22:12:03.824830: I tensorflow/..." format, and the CUDA probe error TensorFlow
+# prints on machines without a GPU ("E... cuda_platform.cc:52] failed call to cuInit").
+NATIVE_INFO = (rb"^(I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+               rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit:"
+               rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+               rb"|\S+\.cc\(\d+\) LOG\(INFO\) "
+               rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I )")
+
+_FILTER = f"""
+import re, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+  signal.signal(s, signal.SIG_IGN)  # ends at EOF, i.e. when every writer is gone
+drop = re.compile({NATIVE_INFO!r})
+out = sys.stdout.buffer
+for line in sys.stdin.buffer:
+  if not drop.match(line):
+    out.write(line)
+    out.flush()
+"""
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's parser, but an unset --verbosity means WARNING (absl's app.run would make it INFO)."""
+  rest = app.parse_flags_with_usage(list(argv))
+  if flags.FLAGS["verbosity"].using_default_value:
+    flags.FLAGS.verbosity = ABSL_WARNING
+  return rest
+
+
+def _quiet_native_logs() -> None:
+  """Routes fd 2 through the NATIVE_INFO filter (see the module docstring)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  try:
+    original = os.dup(2)
+    read, write = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-S", "-c", _FILTER], stdin=read, stdout=original)
+  except OSError:
+    return  # unfiltered, but working
+  sys.stderr.flush()
+  os.dup2(write, 2)
+  os.close(write)
+  os.close(read)
+
+  def restore() -> None:  # let the filter drain before the shell prints its prompt
+    try:
+      sys.stderr.flush()
+    except (OSError, ValueError):
+      pass
+    os.dup2(original, 2)
+    try:
+      proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+      pass
+
+  atexit.register(restore)
+
+
+def _sentence(e: BaseException) -> str:
+  # gin appends "In call to configurable ..." lines; the first part is the sentence.
+  return str(e).split("\n  In call to configurable")[0]
+
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; use --gin_file and "
                          "--gin_bindings.")
+  if flags.FLAGS.verbosity < 0:
+    _quiet_native_logs()
   import gin
   from irl_lm import config
+  from irl_lm.training import stopping
   if not FLAGS.value:
     raise app.UsageError("no --gin_file given: try --gin_file=gin/iqlearn_tiny.gin")
   if DISTRIBUTED.value:
@@ -40,10 +124,19 @@ def main(argv: Sequence[str]) -> None:
     config.parse(FLAGS.value, BINDINGS.value)
     gin.get_configurable("run")(default_name=os.path.splitext(os.path.basename(FLAGS.value[0]))[0])
   except config.USER_ERRORS as e:  # Known user errors: one clear sentence, no traceback.
-    # gin appends "In call to configurable ..." lines; the first part is the sentence.
-    print(f"error: {str(e).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
+    print(f"error: {_sentence(e)}", file=sys.stderr)
     sys.exit(2)
+  except stopping.NonFiniteError as e:
+    print(f"error: {_sentence(e)}", file=sys.stderr)
+    sys.exit(e.exit_code)
+  except stopping.TrainingStopped as e:  # preempted or interrupted, after a checkpoint
+    print(_sentence(e), file=sys.stderr)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:
+    print("interrupted (Ctrl-C) outside the training loop; the checkpoints saved so far are "
+          "kept: rerun the same command to resume.", file=sys.stderr)
+    sys.exit(stopping.EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -24,6 +24,14 @@ Shuffling is seeded (same seed, same order), training repeats forever, and multi
 ``num_shards`` = number of hosts and ``shard_index`` = this host's index so every host reads a
 disjoint part of the split.
 
+The training order is step-indexed, so a resumed run sees exactly the batches an uninterrupted
+one would (:func:`get_batches` with ``start_batch``): epoch ``e`` is one pass over the split
+shuffled with its own seed :func:`epoch_seed` ``(seed, e)``, cut into ``K`` whole batches (the
+remainder of each epoch is dropped), so batch ``s`` is batch ``s % K`` of epoch ``s // K``.
+Starting at batch ``s`` builds epoch ``s // K`` directly and skips ``s % K`` batches of it:
+a resume costs reading at most two epochs (one to count ``K``, bounded by ``s``, and the skipped
+part of one), however long the run has been going.
+
 Tasks are registered on first use (:func:`irl_lm.data.registry.ensure_registered`); importing
 this module registers irl_lm's default tasks. Problems are reported in one sentence naming the
 problem and its fix: an unknown task name (``ValueError`` listing the known tasks) and a data set
@@ -32,6 +40,8 @@ downloads anything.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import os
 from typing import Any, Iterator, Mapping, Optional
 
@@ -177,24 +187,36 @@ def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int
   return converter(ds, task_feature_lengths=lengths)
 
 
+def epoch_seed(seed: Optional[int], epoch: int) -> Optional[int]:
+  """The shuffle seed of training epoch `epoch` of a run seeded `seed` (None stays None)."""
+  if seed is None:
+    return None
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
                 batch_size: int, shuffle: bool, seed: Optional[int],
                 feature_converter: seqio.FeatureConverter, repeat: bool = True,
-                num_shards: int = 1, shard_index: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                num_shards: int = 1, shard_index: int = 0,
+                start_batch: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Yields fixed-size numpy batches of the features `feature_converter` produces.
 
   Args:
     task_name: a task name (see :func:`get_task`), e.g. ``'stdlib_docstrings'``.
     split: ``'train'``, ``'validation'`` or ``'test'``.
     feature_lengths: ``{'inputs': L, 'targets': T}``; longer examples are trimmed (EOS kept).
-    batch_size: rows per batch on this host (B); the last partial batch is dropped.
-    shuffle: shuffle the examples (seeded).
+    batch_size: rows per batch on this host (B); the last partial batch (of each epoch when
+      repeating) is dropped.
+    shuffle: shuffle the examples (seeded; when repeating, each epoch with
+      :func:`epoch_seed` ``(seed, epoch)``).
     seed: shuffle seed (None: unseeded; required when shuffling with ``num_shards > 1``).
     feature_converter: any ``seqio.FeatureConverter`` instance, normally the model's
       (``model.feature_converter(pack)``); it decides the keys, lengths and packing.
     repeat: repeat the split forever (training) instead of one pass (evaluation).
     num_shards: number of hosts reading the split.
     shard_index: this host's index in ``[0, num_shards)``.
+    start_batch: skip to this batch: the batches are those from index `start_batch` on of
+      the same call with ``start_batch=0`` (what resuming a run at step `start_batch` needs).
 
   Returns:
     An iterator of dicts of ``np.int32`` arrays ``[B, length]`` with the converter's keys and
@@ -206,18 +228,54 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
     not at the first ``next()``.
 
   Raises:
-    ValueError: unknown task or split, bad lengths or shard arguments.
+    ValueError: unknown task or split, bad lengths or shard arguments; when repeating, a
+      split with fewer examples on this host than `batch_size`.
     TypeError: `feature_converter` is not a ``seqio.FeatureConverter`` instance.
     MissingDatasetError: the task's data set is not prepared (TFDS) or not on disk (GSM8k,
       TL;DR JSONL, WMT files); the message says what to download and where.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  ds = get_dataset(task_name, split, feature_lengths=feature_lengths, shuffle=shuffle, seed=seed,
-                   feature_converter=feature_converter, repeat=repeat,
-                   num_shards=num_shards, shard_index=shard_index)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return ds.as_numpy_iterator()
+  if start_batch < 0:
+    raise ValueError(f"start_batch must be >= 0, got {start_batch}.")
+
+  def one_pass(pass_seed: Optional[int]) -> tf.data.Dataset:
+    ds = get_dataset(task_name, split, feature_lengths=feature_lengths, shuffle=shuffle,
+                     seed=pass_seed, feature_converter=feature_converter, repeat=False,
+                     num_shards=num_shards, shard_index=shard_index)
+    return ds.batch(batch_size, drop_remainder=True)
+
+  if not repeat:
+    return one_pass(seed).skip(start_batch).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  first = one_pass(epoch_seed(seed, 0))
+  # Batches per epoch, counted on epoch 0 only as far as placing start_batch needs.
+  counted = int(first.take(start_batch + 1).reduce(np.int64(0), lambda n, _: n + 1))
+  if counted == 0:
+    raise ValueError(f"the {split!r} split of task {task_name!r} has fewer examples on this "
+                     f"host than one batch of {batch_size}: lower the batch size or use more "
+                     "examples (e.g. a larger train_examples).")
+  epoch, offset = divmod(start_batch, counted) if counted <= start_batch else (0, start_batch)
+  return _epochs(one_pass, seed, epoch, offset, first if epoch == 0 else None)
+
+
+def _epochs(one_pass: Any, seed: Optional[int], epoch: int, offset: int,
+            first: Optional[tf.data.Dataset]) -> Iterator[dict[str, np.ndarray]]:
+  """Epochs `epoch`, `epoch + 1`, ... one after another, the first from batch `offset` on.
+
+  Building an epoch's pipeline and reading its first batch takes a second or more, so the
+  next epoch is opened in a background thread while the current one is read.
+  """
+  def open_epoch(e: int, ds: Optional[tf.data.Dataset] = None, skip: int = 0):
+    ds = one_pass(epoch_seed(seed, e)) if ds is None else ds
+    it = ds.skip(skip).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    return itertools.chain([next(it)], it)  # every epoch has >= 1 batch (checked)
+
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="next_epoch") as pool:
+    current = open_epoch(epoch, first, offset)
+    for e in itertools.count(epoch + 1):
+      upcoming = pool.submit(open_epoch, e)
+      yield from current
+      current = upcoming.result()
 
 
 def _padded(tokens: np.ndarray, length: int) -> np.ndarray:

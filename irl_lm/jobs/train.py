@@ -46,10 +46,17 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           eval_diversity_samples: int = 4,
           batches: Optional[Iterator[Batch]] = None,
           tensorboard: bool = True,
-          init_from: Optional[str] = None) -> dict[str, Any]:
+          init_from: Optional[str] = None,
+          on_nonfinite: str = "stop") -> dict[str, Any]:
   """Trains `model` on a seqio task with `objective`, checkpointing and evaluating.
 
-  Resumes from the newest checkpoint in `<run_dir>/checkpoints` when there is one.
+  Resumes from the newest checkpoint in `<run_dir>/checkpoints` when there is one, exactly: the
+  data order is step-indexed (`data.pipeline.get_batches` with `start_batch`), the step's RNG
+  lives in the checkpoint, and `metrics.jsonl` is cut back to the restored step (see
+  `trainer.MetricsLog`), so the resumed steps repeat the uninterrupted run's numbers.
+
+  SIGTERM / Ctrl-C: the current step is finished, logged and checkpointed, then
+  `stopping.Preempted` is raised (after the checkpoint committed); see `training.stopping`.
 
   Args:
     run_dir: output directory (checkpoints/, metrics.jsonl, tensorboard/, eval files).
@@ -62,7 +69,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
     partitioner: mesh and sharding rules (default: all devices on 'data').
     optimizer: factory `(schedule=...) -> optax transform` (`optimizers.make_optimizer`).
     schedule: factory `(total_steps=...) -> optax schedule` (`optimizers.make_schedule`).
-    seed: parameter-init, dropout and data-shuffle seed.
+    seed: parameter-init, dropout and data-shuffle seed (epoch e is shuffled with
+      `pipeline.epoch_seed(seed, e)`).
     pack: pack several examples per row (seqio packing).
     checkpoint_every, keep_checkpoints: Orbax checkpoint interval and retention.
     log_every: steps between metric records / progress lines.
@@ -81,11 +89,19 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
       (see `checkpoints.formats.detect_format`). Only its parameters are taken (checked
       against the model); the optimiser starts fresh at step 0. Ignored on resume. A
       `{data_root}` placeholder names the data root.
+    on_nonfinite: 'stop' (default): stop at the first step whose loss, gradient norm or
+      updated state is not finite, before saving anything of it (`stopping.NonFiniteError`
+      names the step and the last good checkpoint); 'skip': do not apply such updates (the
+      step counter still advances) and count them as `train/skipped_updates`.
 
   Returns:
     {'final_step', 'train_seconds', 'loss_first', 'loss_last', 'history' (list of logged
     records), 'eval' (metrics dict or None)}.
   """
+  try:
+    step_lib.check_nonfinite_mode(on_nonfinite)
+  except ValueError as e:
+    raise common.JobError(str(e)) from None
   partitioner = partitioner or Partitioner()
   layout, tx, lr_schedule = common.train_state_layout(
       model=model, objective=objective, partitioner=partitioner, optimizer=optimizer,
@@ -95,68 +111,77 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
 
   checkpointer = checkpoints_lib.Checkpointer(
       os.path.join(run_dir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints)
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(layout.abstract, layout.shardings)
-    logging.info("resumed from checkpoint at step %d", int(state.step))
-    if init_from:
-      logging.info("resuming, so init_from=%s is ignored", init_from)
-  elif init_from:
-    from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
-    state = layout.init_from_params(formats.load_params(
-        sources.expand_path(init_from), layout.abstract.params,
-        shardings=layout.param_shardings))
-  else:
-    state = layout.init_fn()
-  start_step = int(state.step)
+  # Closed on every way out: an Orbax manager left open prints tracebacks at exit.
+  log, open_checkpointer = None, [checkpointer]
+  try:
+    if checkpointer.latest_step() is not None:
+      state = checkpointer.restore(layout.abstract, layout.shardings)
+      trainer.console(f"Resuming from checkpoint {int(state.step)} in {checkpointer.directory}.")
+      if init_from:
+        logging.info("resuming, so init_from=%s is ignored", init_from)
+    elif init_from:
+      from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
+      state = layout.init_from_params(formats.load_params(
+          sources.expand_path(init_from), layout.abstract.params,
+          shardings=layout.param_shardings))
+    else:
+      state = layout.init_fn()
+    start_step = int(state.step)
 
-  train_step = step_lib.make_train_step(model=model, objective=objective, tx=tx,
-                                        schedule=lr_schedule, partitioner=partitioner,
-                                        shardings=layout.shardings)
-  if batches is None:
-    from irl_lm.data import pipeline  # TensorFlow only when real data is needed.
-    batches = pipeline.get_batches(
-        task, "train", feature_lengths=dict(feature_lengths),
-        batch_size=batch_size // jax.process_count(), shuffle=True,
-        # A resumed run reshuffles with a new seed rather than replaying seen batches.
-        seed=seed + start_step, feature_converter=model.feature_converter(pack), repeat=True,
-        num_shards=jax.process_count(), shard_index=jax.process_index())
+    train_step = step_lib.make_train_step(model=model, objective=objective, tx=tx,
+                                          schedule=lr_schedule, partitioner=partitioner,
+                                          shardings=layout.shardings, on_nonfinite=on_nonfinite)
+    if batches is None:
+      from irl_lm.data import pipeline  # TensorFlow only when real data is needed.
+      # Step-indexed order: a resumed run reads exactly the batches it would have read.
+      batches = pipeline.get_batches(
+          task, "train", feature_lengths=dict(feature_lengths),
+          batch_size=batch_size // jax.process_count(), shuffle=True, seed=seed,
+          feature_converter=model.feature_converter(pack), repeat=True,
+          num_shards=jax.process_count(), shard_index=jax.process_index(),
+          start_batch=start_step)
 
-  log = trainer.MetricsLog(run_dir, tensorboard=tensorboard)
-  evaluator = None
-  if eval_examples > 0:
-    evaluator = evaluator_lib.Evaluator(
-        model, task=task, split=eval_split, num_examples=eval_examples,
-        feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
-        partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False)
+    log = trainer.MetricsLog(run_dir, tensorboard=tensorboard, resume_step=start_step)
+    evaluator = None
+    if eval_examples > 0:
+      evaluator = evaluator_lib.Evaluator(
+          model, task=task, split=eval_split, num_examples=eval_examples,
+          feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
+          partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False)
 
-  def evaluate(step: int, params: Any) -> tuple[dict[str, float], dict, list]:
-    summary, records = evaluator.evaluate(params, decoding)
-    metrics = evaluator_lib.log_metrics(summary)
-    if eval_diversity_examples > 0:
-      diversity, _ = evaluator.diversity(params, samples_per_input=eval_diversity_samples,
-                                         seed=decoding.seed, num_inputs=eval_diversity_examples)
-      metrics["self_bleu"] = diversity["self_bleu"]["value"]
-      summary["self_bleu"] = diversity["self_bleu"]
-    log.write(step, f"eval_{eval_split}", metrics)
-    logging.info("step %d | eval_%s %s", step, eval_split,
-                 ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-    return metrics, summary, records
+    def evaluate(step: int, params: Any) -> tuple[dict[str, float], dict, list]:
+      summary, records = evaluator.evaluate(params, decoding)
+      metrics = evaluator_lib.log_metrics(summary)
+      if eval_diversity_examples > 0:
+        diversity, _ = evaluator.diversity(params, samples_per_input=eval_diversity_samples,
+                                           seed=decoding.seed,
+                                           num_inputs=eval_diversity_examples)
+        metrics["self_bleu"] = diversity["self_bleu"]["value"]
+        summary["self_bleu"] = diversity["self_bleu"]
+      log.write(step, f"eval_{eval_split}", metrics)
+      trainer.console(f"step {step} | eval_{eval_split} " +
+                      ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+      return metrics, summary, records
 
-  state, history, train_seconds = trainer.fit(
-      state, train_step, batches, num_train_steps=num_train_steps,
-      batch_sharding=partitioner.batch_sharding(), checkpointer=checkpointer, log=log,
-      log_every=log_every, eval_every=eval_every if evaluator else 0,
-      evaluate=lambda step, state: evaluate(step, state.params))
-  checkpointer.close()
+    state, history, train_seconds = trainer.fit(
+        state, train_step, batches, num_train_steps=num_train_steps,
+        batch_sharding=partitioner.batch_sharding(), checkpointer=checkpointer, log=log,
+        log_every=log_every, eval_every=eval_every if evaluator else 0,
+        evaluate=lambda step, state: evaluate(step, state.params), on_nonfinite=on_nonfinite)
+    open_checkpointer.pop().close()  # the checkpoints commit before the final evaluation
 
-  eval_metrics = None
-  if evaluator is not None:
-    eval_metrics, summary, records = evaluate(int(state.step), state.params)
-    if common.is_writer():
-      name = os.path.join(run_dir, f"eval_{eval_split}_{summary['setting']}")
-      common.write_json_lines(f"{name}.jsonl", records)
-      common.write_json(f"{name}_summary.json", summary)
-  log.close()
+    eval_metrics = None
+    if evaluator is not None:
+      eval_metrics, summary, records = evaluate(int(state.step), state.params)
+      if common.is_writer():
+        name = os.path.join(run_dir, f"eval_{eval_split}_{summary['setting']}")
+        common.write_json_lines(f"{name}.jsonl", records)
+        common.write_json(f"{name}_summary.json", summary)
+  finally:
+    if open_checkpointer:
+      open_checkpointer.pop().close()  # waits for pending saves (e.g. a preemption's)
+    if log is not None:
+      log.close()
   losses = [h["loss"] for h in history]
   return {"final_step": int(state.step), "train_seconds": train_seconds,
           "loss_first": losses[0] if losses else None,

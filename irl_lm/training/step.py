@@ -1,10 +1,23 @@
-"""One jitted, sharded train step: `(state, batch) -> (state, metrics)`."""
+"""One jitted, sharded train step: `(state, batch) -> (state, metrics)`.
+
+Randomness: the step's key comes from splitting `state.rng`, which the state carries (and every
+checkpoint stores), so the key of step s is a function of the seed and s alone and a resumed run
+draws exactly the dropout masks (and samples) of an uninterrupted one.
+
+Non-finite values: every step reports whether its loss, its gradient norm and the updated state
+are finite (`HEALTH_KEYS`, scalar bools the trainer checks and does not log). With
+`on_nonfinite='skip'` a step with any of them non-finite keeps the old parameters, optimiser
+state and extra state (the step counter and the RNG still advance, so the batch is not
+retried and the data order stays step-indexed); with 'stop' (the default) the update is applied
+and the trainer stops before anything of it is saved.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from irl_lm.training.objectives import Objective, OnlineObjective, sampling_rng
@@ -13,12 +26,44 @@ from irl_lm.training.state import TrainState
 
 TrainStep = Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict]]
 
+NONFINITE_MODES = ("stop", "skip")
+# The step's finiteness flags (scalar bools) in its metrics, in this order of blame.
+HEALTH_KEYS = ("finite_loss", "finite_grad_norm", "finite_state")
+
+
+def check_nonfinite_mode(on_nonfinite: str) -> str:
+  """Returns `on_nonfinite` if it is one of NONFINITE_MODES, else raises ValueError."""
+  if on_nonfinite not in NONFINITE_MODES:
+    raise ValueError(f"train.on_nonfinite = {on_nonfinite!r} is not a mode: use 'stop' (stop "
+                     "at the first non-finite loss or gradient) or 'skip' (skip that update).")
+  return on_nonfinite
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def _guard(old: TrainState, new: TrainState, metrics: dict[str, jax.Array],
+           on_nonfinite: str) -> tuple[TrainState, dict[str, jax.Array]]:
+  """Adds the HEALTH_KEYS flags to `metrics`; with 'skip', undoes a non-finite update."""
+  health = {"finite_loss": jnp.isfinite(metrics["loss"]),
+            "finite_grad_norm": jnp.isfinite(metrics["grad_norm"]),
+            "finite_state": _all_finite((new.params, new.opt_state, new.extra))}
+  if on_nonfinite == "skip":
+    ok = health["finite_loss"] & health["finite_grad_norm"] & health["finite_state"]
+    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), (new.params, new.opt_state, new.extra),
+                        (old.params, old.opt_state, old.extra))
+    new = new.replace(params=kept[0], opt_state=kept[1], extra=kept[2])
+  return new, dict(metrics, **health)
+
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
                objective: Objective, tx: optax.GradientTransformation,
                schedule: optax.Schedule,
-               samples: Mapping[str, jax.Array] | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               samples: Mapping[str, jax.Array] | None = None,
+               on_nonfinite: str = "stop") -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser update (not jitted; see `make_train_step`).
 
   Args:
@@ -29,14 +74,15 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
       (see `online_train_step`).
     tx: optimiser; schedule: its learning-rate schedule (logged only).
     samples: only for an `OnlineObjective`: samples drawn outside the step (None: drawn here).
+    on_nonfinite: 'stop' or 'skip' (see the module docstring).
 
   Returns:
     (new state, metrics): metrics are float32 scalars, including 'loss', 'grad_norm' and
-    'learning_rate' plus whatever the objective reports.
+    'learning_rate' plus whatever the objective reports, and the HEALTH_KEYS bools.
   """
   if isinstance(objective, OnlineObjective):
     return online_train_step(state, batch, model=model, objective=objective, tx=tx,
-                             schedule=schedule, samples=samples)
+                             schedule=schedule, samples=samples, on_nonfinite=on_nonfinite)
   rng, step_rng = jax.random.split(state.rng)
 
   def loss_fn(params):
@@ -48,14 +94,14 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
                  learning_rate=schedule(state.step))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
-  return new_state, metrics
+  return _guard(state, new_state, metrics, on_nonfinite)
 
 
 def online_train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
                       objective: OnlineObjective, tx: optax.GradientTransformation,
                       schedule: optax.Schedule,
-                      samples: Mapping[str, jax.Array] | None = None
-                      ) -> tuple[TrainState, dict[str, jax.Array]]:
+                      samples: Mapping[str, jax.Array] | None = None,
+                      on_nonfinite: str = "stop") -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of an online objective (not jitted; see `make_train_step`).
 
   1. Samples from the current policy with key `sampling_rng(state.rng)`, without gradient
@@ -69,10 +115,11 @@ def online_train_step(state: TrainState, batch: Mapping[str, jax.Array], *, mode
     model, tx, schedule: as `train_step`.
     objective: an `OnlineObjective`.
     samples: optional pre-drawn samples (`objective.sample`'s output).
+    on_nonfinite: as `train_step`.
 
   Returns:
     (new state, metrics): float32 scalars, 'loss', 'grad_norm', 'learning_rate', the
-    objective's loss metrics and the metrics of `prepare`.
+    objective's loss metrics and the metrics of `prepare`, and the HEALTH_KEYS bools.
   """
   rng, step_rng = jax.random.split(state.rng)
   prepare_rng, loss_rng = jax.random.split(step_rng)
@@ -94,16 +141,16 @@ def online_train_step(state: TrainState, batch: Mapping[str, jax.Array], *, mode
                  learning_rate=schedule(state.step))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
                             extra=extra)
-  return new_state, metrics
+  return _guard(state, new_state, metrics, on_nonfinite)
 
 
 def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, partitioner: Partitioner,
-                    shardings: TrainState) -> TrainStep:
+                    shardings: TrainState, on_nonfinite: str = "stop") -> TrainStep:
   """Jits `train_step` with explicit in/out shardings and the state donated.
 
   Args:
-    model, objective, tx, schedule: closed over (see `train_step`).
+    model, objective, tx, schedule, on_nonfinite: closed over (see `train_step`).
     partitioner: the mesh and rules; the step is traced with them active so the model's
       activation sharding constraints apply.
     shardings: TrainState-shaped pytree of NamedShardings (`state.state_shardings`).
@@ -115,13 +162,15 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
     parameters in their training layout, samples sharded over 'data') and feeds its output
     to the jitted update; both are dispatched without waiting on the host.
   """
+  check_nonfinite_mode(on_nonfinite)
   if isinstance(objective, OnlineObjective) and not objective.sample_in_step:
     return _make_two_stage_step(model=model, objective=objective, tx=tx, schedule=schedule,
-                                partitioner=partitioner, shardings=shardings)
+                                partitioner=partitioner, shardings=shardings,
+                                on_nonfinite=on_nonfinite)
 
   def step(state, batch):
     return train_step(state, batch, model=model, objective=objective, tx=tx,
-                      schedule=schedule)
+                      schedule=schedule, on_nonfinite=on_nonfinite)
 
   return partitioner.jit(step, in_shardings=(shardings, partitioner.batch_sharding()),
                          out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
@@ -129,7 +178,8 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
 
 def _make_two_stage_step(*, model: Any, objective: OnlineObjective,
                          tx: optax.GradientTransformation, schedule: optax.Schedule,
-                         partitioner: Partitioner, shardings: TrainState) -> TrainStep:
+                         partitioner: Partitioner, shardings: TrainState,
+                         on_nonfinite: str) -> TrainStep:
   """`make_train_step` for an online objective whose samples come from a separate jit."""
   batch_sharding = partitioner.batch_sharding()
 
@@ -138,7 +188,7 @@ def _make_two_stage_step(*, model: Any, objective: OnlineObjective,
 
   def step(state, batch, samples):
     return online_train_step(state, batch, model=model, objective=objective, tx=tx,
-                             schedule=schedule, samples=samples)
+                             schedule=schedule, samples=samples, on_nonfinite=on_nonfinite)
 
   jitted_sample = partitioner.jit(
       sample, in_shardings=(shardings.params, shardings.rng, batch_sharding),

@@ -1,4 +1,9 @@
-"""The training loop: host batches → sharded step → metrics log, checkpoints, evaluation hooks."""
+"""The training loop: host batches → sharded step → metrics log, checkpoints, evaluation hooks.
+
+What the user sees (process 0, stdout): a progress line per logged step (step, loss, steps/s,
+ETA, skipped updates when there are any); evaluations print their own line. Everything else goes
+to absl logging (INFO is hidden unless `--verbosity=0`; warnings show).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,16 @@ from etils import epath
 
 from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.training import state as state_lib
+from irl_lm.training import step as step_lib
+from irl_lm.training import stopping
 
 Batch = Mapping[str, np.ndarray]
+
+
+def console(line: str) -> None:
+  """Prints one line for the user (process 0 only, flushed at once)."""
+  if jax.process_index() == 0:
+    print(line, flush=True)
 
 
 def _format_duration(seconds: float) -> str:
@@ -24,15 +37,41 @@ def _format_duration(seconds: float) -> str:
 
 
 class MetricsLog:
-  """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`) and to TensorBoard."""
+  """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`) and to TensorBoard.
 
-  def __init__(self, run_dir: str, *, tensorboard: bool = True):
+  Resuming: pass `resume_step` (the step the run restarts from; 0 for a fresh start) and the
+  file is rewritten (atomically, by process 0) keeping only the records with `step <=
+  resume_step`, so the records of steps a resumed run replays replace those of the run that
+  was interrupted: every step appears at most once and a reader needs no de-duplication. (A
+  torn last line from a killed process is dropped too.) TensorBoard event files are append-only
+  and may show the replayed steps twice.
+  """
+
+  def __init__(self, run_dir: str, *, tensorboard: bool = True,
+               resume_step: Optional[int] = None):
     self.path = epath.Path(run_dir) / "metrics.jsonl"
     self._writer = None
+    if jax.process_index() == 0 and resume_step is not None:
+      self._keep_until(resume_step)
     if tensorboard and jax.process_index() == 0:
       from clu import metric_writers  # imports TensorFlow; only for real runs.
       self._writer = metric_writers.create_default_writer(
           os.path.join(run_dir, "tensorboard"), asynchronous=False)
+
+  def _keep_until(self, step: int) -> None:
+    if not self.path.exists():
+      return
+    kept = []
+    for line in self.path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and record.get("step", step + 1) <= step:
+        kept.append(line + "\n")
+    tmp = self.path.parent / (self.path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(self.path)
 
   def write(self, step: int, prefix: str, values: Mapping[str, float]) -> None:
     """Appends one record {'step', '<prefix>/<name>': value, ...}."""
@@ -48,11 +87,7 @@ class MetricsLog:
     if self._writer is not None:
       self._writer.flush()
       self._writer.close()
-
-
-def _mean_metrics(history: list[Mapping[str, jax.Array]]) -> dict[str, float]:
-  host = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+      self._writer = None
 
 
 def global_batch(local: Batch, sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
@@ -61,51 +96,156 @@ def global_batch(local: Batch, sharding: jax.sharding.NamedSharding) -> dict[str
           for k, v in local.items()}
 
 
+_BLAME = {"finite_loss": "the loss", "finite_grad_norm": "the gradient norm",
+          "finite_state": "the updated parameters/optimiser state"}
+
+
+class _Window:
+  """The steps since the last metrics record: their metrics and finiteness checks.
+
+  `check(upto)` fetches the HEALTH_KEYS flags of every unchecked step <= `upto` (blocking until
+  those steps have run): a non-finite step raises `NonFiniteError` ('stop') or is counted as a
+  skipped update ('skip').
+  """
+
+  def __init__(self, on_nonfinite: str, last_good: Callable[[], Optional[int]], directory: str):
+    self._on_nonfinite = on_nonfinite
+    self._last_good = last_good
+    self._directory = directory
+    self._steps: list[tuple[int, Mapping[str, jax.Array]]] = []
+    self._checked = 0
+    self._skipped: set[int] = set()
+    self.total_skipped = 0
+
+  def add(self, step: int, metrics: Mapping[str, jax.Array]) -> None:
+    self._steps.append((step, metrics))
+
+  def __len__(self) -> int:
+    return len(self._steps)
+
+  def check(self, upto: int) -> None:
+    while self._checked < len(self._steps) and self._steps[self._checked][0] <= upto:
+      step, metrics = self._steps[self._checked]
+      health = jax.device_get({k: metrics[k] for k in step_lib.HEALTH_KEYS})
+      bad = [k for k in step_lib.HEALTH_KEYS if not bool(health[k])]
+      if bad:
+        self._nonfinite(step, bad[0], metrics)
+      self._checked += 1
+
+  def _nonfinite(self, step: int, key: str, metrics: Mapping[str, jax.Array]) -> None:
+    values = jax.device_get({"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]})
+    detail = f"loss {float(values['loss'])}, gradient norm {float(values['grad_norm'])}"
+    if self._on_nonfinite == "skip":
+      self._skipped.add(step)
+      self.total_skipped += 1
+      if self.total_skipped == 1:
+        logging.warning("step %d: %s is not finite (%s); its update was skipped "
+                        "(train.on_nonfinite = 'skip'), and so will later ones be.",
+                        step, _BLAME[key], detail)
+      return
+    last_good = self._last_good()
+    saved = (f"nothing from step {step} on was saved, so checkpoint {last_good} in "
+             f"{self._directory} is the last good one" if last_good is not None else
+             "no checkpoint of this run was saved before it")
+    raise stopping.NonFiniteError(
+        f"training stopped at step {step}: {_BLAME[key]} is not finite ({detail}); {saved}. "
+        "Lower the learning rate (or set train.on_nonfinite = 'skip') and resume with "
+        "--gin_bindings=\"run.allow_config_change = True\", or start a new run directory.",
+        step=step)
+
+  def flush(self) -> tuple[dict[str, float], int]:
+    """The checked steps' means (skipped steps left out) and the number skipped; empties."""
+    steps = self._steps[:self._checked]
+    self._steps, self._checked = self._steps[self._checked:], 0
+    kept = [m for s, m in steps if s not in self._skipped]
+    skipped = len(steps) - len(kept)
+    self._skipped -= {s for s, _ in steps}
+    host = jax.device_get([{k: v for k, v in m.items() if k not in step_lib.HEALTH_KEYS}
+                           for m in (kept or [m for _, m in steps])])
+    means = {k: float(np.mean([h[k] for h in host])) if kept else float("nan")
+             for k in host[0]}
+    return means, skipped
+
+
 def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: Iterator[Batch], *,
         num_train_steps: int, batch_sharding: jax.sharding.NamedSharding,
         checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog, log_every: int = 50,
         evaluate: Optional[Callable[[int, state_lib.TrainState], None]] = None,
-        eval_every: int = 0) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
+        eval_every: int = 0, on_nonfinite: str = "stop", handle_signals: bool = True
+        ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
   """Runs `train_step` from `state.step` up to `num_train_steps`.
 
   Every `log_every` steps the metrics since the last record are averaged, written to `log` and
   printed as a progress line; checkpoints follow `checkpointer.should_save`; `evaluate(step,
   state)` runs every `eval_every` steps (0: never here). The final state is always saved.
 
+  Stops early (see `stopping`):
+  - on SIGTERM / SIGINT (`handle_signals`): after the current step, which is logged and saved
+    (also off the checkpoint grid), raising `stopping.Preempted`; the caller closes (waits for)
+    the checkpointer;
+  - with `on_nonfinite='stop'`, at the first step whose loss, gradient norm or updated state is
+    not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
+    (so the last finite checkpoint is never rotated out). With 'skip' such steps were not
+    applied by `train_step` (built with the same mode); they are left out of the averaged
+    metrics and counted as `skipped_updates` in each record.
+
+  Every checkpoint is saved only after every step up to it was checked finite.
+
   Returns:
     (final state, logged records [{'step', metric: value, ...}], seconds spent in the loop).
   """
+  step_lib.check_nonfinite_mode(on_nonfinite)
   history: list[dict[str, Any]] = []
-  pending: list[Mapping[str, jax.Array]] = []
   start_step = int(state.step)
+  saved = [start_step] if start_step in checkpointer.all_steps() else []
+  window = _Window(on_nonfinite, lambda: saved[-1] if saved else None, checkpointer.directory)
   train_start = time.time()
   window_start, window_step = train_start, start_step
-  for step in range(start_step, num_train_steps):
-    state, metrics = train_step(state, global_batch(next(batches), batch_sharding))
-    pending.append(metrics)
-    if len(pending) > 1:
+
+  def record(done: int) -> None:
+    nonlocal window_start, window_step
+    means, skipped = window.flush()
+    now = time.time()
+    steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
+    window_start, window_step = now, done
+    means["steps_per_second"] = steps_per_second
+    if on_nonfinite == "skip":
+      means["skipped_updates"] = float(skipped)
+    log.write(done, "train", means)
+    history.append({"step": done, **means})
+    eta = _format_duration((num_train_steps - done) / max(steps_per_second, 1e-9))
+    console(f"step {done}/{num_train_steps} | loss {means['loss']:.4f} | "
+            f"{steps_per_second:.2f} steps/s | ETA {eta}"
+            + (f" | skipped {window.total_skipped} updates" if window.total_skipped else ""))
+
+  def save(done: int) -> None:
+    if saved and saved[-1] == done:
+      return
+    window.check(done)
+    checkpointer.save(done, state)
+    saved.append(done)
+
+  with stopping.StopRequest(enabled=handle_signals) as stop:
+    for step in range(start_step, num_train_steps):
+      state, metrics = train_step(state, global_batch(next(batches), batch_sharding))
+      done = step + 1
+      window.add(done, metrics)
       # Keep at most one step in flight: the host still prepares the next batch while the
       # device works, but a long queue of dispatched steps can starve XLA's CPU collectives
       # (simulated multi-device runs abort after 40 s) and hides errors until log time.
-      jax.block_until_ready(pending[-2]["loss"])
-    done = step + 1
-    if done % log_every == 0 or done == num_train_steps:
-      means = _mean_metrics(pending)
-      pending = []
-      now = time.time()
-      steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
-      window_start, window_step = now, done
-      means["steps_per_second"] = steps_per_second
-      log.write(done, "train", means)
-      history.append({"step": done, **means})
-      logging.info("step %d/%d | loss %.4f | %.2f steps/s | ETA %s", done, num_train_steps,
-                   means["loss"], steps_per_second,
-                   _format_duration((num_train_steps - done) / max(steps_per_second, 1e-9)))
-    if checkpointer.should_save(done):
-      checkpointer.save(done, state)
-    if evaluate is not None and eval_every > 0 and done % eval_every == 0 and (
-        done < num_train_steps):
-      evaluate(done, state)
+      window.check(done - 1)
+      stopping_now = stop.requested(done) and done < num_train_steps
+      if done % log_every == 0 or done == num_train_steps or stopping_now:
+        window.check(done)
+        record(done)
+      if checkpointer.should_save(done) or stopping_now:
+        save(done)
+      if stopping_now:
+        raise stop.preempted(done, checkpointer.directory)
+      if evaluate is not None and eval_every > 0 and done % eval_every == 0 and (
+          done < num_train_steps):
+        window.check(done)
+        evaluate(done, state)
   train_seconds = time.time() - train_start
-  checkpointer.save(int(state.step), state)
+  save(int(state.step))
   return state, history, train_seconds
