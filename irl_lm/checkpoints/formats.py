@@ -15,10 +15,12 @@ family's diagnosis (`families`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from typing import Any, Mapping, Optional, Union
 
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
@@ -191,12 +193,46 @@ def check_compatible(source: CheckpointSource, found: Mapping[str, tuple[int, ..
         f"({mismatch}){'; likely cause: ' + cause if cause else ''}.")
 
 
+# An irl_lm run directory's model config (written by the train job): what shapes cannot tell,
+# e.g. a decoder-only model's head split, rope_theta and norm epsilon.
+RUN_MODEL_CONFIG = "model_config.json"
+
+
+def write_model_config(run_dir: str, config: Any) -> None:
+  """Writes `<run_dir>/model_config.json`: {'family': name, 'config': the config's fields}
+  (dtypes by name). Configs of no registered family are skipped."""
+  try:
+    family = families.for_config(config)
+  except CheckpointError:
+    return
+  fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+  fields = {k: (np.dtype(v).name if k.endswith("dtype") else v) for k, v in fields.items()}
+  (epath.Path(run_dir) / RUN_MODEL_CONFIG).write_text(
+      json.dumps({"family": family.name, "config": fields}, indent=2))
+
+
+def run_model_config(source: Union[str, CheckpointSource], **overrides: Any) -> Optional[Any]:
+  """The config a run directory recorded (`write_model_config`) for a checkpoint inside it, or
+  None when the checkpoint is not inside a run directory that has one."""
+  source = _source(source)
+  p = epath.Path(source.path)
+  for directory in [p, *list(p.parents)[:3]]:
+    if (directory / RUN_MODEL_CONFIG).exists():
+      record = json.loads((directory / RUN_MODEL_CONFIG).read_text())
+      family = families.get(record["family"])
+      fields = dict(record["config"])
+      for key in [k for k in fields if k.endswith("dtype")]:
+        fields[key] = jnp.dtype(fields[key]).type
+      return family.config_type(**{**fields, **overrides})
+  return None
+
+
 def config_from_checkpoint(path: Union[str, CheckpointSource], *, family: Optional[str] = None,
                            **overrides: Any) -> Any:
   """The model config (`T5Config`, `DecoderOnlyConfig`, ...) that a checkpoint describes: for a
-  Hugging Face directory from its `config.json`, else inferred from the parameter shapes (which
-  fix sizes but not, e.g., a decoder-only model's head split or rope_theta: see the family's
-  `infer_config`).
+  Hugging Face directory from its `config.json`, for an irl_lm run from the config it recorded
+  (`model_config.json`), else inferred from the parameter shapes (which fix sizes but not, e.g.,
+  a decoder-only model's head split or rope_theta: see the family's `infer_config`).
 
   Args:
     path: a checkpoint path (see `detect_format`) or a CheckpointSource.
@@ -210,6 +246,9 @@ def config_from_checkpoint(path: Union[str, CheckpointSource], *, family: Option
   source = _source(path)
   if source.format == "hf":
     return safetensors.hf_family_and_config(source.path, family, **overrides)[1]
+  recorded = run_model_config(source, **overrides)
+  if recorded is not None:
+    return recorded
   shapes = read_shapes(source)
   chosen = families.get(family) if family else families.for_shapes(shapes)
   config = chosen.infer_config(shapes, **overrides) if chosen else None

@@ -67,8 +67,11 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
   f32 = {"activation_dtype": jnp.float32}
   source = formats.detect_format(from_path)
   shapes = formats.read_shapes(source)
+  recorded = formats.run_model_config(source, **f32)
   if source.format == "hf":
     family, config = safetensors.hf_family_and_config(source.path, **f32)
+  elif recorded is not None:  # an irl_lm run: the config it was trained with
+    family, config = families.for_config(recorded), recorded
   else:
     family = families.for_shapes(shapes) or families.get(families.DEFAULT_FAMILY)
     config = family.infer_config(shapes, **f32)

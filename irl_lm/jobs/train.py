@@ -108,6 +108,9 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
       schedule=schedule, batch_size=batch_size, feature_lengths=feature_lengths,
       num_train_steps=num_train_steps, seed=seed)
   epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
+  if common.is_writer():  # what conversion needs beyond the shapes (e.g. the head split)
+    from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
+    formats.write_model_config(run_dir, model.config)
 
   checkpointer = checkpoints_lib.Checkpointer(
       os.path.join(run_dir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints)

@@ -115,3 +115,20 @@ def test_decoder_only_iqlearn_without_td_is_mle(runs, tmp_path):
   zero_td = _train(tmp_path, objectives.IQLearn(td_weight=0.0, gamma=0.9), (1, 1))["history"]
   for a, b in zip(mle, zero_td):
     assert a["loss"] == b["loss"]
+
+
+@pytest.mark.slow
+def test_a_decoder_only_run_converts_with_its_recorded_config(runs, tmp_path):
+  """Shapes cannot tell 4 heads of 16 from 1 of 64: the run records its model config, and
+  conversion to Hugging Face uses it."""
+  import json  # pylint: disable=g-import-not-at-top
+  from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
+  from irl_lm.jobs import convert  # pylint: disable=g-import-not-at-top
+  run_dir = runs["mle", (1, 1)][1]
+  assert formats.config_from_checkpoint(str(run_dir)) == CONFIG
+  summary = convert.convert(str(run_dir), str(tmp_path / "hf"), format="hf")
+  assert summary["family"] == "llama" and summary["config"] == CONFIG
+  hf = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert (hf["num_attention_heads"], hf["num_key_value_heads"], hf["head_dim"]) == (4, 2, 16)
+  back = formats.config_from_checkpoint(str(tmp_path / "hf"), activation_dtype=jnp.float32)
+  assert back == CONFIG
