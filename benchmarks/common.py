@@ -75,7 +75,8 @@ def t5_model(case: Case, dtype: Any, **overrides: Any) -> t5.EncoderDecoderModel
 
 def t5_train_step(case: Case, objective: Any, *, optimizer: str = "adafactor",
                   learning_rate: float = 1e-3, dtype: Any = jnp.float32,
-                  partitioner: Partitioner | None = None, **config: Any) -> dict[str, Any]:
+                  partitioner: Partitioner | None = None, microbatches: int = 1,
+                  **config: Any) -> dict[str, Any]:
   """A ready-to-run jitted train step of T5 1.1 `case.size` on a synthetic batch (`config`:
   T5Config overrides, e.g. remat_policy).
 
@@ -92,7 +93,8 @@ def t5_train_step(case: Case, objective: Any, *, optimizer: str = "adafactor",
             "decoder_input_tokens": (case.batch, case.targets)}
   layout = state_lib.build_state_layout(model, tx, partitioner, shapes, objective=objective)
   step = step_lib.make_train_step(model=model, objective=objective, tx=tx, schedule=schedule,
-                                  partitioner=partitioner, shardings=layout.shardings)
+                                  partitioner=partitioner, shardings=layout.shardings,
+                                  microbatches=microbatches)
   batch = {k: jax.device_put(v, partitioner.batch_sharding())
            for k, v in synthetic_batch(case).items()}
   holder = {"state": layout.init_fn()}

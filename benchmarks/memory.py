@@ -1,4 +1,5 @@
-r"""Activation memory vs speed of the rematerialisation policies (`remat_policy`), from one run.
+r"""Activation memory vs speed of rematerialisation (`remat_policy`) and gradient accumulation
+(`train.microbatches`), from one run.
 
   python benchmarks/memory.py                       # T5 1.1 small, the issue's shapes
   python benchmarks/memory.py --cases=tiny --rounds=5
@@ -6,7 +7,8 @@ r"""Activation memory vs speed of the rematerialisation policies (`remat_policy`
 For each policy ('none', 'minimal', 'dots', 'full'; `irl_lm.models.layers.REMAT_POLICIES`): the
 compiled MLE + AdamW train step's memory as XLA accounts it (`memory_analysis()`: arguments, i.e.
 the train state and batch, and temporaries, i.e. the activations kept for the backward pass and
-scratch), and its median step time over interleaved rounds, as ratios to 'none'.
+scratch), and its median step time over interleaved rounds, as ratios to 'none'; then the same
+for 2 and 4 microbatches without remat.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     built = {policy: common.t5_train_step(case, objectives.MLE(), optimizer="adamw",
                                           remat_policy=policy)
              for policy in layers.REMAT_POLICIES}
+    for k in (2, 4):
+      built[f"micro{k}"] = common.t5_train_step(case, objectives.MLE(), optimizer="adamw",
+                                                microbatches=k)
     memory = {}
     for policy, b in built.items():
       with b["partitioner"].activate():

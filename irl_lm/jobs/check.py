@@ -59,9 +59,11 @@ def check(run_dir: str, *, training: Mapping[str, Any],
       num_train_steps=settings.get("num_train_steps"), seed=settings.get("seed", 0))
   summary = state_lib.layout_summary(layout)
   mesh = summary["mesh"]
+  # With gradient accumulation one microbatch's activations live at a time.
+  microbatches = settings.get("microbatches", 1) or 1
   activations = memory.activation_bytes(
-      settings["model"].config, settings["batch_size"], settings["feature_lengths"],
-      data=mesh.get("data", 1), model=mesh.get("model", 1))
+      settings["model"].config, settings["batch_size"] // microbatches,
+      settings["feature_lengths"], data=mesh.get("data", 1), model=mesh.get("model", 1))
   params_share = summary["max_param_bytes_per_device"]
   estimate = summary["max_state_bytes_per_device"] + params_share + activations
   summary.update(activation_bytes_per_device=int(activations),
@@ -73,6 +75,6 @@ def check(run_dir: str, *, training: Mapping[str, Any],
       print(f"warning: a train step needs about {estimate / 2**30:.1f} GiB per device "
             f"(state {summary['max_state_bytes_per_device'] / 2**30:.1f}, gradients "
             f"{params_share / 2**30:.1f}, activations {activations / 2**30:.1f}) but a device "
-            f"has {limit / 2**30:.1f} GiB: it will not fit; try a larger 'model' mesh axis, a "
-            f"smaller batch, or the model config's remat_policy = 'full'.")
+            f"has {limit / 2**30:.1f} GiB: it will not fit; try a larger 'model' mesh axis, "
+            f"train.microbatches, a smaller batch, or the model config's remat_policy = 'full'.")
   return summary

@@ -47,7 +47,7 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           batches: Optional[Iterator[Batch]] = None,
           tensorboard: bool = True,
           init_from: Optional[str] = None,
-          on_nonfinite: str = "stop") -> dict[str, Any]:
+          on_nonfinite: str = "stop", microbatches: int = 1) -> dict[str, Any]:
   """Trains `model` on a seqio task with `objective`, checkpointing and evaluating.
 
   Resumes from the newest checkpoint in `<run_dir>/checkpoints` when there is one, exactly: the
@@ -93,16 +93,20 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
       updated state is not finite, before saving anything of it (`stopping.NonFiniteError`
       names the step and the last good checkpoint); 'skip': do not apply such updates (the
       step counter still advances) and count them as `train/skipped_updates`.
+    microbatches: accumulate each step's gradient over this many slices of the batch (offline
+      objectives): the same update with about 1/microbatches of the activation memory.
 
   Returns:
     {'final_step', 'train_seconds', 'loss_first', 'loss_last', 'history' (list of logged
     records), 'eval' (metrics dict or None)}.
   """
+  partitioner = partitioner or Partitioner()
   try:
     step_lib.check_nonfinite_mode(on_nonfinite)
+    step_lib.check_microbatches(microbatches, objective, batch_size // jax.process_count(),
+                                partitioner.data_size // jax.process_count())
   except ValueError as e:
     raise common.JobError(str(e)) from None
-  partitioner = partitioner or Partitioner()
   layout, tx, lr_schedule = common.train_state_layout(
       model=model, objective=objective, partitioner=partitioner, optimizer=optimizer,
       schedule=schedule, batch_size=batch_size, feature_lengths=feature_lengths,
@@ -133,7 +137,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
 
     train_step = step_lib.make_train_step(model=model, objective=objective, tx=tx,
                                           schedule=lr_schedule, partitioner=partitioner,
-                                          shardings=layout.shardings, on_nonfinite=on_nonfinite)
+                                          shardings=layout.shardings, on_nonfinite=on_nonfinite,
+                                          microbatches=microbatches)
     if batches is None:
       from irl_lm.data import pipeline  # TensorFlow only when real data is needed.
       # Step-indexed order: a resumed run reads exactly the batches it would have read.

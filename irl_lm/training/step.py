@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from irl_lm.models import layers
 from irl_lm.training.objectives import Objective, OnlineObjective, sampling_rng
 from irl_lm.partitioning import Partitioner
 from irl_lm.training.state import TrainState
@@ -59,11 +60,52 @@ def _guard(old: TrainState, new: TrainState, metrics: dict[str, jax.Array],
   return new, dict(metrics, **health)
 
 
+def _microbatch_grads(loss_fn: Callable[..., Any], params: Any, batch: Mapping[str, jax.Array],
+                      rng: jax.Array, microbatches: int) -> tuple[Any, dict, Any]:
+  """(loss, metrics) and gradients of `loss_fn(params, batch, rng)` accumulated over
+  `microbatches` slices of the batch, one at a time (`lax.scan`: only one slice's activations
+  live at once).
+
+  Slice i is rows i, i + k, i + 2k, ... (k = microbatches), so on a data-parallel mesh every
+  device keeps working on its own rows. Each slice's loss, metrics and gradients are weighted by
+  its share of the batch's real target tokens: for losses that are means over real target tokens
+  (MLE, IQLearn, the entropy bonus) the result equals the whole batch's within float rounding.
+  Slice i's key is `fold_in(rng, i)`.
+  """
+  weights = batch["decoder_loss_weights"]
+  rows = weights.shape[0]
+  total = jnp.maximum(jnp.sum(weights > 0).astype(jnp.float32), 1.0)
+
+  def split(x):
+    x = x.reshape((rows // microbatches, microbatches) + x.shape[1:])
+    return layers.constrain(jnp.swapaxes(x, 0, 1), (None, "batch") + (None,) * (x.ndim - 2))
+
+  slices = jax.tree.map(split, dict(batch))
+
+  def body(carry, inputs):
+    index, micro = inputs
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, micro, jax.random.fold_in(rng, index))
+    share = jnp.sum(micro["decoder_loss_weights"] > 0).astype(jnp.float32) / total
+    scaled = jax.tree.map(lambda x: share * x, (loss, metrics, grads))
+    return jax.tree.map(jnp.add, carry, scaled), None
+
+  first = jax.eval_shape(lambda: jax.value_and_grad(loss_fn, has_aux=True)(
+      params, jax.tree.map(lambda x: x[0], slices), rng))
+  (loss_shape, metrics_shape), grads_shape = first
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                       (loss_shape, metrics_shape, grads_shape))
+  (loss, metrics, grads), _ = jax.lax.scan(
+      body, zeros, (jnp.arange(microbatches), slices))
+  return (loss, metrics), grads
+
+
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
                objective: Objective, tx: optax.GradientTransformation,
                schedule: optax.Schedule,
                samples: Mapping[str, jax.Array] | None = None,
-               on_nonfinite: str = "stop") -> tuple[TrainState, dict[str, jax.Array]]:
+               on_nonfinite: str = "stop",
+               microbatches: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser update (not jitted; see `make_train_step`).
 
   Args:
@@ -75,6 +117,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
     tx: optimiser; schedule: its learning-rate schedule (logged only).
     samples: only for an `OnlineObjective`: samples drawn outside the step (None: drawn here).
     on_nonfinite: 'stop' or 'skip' (see the module docstring).
+    microbatches: accumulate the gradient over this many slices of the batch (offline
+      objectives; `_microbatch_grads`): the same update in less activation memory.
 
   Returns:
     (new state, metrics): metrics are float32 scalars, including 'loss', 'grad_norm' and
@@ -84,11 +128,12 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
     return online_train_step(state, batch, model=model, objective=objective, tx=tx,
                              schedule=schedule, samples=samples, on_nonfinite=on_nonfinite)
   rng, step_rng = jax.random.split(state.rng)
-
-  def loss_fn(params):
-    return objective(params, batch, step_rng, model)
-
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if microbatches > 1:
+    (loss, metrics), grads = _microbatch_grads(
+        lambda p, b, r: objective(p, b, r, model), state.params, batch, step_rng, microbatches)
+  else:
+    (loss, metrics), grads = jax.value_and_grad(
+        lambda p: objective(p, batch, step_rng, model), has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
@@ -144,13 +189,31 @@ def online_train_step(state: TrainState, batch: Mapping[str, jax.Array], *, mode
   return _guard(state, new_state, metrics, on_nonfinite)
 
 
+def check_microbatches(microbatches: int, objective: Objective, batch_size: int,
+                       data_axis: int = 1) -> int:
+  """Returns `microbatches` if usable with this objective and batch, else raises ValueError."""
+  if not isinstance(microbatches, int) or microbatches < 1:
+    raise ValueError(f"train.microbatches = {microbatches!r} must be a positive integer.")
+  if microbatches > 1 and isinstance(objective, OnlineObjective):
+    raise ValueError(f"train.microbatches = {microbatches} accumulates gradients of offline "
+                     f"objectives only, and {type(objective).__name__} samples online: set it "
+                     "to 1.")
+  if batch_size % (microbatches * data_axis):
+    raise ValueError(f"train.batch_size = {batch_size} is not divisible by train.microbatches "
+                     f"({microbatches}) x the mesh's data axis ({data_axis}): choose a batch "
+                     "size that is.")
+  return microbatches
+
+
 def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, partitioner: Partitioner,
-                    shardings: TrainState, on_nonfinite: str = "stop") -> TrainStep:
+                    shardings: TrainState, on_nonfinite: str = "stop",
+                    microbatches: int = 1) -> TrainStep:
   """Jits `train_step` with explicit in/out shardings and the state donated.
 
   Args:
-    model, objective, tx, schedule, on_nonfinite: closed over (see `train_step`).
+    model, objective, tx, schedule, on_nonfinite, microbatches: closed over (see
+      `train_step`).
     partitioner: the mesh and rules; the step is traced with them active so the model's
       activation sharding constraints apply.
     shardings: TrainState-shaped pytree of NamedShardings (`state.state_shardings`).
@@ -170,7 +233,7 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
 
   def step(state, batch):
     return train_step(state, batch, model=model, objective=objective, tx=tx,
-                      schedule=schedule, on_nonfinite=on_nonfinite)
+                      schedule=schedule, on_nonfinite=on_nonfinite, microbatches=microbatches)
 
   return partitioner.jit(step, in_shardings=(shardings, partitioner.batch_sharding()),
                          out_shardings=(shardings, partitioner.replicated()), donate_argnums=0)
