@@ -4,8 +4,8 @@ r"""How close a train step and sampling come to this machine's limits, measured 
   python benchmarks/roofline.py --cases=tiny --rounds=5
 
 Train step (MLE, AdamW, float32, a synthetic batch as `common.CASES`):
-* model FLOPs counted analytically (`train_flops`: matmuls only, 2 per multiply-add, backward =
-  2 x forward) and cross-checked with XLA's cost analysis of the compiled step (which also counts
+* model FLOPs counted analytically (`irl_lm.models.flops.train_flops`: matmuls only, 2 per
+  multiply-add, backward = 2 x forward; what the trainer's MFU uses) and cross-checked with XLA's cost analysis of the compiled step (which also counts
   element-wise work, so it should be a little higher);
 * achieved FLOP/s = analytic FLOPs / median step time, and its ratio to the FLOP/s of a large
   float32 matmul (N x N by N x N, `--matmul_n`) measured in the same run: the compute roofline.
@@ -30,29 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from irl_lm import decoding  # noqa: E402
-from irl_lm.models import t5  # noqa: E402
+from irl_lm.models import flops, t5  # noqa: E402
 from irl_lm.training import objectives  # noqa: E402
 
 
-def forward_flops(cfg: t5.T5Config, batch: int, inputs: int, targets: int) -> float:
-  """Matmul FLOPs of one teacher-forced T5 forward pass over a [B, L] / [B, T] batch.
-
-  Per encoder token and layer: q/k/v/o projections 8EJ, attention scores and mixing 4LJ, gated
-  MLP 6EF. Per decoder token and layer: self-attention 8EJ + 4TJ, cross-attention queries and
-  output 4EJ + 4LJ, MLP 6EF; per encoder token and decoder layer the cross-attention keys and
-  values 4EJ; per decoder token the output layer 2EV.
-  """
-  E, J, F, V = cfg.emb_dim, cfg.num_heads * cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
-  L, T = inputs, targets
-  encoder = L * cfg.num_encoder_layers * (8 * E * J + 4 * L * J + 6 * E * F)
-  decoder = T * cfg.num_decoder_layers * (12 * E * J + 4 * T * J + 4 * L * J + 6 * E * F)
-  cross_kv = L * cfg.num_decoder_layers * 4 * E * J
-  return float(batch * (encoder + decoder + cross_kv + T * 2 * E * V))
-
-
 def train_flops(cfg: t5.T5Config, batch: int, inputs: int, targets: int) -> float:
-  """Forward + backward (2 x forward) matmul FLOPs of one train step."""
-  return 3.0 * forward_flops(cfg, batch, inputs, targets)
+  """Forward + backward matmul FLOPs of one train step (`irl_lm.models.flops`, what the
+  trainer's MFU uses)."""
+  return flops.train_flops(cfg, batch, {"inputs": inputs, "targets": targets})
 
 
 def decode_step_bytes(cfg: t5.T5Config, batch: int, inputs: int, max_length: int,

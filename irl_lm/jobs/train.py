@@ -21,6 +21,7 @@ from irl_lm.data import sources
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.jobs import common
+from irl_lm.models import flops
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import optimizers
 from irl_lm.training import step as step_lib
@@ -175,7 +176,9 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
         state, train_step, batches, num_train_steps=num_train_steps,
         batch_sharding=partitioner.batch_sharding(), checkpointer=checkpointer, log=log,
         log_every=log_every, eval_every=eval_every if evaluator else 0,
-        evaluate=lambda step, state: evaluate(step, state.params), on_nonfinite=on_nonfinite)
+        evaluate=lambda step, state: evaluate(step, state.params), on_nonfinite=on_nonfinite,
+        flops_per_step=_flops_per_step(model, batch_size, feature_lengths),
+        peak_flops=_peak_flops(partitioner))
     open_checkpointer.pop().close()  # the checkpoints commit before the final evaluation
 
     eval_metrics = None
@@ -195,3 +198,19 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           "loss_first": losses[0] if losses else None,
           "loss_last": losses[-1] if losses else None,
           "history": history, "eval": eval_metrics}
+
+
+def _flops_per_step(model: Any, batch_size: int, feature_lengths: Mapping[str, int]
+                    ) -> Optional[float]:
+  """The model FLOPs of one train step (None for a model family without a count)."""
+  try:
+    return flops.train_flops(model.config, batch_size, feature_lengths)
+  except TypeError:
+    return None
+
+
+def _peak_flops(partitioner: Partitioner) -> Optional[float]:
+  """Peak bfloat16 FLOP/s of the mesh's devices together (None on CPUs and unknown chips)."""
+  devices = list(partitioner.mesh.devices.flat)
+  peak = flops.peak_flops(devices[0].device_kind)
+  return peak * len(devices) if peak else None

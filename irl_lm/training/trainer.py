@@ -171,7 +171,8 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
         num_train_steps: int, batch_sharding: jax.sharding.NamedSharding,
         checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog, log_every: int = 50,
         evaluate: Optional[Callable[[int, state_lib.TrainState], None]] = None,
-        eval_every: int = 0, on_nonfinite: str = "stop", handle_signals: bool = True
+        eval_every: int = 0, on_nonfinite: str = "stop", handle_signals: bool = True,
+        flops_per_step: Optional[float] = None, peak_flops: Optional[float] = None
         ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
   """Runs `train_step` from `state.step` up to `num_train_steps`.
 
@@ -191,6 +192,10 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
 
   Every checkpoint is saved only after every step up to it was checked finite.
 
+  With `flops_per_step` (the model FLOPs of one step, `models.flops.train_flops`) each record
+  has `model_tflops_per_second`, and with `peak_flops` (of all devices together) `mfu`, the
+  model-FLOP utilisation, also shown on the progress line.
+
   Returns:
     (final state, logged records [{'step', metric: value, ...}], seconds spent in the loop).
   """
@@ -209,13 +214,18 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
     steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
     window_start, window_step = now, done
     means["steps_per_second"] = steps_per_second
+    if flops_per_step:
+      means["model_tflops_per_second"] = flops_per_step * steps_per_second / 1e12
+      if peak_flops:
+        means["mfu"] = flops_per_step * steps_per_second / peak_flops
     if on_nonfinite == "skip":
       means["skipped_updates"] = float(skipped)
     log.write(done, "train", means)
     history.append({"step": done, **means})
     eta = _format_duration((num_train_steps - done) / max(steps_per_second, 1e-9))
     console(f"step {done}/{num_train_steps} | loss {means['loss']:.4f} | "
-            f"{steps_per_second:.2f} steps/s | ETA {eta}"
+            f"{steps_per_second:.2f} steps/s"
+            + (f" | MFU {means['mfu']:.1%}" if "mfu" in means else "") + f" | ETA {eta}"
             + (f" | skipped {window.total_skipped} updates" if window.total_skipped else ""))
 
   def save(done: int) -> None:

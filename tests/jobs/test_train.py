@@ -43,6 +43,12 @@ def test_train_logs_checkpoints_and_resumes(tmp_path):
   for key in ("train/loss", "train/nll", "train/td_loss", "train/grad_norm",
               "train/learning_rate", "train/steps_per_second"):
     assert np.isfinite(records[-1][key]), key
+  # Model FLOP/s from the analytic count; no MFU on a CPU (no peak FLOP/s to compare with).
+  from irl_lm.models import flops  # pylint: disable=g-import-not-at-top
+  expected = (flops.train_flops(TINY, B, {"inputs": L, "targets": T})
+              * records[-1]["train/steps_per_second"] / 1e12)
+  assert records[-1]["train/model_tflops_per_second"] == pytest.approx(expected, rel=1e-6)
+  assert "train/mfu" not in records[-1]
   ckpt = checkpoints.Checkpointer(str(tmp_path / "checkpoints"))
   assert ckpt.all_steps() == [4, 8]
   ckpt.close()
