@@ -22,7 +22,7 @@ from irl_lm.data import errors as data_errors, registry
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.jobs import check as check_job, common, evaluate as evaluate_job, infer as infer_job
 from irl_lm.jobs import train as train_job
-from irl_lm.models import decoder_only, t5
+from irl_lm.models import decoder_only, lora, t5
 from irl_lm.training import objectives, optimizers
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__))), "gin")
@@ -46,6 +46,7 @@ def _register() -> None:
   gin.external_configurable(decoder_only.DecoderOnlyConfig, "DecoderOnlyConfig")
   gin.external_configurable(decoder_only.decoder_only_config, "decoder_only_config")
   gin.external_configurable(decoder_only.DecoderOnlyModel, "DecoderOnlyModel")
+  gin.external_configurable(lora.LoraModel, "LoraModel")
   # The model config of a checkpoint (a Hugging Face directory's config.json, else its shapes).
   gin.external_configurable(checkpoint_formats.config_from_checkpoint, "config_from_checkpoint")
   gin.external_configurable(objectives.MLE, "MLE")

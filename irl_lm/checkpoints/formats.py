@@ -27,6 +27,7 @@ from etils import epath
 
 from irl_lm.checkpoints import families, leaves as leaves_lib, safetensors, t5x
 from irl_lm.checkpoints.manager import CheckpointError, describe_mismatch, flat_shapes
+from irl_lm.models import lora as lora_lib
 
 FORMATS = ("t5x", "orbax", "hf", "irl_lm")
 FORMAT_NAMES = {"t5x": "T5X legacy (msgpack + zarr)", "orbax": "T5X Orbax",
@@ -198,33 +199,50 @@ def check_compatible(source: CheckpointSource, found: Mapping[str, tuple[int, ..
 RUN_MODEL_CONFIG = "model_config.json"
 
 
-def write_model_config(run_dir: str, config: Any) -> None:
+def write_model_config(run_dir: str, config: Any, lora: Any = None) -> None:
   """Writes `<run_dir>/model_config.json`: {'family': name, 'config': the config's fields}
-  (dtypes by name). Configs of no registered family are skipped."""
+  (dtypes by name) and, for a LoRA run, 'lora': its `models.lora.LoraConfig` fields. Configs of
+  no registered family are skipped."""
   try:
     family = families.for_config(config)
   except CheckpointError:
     return
   fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
   fields = {k: (np.dtype(v).name if k.endswith("dtype") else v) for k, v in fields.items()}
-  (epath.Path(run_dir) / RUN_MODEL_CONFIG).write_text(
-      json.dumps({"family": family.name, "config": fields}, indent=2))
+  record = {"family": family.name, "config": fields}
+  if lora is not None:
+    record["lora"] = dataclasses.asdict(lora)
+  (epath.Path(run_dir) / RUN_MODEL_CONFIG).write_text(json.dumps(record, indent=2))
+
+
+def run_lora_config(source: Union[str, CheckpointSource]) -> Optional[Any]:
+  """The `models.lora.LoraConfig` a LoRA run recorded for a checkpoint inside it, else None."""
+  record = _run_record(_source(source))
+  if record is None or "lora" not in record:
+    return None
+  settings = dict(record["lora"])
+  return lora_lib.LoraConfig(settings["rank"], settings["alpha"], tuple(settings["targets"]))
+
+
+def _run_record(source: CheckpointSource) -> Optional[dict[str, Any]]:
+  p = epath.Path(source.path)
+  for directory in [p, *list(p.parents)[:3]]:
+    if (directory / RUN_MODEL_CONFIG).exists():
+      return json.loads((directory / RUN_MODEL_CONFIG).read_text())
+  return None
 
 
 def run_model_config(source: Union[str, CheckpointSource], **overrides: Any) -> Optional[Any]:
   """The config a run directory recorded (`write_model_config`) for a checkpoint inside it, or
   None when the checkpoint is not inside a run directory that has one."""
-  source = _source(source)
-  p = epath.Path(source.path)
-  for directory in [p, *list(p.parents)[:3]]:
-    if (directory / RUN_MODEL_CONFIG).exists():
-      record = json.loads((directory / RUN_MODEL_CONFIG).read_text())
-      family = families.get(record["family"])
-      fields = dict(record["config"])
-      for key in [k for k in fields if k.endswith("dtype")]:
-        fields[key] = jnp.dtype(fields[key]).type
-      return family.config_type(**{**fields, **overrides})
-  return None
+  record = _run_record(_source(source))
+  if record is None:
+    return None
+  family = families.get(record["family"])
+  fields = dict(record["config"])
+  for key in [k for k in fields if k.endswith("dtype")]:
+    fields[key] = jnp.dtype(fields[key]).type
+  return family.config_type(**{**fields, **overrides})
 
 
 def config_from_checkpoint(path: Union[str, CheckpointSource], *, family: Optional[str] = None,

@@ -13,6 +13,7 @@ import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
+import optax
 from absl import logging
 
 from irl_lm.checkpoints import manager as checkpoints_lib
@@ -151,6 +152,9 @@ def train_state_layout(*, model: Any, objective: Any, partitioner: Partitioner,
   partitioner.check_batch_size(batch_size)
   lr_schedule = schedule(total_steps=num_train_steps)
   tx = optimizer(schedule=lr_schedule)
+  if hasattr(model, "trainable_labels"):  # LoRA: no update and no optimiser state for the base
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               model.trainable_labels)
   layout = state_lib.build_state_layout(model, tx, partitioner,
                                         model.input_shapes(batch_size, feature_lengths), seed,
                                         objective=objective)

@@ -63,6 +63,7 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
 
   from irl_lm.checkpoints import families, formats, safetensors
   from irl_lm.checkpoints.manager import CheckpointError
+  from irl_lm.models import lora
 
   f32 = {"activation_dtype": jnp.float32}
   source = formats.detect_format(from_path)
@@ -86,7 +87,14 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
         f"{'; ' + cause if cause else ''}.")
   model = family.make_model(config)
   abstract = jax.eval_shape(lambda rng: model.init(rng, family.init_shapes), jax.random.key(0))
-  params = formats.load_params(source, abstract, family=family.name)
+  lora_config = formats.run_lora_config(source)
+  if lora_config is not None:  # a LoRA run: its adapters folded into the base
+    wrapped = lora.LoraModel(model, lora_config.rank, lora_config.alpha, lora_config.targets)
+    stored = jax.eval_shape(lambda rng: wrapped.init(rng, family.init_shapes),
+                            jax.random.key(0))
+    params = wrapped.merge(formats.load_params(source, stored))
+  else:
+    params = formats.load_params(source, abstract, family=family.name)
   out_step = step if step is not None else (source.step or 0)
   formats.save_params(params, to_path, format, config=config, step=out_step, dtype=dtype)
   return {"source": source, "config": config, "size": family.size_name(config),

@@ -21,7 +21,7 @@ from irl_lm.data import sources
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.jobs import common
-from irl_lm.models import flops
+from irl_lm.models import flops, lora
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import optimizers
 from irl_lm.training import step as step_lib
@@ -115,7 +115,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
   epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
   if common.is_writer():  # what conversion needs beyond the shapes (e.g. the head split)
     from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
-    formats.write_model_config(run_dir, model.config)
+    formats.write_model_config(run_dir, model.config,
+                               lora=getattr(model, "lora", None))
 
   checkpointer = checkpoints_lib.Checkpointer(
       os.path.join(run_dir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints)
@@ -129,9 +130,14 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
         logging.info("resuming, so init_from=%s is ignored", init_from)
     elif init_from:
       from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
-      state = layout.init_from_params(formats.load_params(
-          sources.expand_path(init_from), layout.abstract.params,
-          shardings=layout.param_shardings))
+      if isinstance(model, lora.LoraModel):  # the checkpoint is the base; fresh adapters
+        base = formats.load_params(sources.expand_path(init_from), layout.abstract.params["base"],
+                                   shardings=layout.param_shardings["base"])
+        state = layout.init_from_params(model.with_base(base, jax.random.key(seed)))
+      else:
+        state = layout.init_from_params(formats.load_params(
+            sources.expand_path(init_from), layout.abstract.params,
+            shardings=layout.param_shardings))
     else:
       state = layout.init_fn()
     start_step = int(state.step)

@@ -109,6 +109,7 @@ class DiscriminatorModel(base.FlaxModel):
     Raises:
       ValueError: the policy is of neither family.
     """
+    policy = getattr(policy, "model", policy)  # a LoRA policy: its wrapped model
     if isinstance(policy, decoder_only.DecoderOnlyModel):
       return decoder_only_discriminator.DecoderOnlyDiscriminatorModel.for_policy(
           policy, size, overrides)

@@ -1,0 +1,126 @@
+"""LoRA adapters: a fresh adapter changes nothing, merging is exact, training moves only the
+adapters (the optimiser holds no state for the base), and a LoRA run exports merged."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from irl_lm.checkpoints import formats
+from irl_lm.jobs import convert, train as train_job
+from irl_lm.models import decoder_only, lora, t5
+from irl_lm.partitioning import Partitioner
+from irl_lm.training import objectives
+
+B, L, T, V = 4, 8, 6, 64
+
+
+def _decoder():
+  return decoder_only.DecoderOnlyModel(decoder_only.decoder_only_config(
+      "tiny", vocab_size=V, activation_dtype=jnp.float32, num_layers=1))
+
+
+def _t5():
+  return t5.EncoderDecoderModel(t5.t5_1_1_config(
+      "tiny", vocab_size=V, activation_dtype=jnp.float32, num_encoder_layers=1,
+      num_decoder_layers=1))
+
+
+def _batch(model, seed=0):
+  rs = np.random.RandomState(seed)
+  prompts = rs.randint(3, V, (B, L)).astype(np.int32)
+  prompts[:, L - 2:] = 0
+  targets = rs.randint(3, V, (B, T)).astype(np.int32)
+  targets[:, -1] = 1
+  return jax.device_get(model.teacher_forcing_batch(jnp.asarray(prompts), jnp.asarray(targets)))
+
+
+@pytest.mark.parametrize("make", [_decoder, _t5], ids=["decoder_only", "t5"])
+def test_fresh_adapters_change_nothing_and_merging_is_exact(make):
+  base_model = make()
+  model = lora.LoraModel(base_model, rank=4, alpha=8.0)
+  shapes = base_model.input_shapes(B, {"inputs": L, "targets": T})
+  params = model.init(jax.random.key(0), shapes)
+  batch = _batch(base_model)
+  np.testing.assert_array_equal(model.logits(params, batch),
+                                base_model.logits(params["base"], batch))
+  # Random adapters: the model computes the base model on the merged kernels.
+  params["lora"] = jax.tree.map(
+      lambda x: jax.random.normal(jax.random.key(1), x.shape) * 0.1, params["lora"])
+  merged = model.merge(params)
+  np.testing.assert_allclose(model.logits(params, batch), base_model.logits(merged, batch),
+                             rtol=1e-6, atol=1e-6)
+  flat_lora = traverse_util.flatten_dict(params["lora"])
+  flat_base, flat_merged = (traverse_util.flatten_dict(params["base"]),
+                            traverse_util.flatten_dict(merged))
+  path = sorted(p[:-1] for p in flat_lora if p[-1] == "a")[0]
+  a, b = flat_lora[path + ("a",)], flat_lora[path + ("b",)]
+  np.testing.assert_allclose(flat_merged[path + ("kernel",)],
+                             flat_base[path + ("kernel",)] + 2.0 * a @ b, rtol=1e-6)
+  assert a.shape[1] == b.shape[0] == 4
+  # Every attention and MLP kernel got an adapter; nothing else did.
+  adapted = {p[-2] for p in flat_lora}
+  assert adapted <= set(lora.DEFAULT_TARGETS) and {"query", "wo"} <= adapted
+  axes = model.param_logical_axes(shapes)
+  assert jax.tree.structure(axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)) \
+      == jax.tree.structure(jax.eval_shape(lambda r: model.init(r, shapes), jax.random.key(0)))
+
+
+def test_bad_targets_are_refused_clearly():
+  model = lora.LoraModel(_decoder(), targets=("nope",))
+  with pytest.raises(ValueError, match="no 2-D kernel of a sub-layer named nope"):
+    model.init(jax.random.key(0), {"decoder_input_tokens": (1, 4)})
+
+
+def _train(run_dir, model, **overrides):
+  batch = _batch(model)
+  kwargs = dict(run_dir=str(run_dir), model=model, task="unused",
+                feature_lengths={"inputs": L, "targets": T}, batch_size=B, num_train_steps=4,
+                objective=objectives.IQLearn(td_weight=0.1),
+                partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+                optimizer=lambda schedule: optax.adam(schedule),
+                schedule=lambda total_steps: optax.constant_schedule(1e-2),
+                checkpoint_every=1000, log_every=1, eval_examples=0,
+                batches=iter(lambda: batch, None), tensorboard=False)
+  kwargs.update(overrides)
+  return train_job.train(**kwargs)
+
+
+@pytest.mark.slow
+def test_lora_run_trains_only_adapters_and_exports_merged(tmp_path):
+  base_run = tmp_path / "base"
+  _train(base_run, _decoder(), num_train_steps=2)
+  model = lora.LoraModel(_decoder(), rank=4, alpha=8.0)
+  summary = _train(tmp_path / "lora", model, init_from=str(base_run))
+  losses = [h["loss"] for h in summary["history"]]
+  assert losses[-1] < losses[0], losses
+  base_params = formats.load_params(
+      str(base_run), jax.eval_shape(lambda r: _decoder().init(r, {"decoder_input_tokens": (1, 4)}),
+                                    jax.random.key(0)))
+  abstract = jax.eval_shape(lambda r: model.init(r, {"decoder_input_tokens": (1, 4)}),
+                            jax.random.key(0))
+  trained = formats.load_params(str(tmp_path / "lora"), abstract)
+  # The base is exactly the imported run's; the adapters moved.
+  jax.tree.map(np.testing.assert_array_equal, trained["base"], base_params)
+  assert any(float(np.abs(b).max()) > 0 for p, b in traverse_util.flatten_dict(
+      trained["lora"]).items() if p[-1] == "b")
+  # The optimiser keeps moments for the adapters only.
+  from irl_lm.jobs import common  # pylint: disable=g-import-not-at-top
+  layout, _, _ = common.train_state_layout(
+      model=model, objective=objectives.IQLearn(td_weight=0.1),
+      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      optimizer=lambda schedule: optax.adam(schedule),
+      schedule=lambda total_steps: optax.constant_schedule(1e-2), batch_size=B,
+      feature_lengths={"inputs": L, "targets": T}, num_train_steps=4)
+  opt_size = sum(x.size for x in jax.tree.leaves(layout.abstract.opt_state))
+  lora_size = sum(x.size for x in jax.tree.leaves(abstract["lora"]))
+  assert opt_size <= 2 * lora_size + 16  # Adam's two moments (+ step counters)
+  # Export: one plain checkpoint with the adapters folded in.
+  out = convert.convert(str(tmp_path / "lora"), str(tmp_path / "hf"), format="hf")
+  assert out["family"] == "llama"
+  exported = formats.load_params(str(tmp_path / "hf"), jax.eval_shape(
+      lambda r: _decoder().init(r, {"decoder_input_tokens": (1, 4)}), jax.random.key(0)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               exported, model.merge(trained))
