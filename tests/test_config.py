@@ -16,9 +16,26 @@ FRAGMENTS = sorted(
     for p in glob.glob(os.path.join(config.GIN_DIR, "*", "*.gin")))
 
 
+@pytest.fixture(scope="module")
+def hf_checkpoint(tmp_path_factory):
+  """A tiny decoder-only Hugging Face checkpoint (our own export) for the gin files that start
+  from one (`CHECKPOINT = ...`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from irl_lm.checkpoints import formats  # pylint: disable=g-import-not-at-top
+  from irl_lm.models import decoder_only  # pylint: disable=g-import-not-at-top
+  cfg = decoder_only.decoder_only_config("tiny", vocab_size=256)
+  model = decoder_only.DecoderOnlyModel(cfg)
+  path = str(tmp_path_factory.mktemp("hf"))
+  formats.save_params(model.init(jax.random.key(0), {"decoder_input_tokens": (1, 4)}), path,
+                      "hf", config=cfg)
+  return path
+
+
 @pytest.mark.parametrize("gin_file", GIN_FILES)
-def test_runnable_gin_files_build_abstractly(gin_file, tmp_path):
-  config.parse([gin_file], ["run.mode = 'check'", f"run.run_dir = '{tmp_path}'"])
+def test_runnable_gin_files_build_abstractly(gin_file, tmp_path, hf_checkpoint):
+  extra = ([f"CHECKPOINT = '{hf_checkpoint}'"]
+           if "CHECKPOINT =" in open(os.path.join(config.GIN_DIR, gin_file)).read() else [])
+  config.parse([gin_file], ["run.mode = 'check'", f"run.run_dir = '{tmp_path}'", *extra])
   summary = gin.get_configurable("run")()
   assert summary["dry_run"] and summary["param_count"] > 0
   assert summary["mesh"]["data"] * summary["mesh"]["model"] == 8
