@@ -115,9 +115,9 @@ def main(argv: Sequence[str]) -> None:
   except CheckpointError as e:  # a user error: one clear sentence, no traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  from irl_lm.checkpoints import families
-  family = families.get(summary["family"]).description
-  size = f"{family}, preset '{summary['size']}'" if summary["size"] else family
+  family = {"t5_1_1": "T5 1.1", "llama": "decoder-only"}.get(summary["family"],
+                                                             summary["family"])
+  size = f"{family} '{summary['size']}'" if summary["size"] else family
   print(f"converted the {summary['source'].describe()} ({size}, "
         f"{summary['param_count']:,} parameters) to "
         f"{formats.FORMAT_NAMES[FORMAT.value]} at {TO.value}")

@@ -198,7 +198,7 @@ def check_microbatches(microbatches: int, objective: Objective, batch_size: int,
     raise ValueError(f"train.microbatches = {microbatches} accumulates gradients of offline "
                      f"objectives only, and {type(objective).__name__} samples online: set it "
                      "to 1.")
-  if batch_size % (microbatches * data_axis):
+  if microbatches > 1 and batch_size % (microbatches * data_axis):
     raise ValueError(f"train.batch_size = {batch_size} is not divisible by train.microbatches "
                      f"({microbatches}) x the mesh's data axis ({data_axis}): choose a batch "
                      "size that is.")

@@ -56,9 +56,10 @@ def evaluated(tmp_path_factory):
   root = tmp_path_factory.mktemp("evaluate_e2e")
   data_dir, run_dir = str(root / "gsm8k"), str(root / "run")
   os.makedirs(data_dir)
-  for name in ("train.jsonl", "test.jsonl"):
+  # Train twice over: batches do not span epochs, and a batch is 8 rows.
+  for name, problems in (("train.jsonl", PROBLEMS * 2), ("test.jsonl", PROBLEMS)):
     with open(os.path.join(data_dir, name), "w") as f:
-      for question, answer in PROBLEMS:
+      for question, answer in problems:
         f.write(json.dumps({"question": question, "answer": answer}) + "\n")
   bindings = _bindings(data_dir, run_dir)
   config.parse(GIN_FILES, bindings)
