@@ -1,5 +1,6 @@
 """A decoder-only causal transformer (PaLM / Llama / Mistral / Qwen2 style) with T5X's parameter
-names and logical axes, prefix-LM features and prompt-prefill decoding.
+names and logical axes, split-layout (unpacked) and prefix-LM (packed) features, and
+prompt-prefill decoding (see `DecoderOnlyModel`).
 
 Parameter tree (no 'params' key in what ``DecoderOnlyModel.init`` returns):
   token_embedder/embedding                                   (V, E)    ('vocab', 'embed')
