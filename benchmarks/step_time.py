@@ -27,7 +27,6 @@ The paper (T5-base, TPU): 189 ms per MLE update vs 196 ms per IQLearn update, ra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import random
@@ -47,25 +46,7 @@ from irl_lm.training import objectives, optimizers  # noqa: E402
 from irl_lm.training import state as state_lib  # noqa: E402
 from irl_lm.training import step as step_lib  # noqa: E402
 from irl_lm.partitioning import Partitioner  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """One benchmark shape: model size, batch B, input length L, target length T, vocabulary V."""
-  name: str
-  size: str
-  batch: int
-  inputs: int
-  targets: int
-  vocab: int
-
-
-CASES = {
-    # gin/iqlearn_tiny.gin's shapes (the built-in task's 4096-piece vocabulary).
-    "tiny": Case("tiny", "tiny", batch=32, inputs=128, targets=32, vocab=4096),
-    # T5 1.1 small with T5's vocabulary (as benchmarks/decode.py).
-    "small": Case("small", "small", batch=8, inputs=512, targets=128, vocab=32128),
-}
+from common import CASES, Case, synthetic_batch  # noqa: E402  (benchmarks/common.py)
 
 
 def methods(names: list[str]) -> dict[str, Any]:
@@ -80,23 +61,6 @@ def methods(names: list[str]) -> dict[str, Any]:
       "gail_two_stage": objectives.GAIL(sample_in_step=False),
   }
   return {n: all_methods[n] for n in names}
-
-
-def synthetic_batch(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
-  """Encoder-decoder features [B, L] / [B, T] with EOS-terminated targets, padded."""
-  rs = np.random.RandomState(seed)
-  b, l, t = case.batch, case.inputs, case.targets
-  inputs = rs.randint(3, case.vocab, size=(b, l)).astype(np.int32)
-  input_lengths = rs.randint(l // 2, l + 1, size=(b,))
-  inputs = np.where(np.arange(l)[None] < input_lengths[:, None], inputs, 0)
-  lengths = rs.randint(t // 2, t + 1, size=(b,))
-  weights = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
-  targets = np.where(weights > 0, rs.randint(3, case.vocab, size=(b, t)), 0).astype(np.int32)
-  targets[np.arange(b), lengths - 1] = 1
-  return {"encoder_input_tokens": inputs,
-          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_target_tokens": targets,
-          "decoder_loss_weights": weights}
 
 
 def build(case: Case, objective: Any, partitioner: Partitioner, dtype: Any
