@@ -5,14 +5,15 @@ r"""Decoding benchmark: cached sampling vs. one IQLearn train step vs. decoding 
 
 For each case (same batch shape for all three measurements):
 * sample: `decoding.temperature_sample` (temperature 1, no top-k/top-p), jitted, exactly
-  `new_tokens` tokens per row (EOS never stops it, so every run does the same work);
+  T (`common.CASES` targets) tokens per row (EOS never stops it: every run does the same work);
 * train step: `step.make_train_step` with `objectives.IQLearn()` and T5X's default optimiser
-  (Adafactor), state donated, on a batch of the same shape (inputs L, targets `new_tokens`);
+  (Adafactor), state donated, on a batch of the same shape (`common.synthetic_batch`: inputs
+  L, targets T);
 * no cache: the same sampler, but every step recomputes the full teacher-forced forward pass
   (`model.logits`: encoder and decoder over all T positions) and reads position i;
 * no KV cache: the encoder runs once, every step reruns the decoder over all T positions.
   A baseline step costs the same at every step (static shapes), so for large cases only
-  `--no_cache_steps` steps are timed and the time is scaled to `new_tokens` steps.
+  `--no_cache_steps` steps are timed and the time is scaled to T steps.
 
 Times are medians of `--repeats` runs after one warm-up (compilation) run. Random parameters;
 activations float32 by default on CPU (bfloat16 is slow there), bfloat16 on accelerators.
@@ -22,7 +23,6 @@ T5-base on TPU; our target is <= 1.0 for small), and the speed-up of the cache o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import statistics
@@ -35,34 +35,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
 
 from irl_lm import decoding  # noqa: E402
-from irl_lm.models import layers, t5  # noqa: E402
-from irl_lm.training import objectives, optimizers  # noqa: E402
-from irl_lm.training import state as state_lib  # noqa: E402
-from irl_lm.training import step as step_lib  # noqa: E402
-from irl_lm.partitioning import Partitioner  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """One benchmark shape: model size, batch B, input length L, new tokens T, vocabulary V."""
-  name: str
-  size: str
-  batch: int
-  inputs: int
-  new_tokens: int
-  vocab: int
-
-
-CASES = {
-    # T5 1.1 small with T5's vocabulary, the issue's shapes.
-    "small": Case("small", "small", batch=8, inputs=512, new_tokens=128, vocab=32128),
-    # The tiny model on the built-in task (4096-piece vocabulary) with 256-piece inputs (the
-    # README's figures were measured with these; gin/iqlearn_tiny.gin now trains with 128).
-    "tiny": Case("tiny", "tiny", batch=32, inputs=256, new_tokens=32, vocab=4096),
-}
+from irl_lm.models import layers  # noqa: E402
+from irl_lm.training import objectives  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -131,48 +110,26 @@ def sample_without_cache(model: Any, params: Any, encoder_input_tokens: jax.Arra
                            jnp.zeros((batch, max_decode_length), jnp.int32))
 
 
-def run_case(case: Case, *, dtype: Any, repeats: int, no_cache_steps: int) -> dict[str, Any]:
+def run_case(case: common.Case, *, dtype: Any, repeats: int, no_cache_steps: int) -> dict[str, Any]:
   """Measures sampling, one IQLearn train step and no-cache sampling for one case.
 
   Returns:
     dict with 'sample_s', 'train_step_s', 'no_cache_s' (full pass every step), 'no_kv_cache_s'
-    (encoder once, decoder rerun every step), all seconds per batch of `new_tokens` tokens;
+    (encoder once, decoder rerun every step), all seconds per batch of T new tokens;
     'tokens_per_s', 'ratio' (sample / train step), 'speedup' (no_cache / sample),
     'speedup_kv' (no_kv_cache / sample), 'no_cache_steps' (steps timed for the baselines) and
     'params' (parameter count).
   """
-  B, L, T = case.batch, case.inputs, case.new_tokens
-  config = t5.t5_1_1_config(case.size, vocab_size=case.vocab, activation_dtype=dtype)
-  model = t5.EncoderDecoderModel(config)
-  partitioner = Partitioner((-1, 1))
-  shapes = {"encoder_input_tokens": (B, L), "decoder_input_tokens": (B, T)}
-  schedule = optimizers.make_schedule("constant", learning_rate=1e-3)
-  tx = optimizers.make_optimizer("adafactor", schedule=schedule)  # T5X's default
-  layout = state_lib.build_state_layout(model, tx, partitioner, shapes)
-  state = layout.init_fn()
-  params = jax.tree.map(jnp.copy, state.params)  # the train step donates `state`
+  T = case.targets
+  # T5X's default optimiser (Adafactor); the batch is `common.synthetic_batch` (state donated).
+  built = common.t5_train_step(case, objectives.IQLearn(), optimizer="adafactor", dtype=dtype)
+  model, params = built["model"], built["params"]
   n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-
-  rng = np.random.default_rng(0)
-  enc = rng.integers(2, case.vocab, (B, L), dtype=np.int32)
-  targets = rng.integers(2, case.vocab, (B, T), dtype=np.int32)
-  batch_sharding = partitioner.batch_sharding()
-  batch = {"encoder_input_tokens": enc,
-           "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-           "decoder_target_tokens": targets,
-           "decoder_loss_weights": np.ones((B, T), np.float32)}
-  batch = {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}
-  enc = batch["encoder_input_tokens"]
+  enc = built["batch"]["encoder_input_tokens"]
   key = jax.random.key(0)
 
-  train_step = step_lib.make_train_step(model=model, objective=objectives.IQLearn(), tx=tx,
-                                        schedule=schedule, partitioner=partitioner,
-                                        shardings=layout.shardings)
-  holder = {"state": state}
-
   def one_step():
-    holder["state"], metrics = train_step(holder["state"], batch)
-    jax.block_until_ready(metrics)
+    built["run"]()
 
   sample = jax.jit(functools.partial(decoding.temperature_sample, model, max_decode_length=T,
                                      temperature=1.0, eos_id=-1))
@@ -188,7 +145,7 @@ def run_case(case: Case, *, dtype: Any, repeats: int, no_cache_steps: int) -> di
                                          num_steps=steps, encode_once=encode_once))
     run = lambda: jax.block_until_ready(baseline(params, enc, key))  # noqa: E731
     times[name] = median_seconds(run, max(1, min(repeats, 2))) * T / steps
-  return {**times, "tokens_per_s": B * T / times["sample_s"],
+  return {**times, "tokens_per_s": case.batch * T / times["sample_s"],
           "ratio": times["sample_s"] / times["train_step_s"],
           "speedup": times["no_cache_s"] / times["sample_s"],
           "speedup_kv": times["no_kv_cache_s"] / times["sample_s"],
@@ -198,7 +155,7 @@ def run_case(case: Case, *, dtype: Any, repeats: int, no_cache_steps: int) -> di
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--sizes", default="small,tiny",
-                      help=f"comma-separated cases from {sorted(CASES)}")
+                      help=f"comma-separated cases from {sorted(common.CASES)}")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up")
   parser.add_argument("--small_repeats", type=int, default=2,
                       help="timed runs for the small case (each takes seconds on a CPU)")
@@ -221,18 +178,18 @@ def main(argv: list[str] | None = None) -> int:
   print(header)
   print("-" * len(header))
   for name in args.sizes.split(","):
-    case = CASES[name.strip()]
+    case = common.CASES[name.strip()]
     repeats = args.small_repeats if case.size != "tiny" else args.repeats
     start = time.time()
     r = run_case(case, dtype=dtype, repeats=repeats, no_cache_steps=(
-        args.no_cache_steps if case.size != "tiny" else case.new_tokens))
-    print(f"{case.name:5} {case.batch:>3} {case.inputs:>4} {case.new_tokens:>4} "
+        args.no_cache_steps if case.size != "tiny" else case.targets))
+    print(f"{case.name:5} {case.batch:>3} {case.inputs:>4} {case.targets:>4} "
           f"{r['params'] / 1e6:>5.1f}M | {r['sample_s'] * 1e3:>6.0f}ms {r['tokens_per_s']:>8.0f} | "
           f"{r['train_step_s'] * 1e3:>8.0f}ms {r['ratio']:>11.2f} | "
           f"{r['no_cache_s'] * 1e3:>7.0f}ms {r['speedup']:>7.1f}x | "
           f"{r['no_kv_cache_s'] * 1e3:>9.0f}ms {r['speedup_kv']:>7.1f}x", flush=True)
-    extrapolated = "" if r["no_cache_steps"] == case.new_tokens else (
-        f"; baselines: {r['no_cache_steps']} of {case.new_tokens} steps timed, scaled up")
+    extrapolated = "" if r["no_cache_steps"] == case.targets else (
+        f"; baselines: {r['no_cache_steps']} of {case.targets} steps timed, scaled up")
     print(f"      ({time.time() - start:.0f} s; medians of {repeats} runs after a warm-up"
           f"{extrapolated})", flush=True)
   print("no cache: encoder + decoder recomputed every step; no KV cache: encoder once, decoder "

@@ -5,8 +5,9 @@ r"""How close a train step and sampling come to this machine's limits, measured 
 
 Train step (MLE, AdamW, float32, a synthetic batch as `common.CASES`):
 * model FLOPs counted analytically (`irl_lm.models.flops.train_flops`: matmuls only, 2 per
-  multiply-add, backward = 2 x forward; what the trainer's MFU uses) and cross-checked with XLA's cost analysis of the compiled step (which also counts
-  element-wise work, so it should be a little higher);
+  multiply-add, backward = 2 x forward; what the trainer's MFU uses) and cross-checked with
+  XLA's cost analysis of the compiled step (which also counts element-wise work, so it should
+  be a little higher);
 * achieved FLOP/s = analytic FLOPs / median step time, and its ratio to the FLOP/s of a large
   float32 matmul (N x N by N x N, `--matmul_n`) measured in the same run: the compute roofline.
 Sampling (one cached decode step of the whole batch, T new tokens):

@@ -14,12 +14,13 @@ Methods (one `step.make_train_step` each, T5X's default optimiser Adafactor, sta
 Sampling is temperature 1 without filtering; with random parameters EOS is rare, so nearly every
 sample runs to the full target length (the worst case).
 
-Timing: every method is compiled and run once, then the methods take turns (in a new random order each round), one step each, for
-`--steps` rounds (`--small_steps` for the small case), so a change of machine load hits them all
-alike; printed are the median and the minimum (the least disturbed by other processes on a
-shared machine), and XLA's cost analysis (flops, bytes accessed) of each in-step program, a
-load-independent comparison of MLE and offline IQLearn. Random parameters, float32 activations on CPU (bfloat16 is slow
-there), bfloat16 on accelerators; a synthetic batch of real-length targets (3/4 of T on
+Timing: every method is compiled and run once, then the methods take turns (in a new random
+order each round), one step each, for `--steps` rounds (`--small_steps` for the small case), so
+a change of machine load hits them all alike; printed are the median and the minimum (the least
+disturbed by other processes on a shared machine), and XLA's cost analysis (flops, bytes
+accessed) of each in-step program, a load-independent comparison of MLE and offline IQLearn.
+Random parameters, float32 activations on CPU (bfloat16 is slow there), bfloat16 on
+accelerators; a synthetic batch of real-length targets (3/4 of T on
 average, EOS-terminated, padded).
 
 The paper (T5-base, TPU): 189 ms per MLE update vs 196 ms per IQLearn update, ratio 1.04.

@@ -3,6 +3,7 @@ r"""irl_lm vs Hugging Face transformers (PyTorch) on the same CPU: train step, s
   python benchmarks/vs_transformers.py                       # small (the issue's shapes) + tiny
   python benchmarks/vs_transformers.py --cases=tiny --rounds=5 --sample_rounds=3
   python benchmarks/vs_transformers.py --no_memory            # skip the peak-memory subprocesses
+  python benchmarks/vs_transformers.py --memory_only          # only them
 
 Needs the `hf` extra (torch, transformers); irl_lm never imports them.
 
@@ -21,7 +22,7 @@ as many threads as the machine has cores (XLA's CPU client does too).
   top_k=0, min_new_tokens=T, max_new_tokens=T)` with its KV cache); ratio transformers /
   irl_lm (> 1: irl_lm faster);
 * peak memory: each of the four workloads in its own fresh process (warm-up + 2 runs), peak
-  resident set size (ru_maxrss) and its growth over the process's size after the imports.
+  resident set size (VmHWM) and its growth over the process's size after the imports.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 from typing import Any, Callable
@@ -48,13 +48,19 @@ from irl_lm.training import objectives  # noqa: E402
 LEARNING_RATE = 1e-3
 
 
+def _status_mb(field: str) -> float:
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024.0
+
+
 def _peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+  # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork and exec, so a child
+  # would report its parent's peak when that was larger.
+  return _status_mb("VmHWM")
 
 
 def _current_rss_mb() -> float:
-  with open("/proc/self/status") as f:
-    return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
+  return _status_mb("VmRSS")
 
 
 def ours(case: common.Case) -> dict[str, Callable[[], Any]]:
@@ -140,12 +146,25 @@ def peak_memory(case_name: str) -> dict[tuple[str, str], dict[str, float]]:
   return out
 
 
+def _print_peak_memory(case_name: str) -> None:
+  mem = peak_memory(case_name)
+  for workload in ("train", "sample"):
+    a, b = mem["irl_lm", workload], mem["transformers", workload]
+    grow_a = a["peak_mb"] - a["after_imports_mb"]
+    grow_b = b["peak_mb"] - b["after_imports_mb"]
+    print(f"  peak memory, {workload:6}: irl_lm {a['peak_mb']:.0f} MB (+{grow_a:.0f} over "
+          f"imports), transformers {b['peak_mb']:.0f} MB (+{grow_b:.0f}); ratio "
+          f"{a['peak_mb'] / b['peak_mb']:.2f} (growth {grow_a / max(grow_b, 1):.2f})"
+          + ("; target <= 0.8" if workload == "train" else ""), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--cases", default="small,tiny")
   parser.add_argument("--rounds", type=int, default=5, help="timed train-step rounds")
   parser.add_argument("--sample_rounds", type=int, default=3, help="timed sampling rounds")
   parser.add_argument("--no_memory", action="store_true")
+  parser.add_argument("--memory_only", action="store_true", help="only the peak-memory processes")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
@@ -158,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{transformers.__version__}; float32; AdamW lr {LEARNING_RATE}; MLE loss")
   for case_name in args.cases.split(","):
     case = common.CASES[case_name]
-    mine, peer = ours(case), theirs(case)
     print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
           f"T={case.targets}, V={case.vocab}", flush=True)
+    if args.memory_only:
+      _print_peak_memory(case_name)
+      continue
+    mine, peer = ours(case), theirs(case)
     train = common.interleaved_medians({"irl_lm": mine["train"],
                                         "transformers": peer["train"]}, args.rounds)
     sample = common.interleaved_medians({"irl_lm": mine["sample"],
@@ -180,15 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           f"warm-up; min step ratio "
           f"{train['irl_lm']['min'] / train['transformers']['min']:.2f})", flush=True)
     if not args.no_memory:
-      mem = peak_memory(case_name)
-      for workload in ("train", "sample"):
-        a, b = mem["irl_lm", workload], mem["transformers", workload]
-        grow_a = a["peak_mb"] - a["after_imports_mb"]
-        grow_b = b["peak_mb"] - b["after_imports_mb"]
-        print(f"  peak memory, {workload:6}: irl_lm {a['peak_mb']:.0f} MB (+{grow_a:.0f} over "
-              f"imports), transformers {b['peak_mb']:.0f} MB (+{grow_b:.0f}); ratio "
-              f"{a['peak_mb'] / b['peak_mb']:.2f} (growth {grow_a / max(grow_b, 1):.2f})"
-              + ("; target <= 0.8" if workload == "train" else ""), flush=True)
+      _print_peak_memory(case_name)
     del mine, peer
   return 0
 

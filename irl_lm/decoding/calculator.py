@@ -134,7 +134,8 @@ def calculator_sample(model: Any, params: Any, prompts: Any, rng: jax.Array, *,
     temperature: >= 0; 0 is greedy.
     eos_id: end-of-sequence id (default `model.eos_id`).
     step_fn, init_fn: prebuilt :func:`make_step_fn` / :func:`make_init_fn` (reused across
-      batches to avoid recompiling); built here when None.
+      batches to avoid recompiling) of the model `search.decoding_view` gives (a LoRA model's
+      wrapped model, run on the merged parameters); built here when None.
     context: optional context-manager factory entered around device calls (e.g. a
       partitioner's ``activate``).
 
@@ -143,9 +144,11 @@ def calculator_sample(model: Any, params: Any, prompts: Any, rng: jax.Array, *,
   """
   if temperature < 0:
     raise ValueError(f"temperature must be >= 0, got {temperature}")
+  ctx = context or contextlib.nullcontext
+  with ctx():
+    model, params = search.decoding_view(model, params)  # e.g. LoRA: merged once, not per step
   step_fn = step_fn or make_step_fn(model)
   init_fn = init_fn or make_init_fn(model, max_decode_length)
-  ctx = context or contextlib.nullcontext
   batch, T = int(prompts.shape[0]), max_decode_length
   eos_id = model.eos_id if eos_id is None else eos_id
   tokens = np.zeros((batch, T), np.int32)
@@ -207,12 +210,16 @@ def make_calculator_decode_fn(model: Any, *, vocabulary: Any, max_decode_length:
   Same signature as :func:`irl_lm.decoding.config.make_decode_fn`'s result, so it plugs
   into the evaluation's prediction loop. The jitted step is built once.
   """
-  step_fn = make_step_fn(model)
-  init_fn = make_init_fn(model, max_decode_length)
+  fns: dict[str, Callable[..., Any]] = {}  # built once, for the model decoding_view gives
+  ctx = context or contextlib.nullcontext
 
   def decode(params, inputs, rng):
-    return calculator_sample(model, params, inputs, rng, vocabulary=vocabulary,
+    with ctx():
+      view_model, view_params = search.decoding_view(model, params)
+    if not fns:
+      fns.update(step=make_step_fn(view_model), init=make_init_fn(view_model, max_decode_length))
+    return calculator_sample(view_model, view_params, inputs, rng, vocabulary=vocabulary,
                              max_decode_length=max_decode_length, temperature=temperature,
-                             step_fn=step_fn, init_fn=init_fn,
+                             step_fn=fns["step"], init_fn=fns["init"],
                              context=context).tokens
   return decode

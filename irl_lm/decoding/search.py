@@ -11,7 +11,10 @@ Two decoders, both a single `jax.lax.while_loop` over `model.decode_step`:
 The model is anything with the decoding part of `irl_lm.models.base.Model` (`DecodableModel`):
 `init_decode_state(params, prompts_BL, max_decode_length) -> state`, `start_tokens(prompts_BL)
 -> tokens_B` (fed at position 0), `decode_step(params, state, tokens_B, position) -> (logits_BV,
-state)` and `eos_id`, where every leaf of the state has the batch on axis 0.
+state)` and `eos_id`, where every leaf of the state has the batch on axis 0. A model that
+transforms its parameters before use (a LoRA wrapper folding in its adapters) may also have
+`decoding_view(params) -> (model, params)`: the decoders call it once, before the loop, so the
+transformation is not repeated at every step.
 
 Both functions are pure and jit-compilable as a whole. Close over the model and the static
 arguments, e.g.::
@@ -92,6 +95,12 @@ class BeamOutput(NamedTuple):
   """
   tokens: jax.Array
   scores: jax.Array
+
+
+def decoding_view(model: DecodableModel, params: Params) -> tuple[DecodableModel, Params]:
+  """(model, params) to run the loop with: `model.decoding_view(params)` when it has one."""
+  view = getattr(model, "decoding_view", None)
+  return view(params) if view is not None else (model, params)
 
 
 def _is_static(x: Any) -> bool:
@@ -257,6 +266,7 @@ def temperature_sample(model: DecodableModel,
   else:
     limit_B = jnp.clip(jnp.asarray(decode_lengths, jnp.int32), 0, T)
 
+  model, params = decoding_view(model, params)
   state = model.init_decode_state(params, prompts, T)
   positions_T = jnp.arange(T, dtype=jnp.int32)
 
@@ -372,6 +382,7 @@ def beam_search(model: DecodableModel,
   K = beam_size
   T = max_decode_length
 
+  model, params = decoding_view(model, params)
   state = model.init_decode_state(params, prompts, T)
   state = jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), state)
   positions_T = jnp.arange(T, dtype=jnp.int32)

@@ -119,24 +119,23 @@ class TokenStatistics(NamedTuple):
 
 
 def token_statistics(logits_BTV: jax.Array, targets_BT: jax.Array) -> TokenStatistics:
-  """Everything the losses need from the logits, computed in one pass over the vocabulary.
+  """Everything the losses need from the logits, in two passes over the vocabulary.
 
-  Equal to calling ``state_values``, ``log_probs`` and ``entropy`` separately, but shares the
-  logsumexp, so the [B, T, V] logits are read as few times as possible.
+  Equal (to float tolerance) to calling ``state_values``, ``log_probs`` and ``entropy``
+  separately, but cheaper in time and memory, which matters because the [B, T, V] logits are the
+  largest activation of a step: the forward pass reads them twice (max / argmax, then the
+  exponential sums that give V, the entropy and the target logit together), and the gradient is
+  one element-wise pass written in closed form (``_vocab_reductions_bwd``), so autodiff keeps no
+  [B, T, V] residual besides the logits themselves (no softmax, no one-hot).
 
   Args:
     logits_BTV: logits [B, T, V], any float dtype (cast to float32 first).
     targets_BT: int target token ids [B, T].
 
   Returns:
-    A ``TokenStatistics`` of float32 [B, T] arrays.
+    A ``TokenStatistics`` of float32 [B, T] arrays; ``correct`` has no gradient.
   """
-  z_BTV = logits_BTV.astype(_F32)
-  values_BT = jax.nn.logsumexp(z_BTV, axis=-1)
-  target_logits_BT = _target_logits(z_BTV, targets_BT)
-  logp_BTV = z_BTV - values_BT[..., None]
-  entropy_BT = -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
-  correct_BT = (jnp.argmax(z_BTV, axis=-1) == targets_BT).astype(_F32)
+  values_BT, target_logits_BT, entropy_BT, correct_BT = _vocab_reductions(logits_BTV, targets_BT)
   return TokenStatistics(
       values=values_BT,
       target_logits=target_logits_BT,
@@ -144,6 +143,49 @@ def token_statistics(logits_BTV: jax.Array, targets_BT: jax.Array) -> TokenStati
       entropy=entropy_BT,
       correct=correct_BT,
   )
+
+
+@jax.custom_vjp
+def _vocab_reductions(logits_BTV: jax.Array, targets_BT: jax.Array):
+  """(V, z(s, a_t), H, correct), each float32 [B, T]; see ``token_statistics``."""
+  return _vocab_reductions_fwd(logits_BTV, targets_BT)[0]
+
+
+def _vocab_reductions_fwd(logits_BTV, targets_BT):
+  z_BTV = logits_BTV.astype(_F32)
+  max_BT = jax.lax.stop_gradient(jnp.max(z_BTV, axis=-1))
+  correct_BT = (jnp.argmax(z_BTV, axis=-1) == targets_BT).astype(_F32)
+  # With d = z - max: V = max + log S, S = sum e^d, and H = log S - sum(e^d d) / S, which
+  # stays accurate for large |z| (d <= 0, so no e^z overflows and nothing large cancels).
+  d_BTV = z_BTV - max_BT[..., None]
+  e_BTV = jnp.exp(d_BTV)
+  sum_BT = jnp.sum(e_BTV, axis=-1)
+  log_sum_BT = jnp.log(sum_BT)
+  values_BT = max_BT + log_sum_BT
+  entropy_BT = log_sum_BT - jnp.sum(e_BTV * d_BTV, axis=-1) / sum_BT
+  target_logits_BT = _target_logits(z_BTV, targets_BT)
+  outputs = (values_BT, target_logits_BT, entropy_BT, correct_BT)
+  return outputs, (logits_BTV, targets_BT, values_BT, entropy_BT)
+
+
+def _vocab_reductions_bwd(residuals, cotangents):
+  """d/dz of <g, (V, z_a, H)>: pi (g_V - g_H (log pi + H)) + onehot(a) g_z, one fused pass.
+
+  From dV/dz = pi, dz_a/dz = onehot(a) and dH/dz = -pi (log pi + H).
+  """
+  logits_BTV, targets_BT, values_BT, entropy_BT = residuals
+  g_values_BT, g_target_BT, g_entropy_BT, _ = cotangents
+  z_BTV = logits_BTV.astype(_F32)
+  log_pi_BTV = z_BTV - values_BT[..., None]
+  pi_BTV = jnp.exp(log_pi_BTV)
+  grad_BTV = pi_BTV * (g_values_BT[..., None]
+                       - g_entropy_BT[..., None] * (log_pi_BTV + entropy_BT[..., None]))
+  onehot_BTV = jax.nn.one_hot(targets_BT, z_BTV.shape[-1], dtype=_F32)
+  grad_BTV = grad_BTV + onehot_BTV * g_target_BT[..., None]
+  return grad_BTV.astype(logits_BTV.dtype), None
+
+
+_vocab_reductions.defvjp(_vocab_reductions_fwd, _vocab_reductions_bwd)
 
 
 def _has_next_state(weights_BT: jax.Array, segment_ids_BT: jax.Array | None) -> jax.Array:

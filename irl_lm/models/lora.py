@@ -124,6 +124,10 @@ class LoraModel:
              dropout_rng: Optional[jax.Array] = None) -> jax.Array:
     return self.model.logits(self.merge(params), batch, dropout_rng=dropout_rng)
 
+  def decoding_view(self, params: Any) -> tuple[Any, Any]:
+    """(the wrapped model, merged parameters): the decoders merge once per call, not per step."""
+    return self.model, self.merge(params)
+
   def init_decode_state(self, params: Any, prompts: jax.Array, max_decode_length: int) -> Any:
     return self.model.init_decode_state(self.merge(params), prompts, max_decode_length)
 

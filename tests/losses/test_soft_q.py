@@ -164,6 +164,43 @@ def test_token_statistics_match_separate_functions():
       **TOL)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_token_statistics_gradient_equals_autodiff_of_separate_functions(dtype):
+  # token_statistics has a hand-written VJP; it must equal plain autodiff of the definitions.
+  logits, targets, _, _ = _random_case(4)
+  logits = jnp.asarray(logits, dtype)
+  rs = np.random.RandomState(7)
+  g_v, g_z, g_h = (jnp.asarray(rs.randn(*targets.shape), jnp.float32) for _ in range(3))
+
+  def fused(x):
+    stats = soft_q.token_statistics(x, targets)
+    return (jnp.sum(g_v * stats.values) + jnp.sum(g_z * stats.target_logits)
+            + jnp.sum(g_h * stats.entropy) + jnp.sum(stats.log_probs))
+
+  def separate(x):
+    target_logits = soft_q.log_probs(x, targets) + soft_q.state_values(x)
+    return (jnp.sum(g_v * soft_q.state_values(x)) + jnp.sum(g_z * target_logits)
+            + jnp.sum(g_h * soft_q.entropy(x)) + jnp.sum(soft_q.log_probs(x, targets)))
+
+  want = jax.grad(separate)(logits)
+  tol = TOL if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+  # Eagerly and compiled whole (XLA CPU fuses the closed-form gradient into other ops).
+  for got in (jax.grad(fused)(logits), jax.jit(jax.grad(fused))(logits)):
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), **tol)
+  np.testing.assert_allclose(fused(logits), separate(logits), rtol=1e-5)
+
+
+def test_token_statistics_stay_accurate_for_large_logits():
+  # Shifting every logit of a state by a constant moves V by it and leaves H and log pi alone.
+  logits, targets, _, _ = _random_case(5)
+  base = soft_q.token_statistics(jnp.asarray(logits), targets)
+  shifted = soft_q.token_statistics(jnp.asarray(logits) + 1e4, targets)
+  np.testing.assert_allclose(shifted.values - 1e4, base.values, atol=2e-3)
+  np.testing.assert_allclose(shifted.entropy, base.entropy, atol=2e-3)
+  assert np.all(np.isfinite(shifted.entropy)) and np.all(np.asarray(shifted.entropy) >= -1e-3)
+
+
 def test_rewards_gradient_reaches_next_state_only_within_segment():
   gamma = 0.9
 

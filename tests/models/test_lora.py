@@ -8,6 +8,7 @@ import optax
 import pytest
 from flax import traverse_util
 
+from irl_lm import decoding
 from irl_lm.checkpoints import formats
 from irl_lm.jobs import convert, train as train_job
 from irl_lm.models import decoder_only, lora, t5
@@ -66,6 +67,56 @@ def test_fresh_adapters_change_nothing_and_merging_is_exact(make):
   axes = model.param_logical_axes(shapes)
   assert jax.tree.structure(axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)) \
       == jax.tree.structure(jax.eval_shape(lambda r: model.init(r, shapes), jax.random.key(0)))
+
+
+def _subjaxprs(eqn):
+  for value in eqn.params.values():
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(v, jax.extend.core.ClosedJaxpr):
+        yield v.jaxpr
+      elif isinstance(v, jax.extend.core.Jaxpr):
+        yield v
+
+
+def _count_dots(jaxpr) -> int:
+  return sum(1 if e.primitive.name == "dot_general" else sum(map(_count_dots, _subjaxprs(e)))
+             for e in jaxpr.eqns)
+
+
+def _while_body_dots(jaxpr) -> int:
+  """Number of dot_generals inside the first while loop's body of a jaxpr (searched nested)."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "while":
+      return _count_dots(eqn.params["body_jaxpr"].jaxpr)
+    for sub in _subjaxprs(eqn):
+      try:
+        return _while_body_dots(sub)
+      except LookupError:
+        pass
+  raise LookupError("no while loop in the jaxpr")
+
+
+@pytest.mark.parametrize("make", [_decoder, _t5], ids=["decoder_only", "t5"])
+def test_sampling_merges_adapters_once_per_call_not_per_step(make):
+  base_model = make()
+  model = lora.LoraModel(base_model, rank=4, alpha=8.0)
+  shapes = base_model.input_shapes(B, {"inputs": L, "targets": T})
+  params = model.init(jax.random.key(0), shapes)
+  params["lora"] = jax.tree.map(
+      lambda x: jax.random.normal(jax.random.key(1), x.shape) * 0.1, params["lora"])
+  prompts = base_model.prompts(_batch(base_model))
+
+  def sample(m, p):
+    return decoding.temperature_sample(m, p, prompts, jax.random.key(2), max_decode_length=T,
+                                       temperature=1.0)
+
+  got, want = sample(model, params), sample(base_model, model.merge(params))
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_allclose(got.log_probs, want.log_probs, rtol=1e-5, atol=1e-5)
+  # The loop body is the base model's: no a @ b products left inside it.
+  lora_jaxpr = jax.make_jaxpr(lambda p: sample(model, p))(params).jaxpr
+  base_jaxpr = jax.make_jaxpr(lambda p: sample(base_model, p))(model.merge(params)).jaxpr
+  assert _while_body_dots(lora_jaxpr) == _while_body_dots(base_jaxpr) > 0
 
 
 def test_bad_targets_are_refused_clearly():

@@ -1,0 +1,109 @@
+r"""Where a train step's time goes: XLA's own per-operation trace of one step, summarised.
+
+  python benchmarks/op_profile.py                        # T5 1.1 small, MLE (the issue's shapes)
+  python benchmarks/op_profile.py --cases=tiny --objective=iqlearn --top=20
+
+Traces one compiled MLE (or offline IQLearn) + AdamW step (float32) with `jax.profiler`, reads
+the XPlane it writes (TensorFlow's `xplane_pb2`, already installed with TensorFlow) and sums
+the time of every XLA operation over the runtime's worker threads, so the shares are of thread
+time, not of wall time. Operations are grouped by what they do: matrix products (YNNPACK /
+Eigen dots), copies and transposes (layout changes, mostly feeding the weight gradients),
+element-wise / reduction fusions of the model and of the loss (over the [B, T, V] logits), the
+optimiser update, and waiting. The `--top` most expensive operations are listed with their HLO
+shape and the JAX operation they come from (`metadata.op_name`).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+import tempfile
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+from irl_lm.training import objectives  # noqa: E402
+
+
+def _group(name: str, hlo_line: str) -> str:
+  source = re.search(r'op_name="([^"]+)"', hlo_line)
+  source = source.group(1) if source else ""
+  if name.startswith(("ynn_fusion", "dot", "xnn_fusion", "onednn")) or " dot(" in hlo_line:
+    return "matrix products"
+  if "SlinkyThreadPool" in name or "Await" in name:
+    return "waiting for other threads"
+  if name.startswith(("copy", "transpose")):
+    return "copies and transposes"
+  if "jvp(" not in source:
+    return "optimiser update and the rest"
+  if re.search(r"jvp\((T5Transformer|DecoderOnly)", source):
+    return "element-wise / reductions in the model"
+  return "element-wise / reductions in the loss (over the logits)"
+
+
+def _op_times(trace_dir: str) -> collections.Counter:
+  """{XLA operation name: total ms over the runtime's threads} from the trace in trace_dir."""
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  space = xplane_pb2.XSpace()
+  with open(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+    space.ParseFromString(f.read())
+  totals: collections.Counter = collections.Counter()
+  for plane in space.planes:
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    for line in plane.lines:
+      if not line.name.startswith("tf_XLAEigen"):
+        continue
+      for event in line.events:
+        name = names.get(event.metadata_id, "?")
+        if not name.startswith("ThunkExecutor"):
+          totals[name] += event.duration_ps / 1e9
+  return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--cases", default="small")
+  parser.add_argument("--objective", default="mle", choices=("mle", "iqlearn"))
+  parser.add_argument("--top", type=int, default=12)
+  args = parser.parse_args(argv)
+  objective = objectives.MLE() if args.objective == "mle" else objectives.IQLearn()
+  for name in args.cases.split(","):
+    case = common.CASES[name]
+    built = common.t5_train_step(case, objective, optimizer="adamw")
+    built["run"]()
+    built["run"]()
+    with tempfile.TemporaryDirectory() as trace_dir:
+      with jax.profiler.trace(trace_dir):
+        built["run"]()
+      totals = _op_times(trace_dir)
+    with built["partitioner"].activate():
+      hlo = built["lowered"]().compile().as_text()
+    lines = {m.group(2): m.group(0).strip()
+             for m in re.finditer(r"^\s*(ROOT )?%?([\w.\-]+) = .*$", hlo, re.M)}
+    groups: collections.Counter = collections.Counter()
+    for op, ms in totals.items():
+      groups[_group(op, lines.get(op, ""))] += ms
+    total = sum(groups.values())
+    print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
+          f"T={case.targets}, V={case.vocab}, {args.objective}; {total:.0f} ms of thread time "
+          f"in XLA operations over {len(totals)} operations")
+    for group, ms in groups.most_common():
+      print(f"  {ms / total:6.1%}  {ms:8.0f} ms  {group}")
+    print(f"  the {args.top} most expensive operations:")
+    for op, ms in totals.most_common(args.top):
+      line = lines.get(op, "")
+      shape = re.search(r"= (\S+)", line)
+      source = re.search(r'op_name="([^"]+)"', line)
+      print(f"  {ms:8.0f} ms  {op:28} {shape.group(1) if shape else '':24} "
+            f"{source.group(1)[-70:] if source else ''}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
