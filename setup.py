@@ -41,7 +41,7 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
         # Only for comparing against / exporting to transformers (an optional test uses them).
         "hf": ["torch==2.13.0", "transformers==5.24.0"],
         # Figures and the reproduction notebook (irl_lm.experiments, notebooks/; its test).

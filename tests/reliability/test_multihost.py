@@ -36,13 +36,17 @@ def _start(run_dir, steps, num_processes, *extra):
       stderr=subprocess.PIPE, text=True) for i in range(num_processes)]
 
 
-def _launch(run_dir, steps, num_processes, *extra):
-  """Runs the worker (see `_start`) to the end; returns each process's stdout."""
-  procs = _start(run_dir, steps, num_processes, *extra)
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (out, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-4000:]
-  return [out for out, _ in outputs]
+def _launch(*jobs):
+  """Runs independent jobs `(run_dir, steps, num_processes, *extra)` (see `_start`) at the same
+  time, each to the end; returns, per job, each of its processes' stdout."""
+  started = [_start(*job) for job in jobs]
+  results = []
+  for procs in started:
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+      assert p.returncode == 0, err[-4000:]
+    results.append([out for out, _ in outputs])
+  return results
 
 
 def _params(run_dir, step):
@@ -70,9 +74,8 @@ def _assert_close(a, b):
 @pytest.mark.slow
 def test_two_processes_train_and_checkpoint_like_one(tmp_path):
   one, two = tmp_path / "one", tmp_path / "two"
-  assert _launch(one, 3, 1)[0].strip().endswith("trained steps [1, 2, 3]")
-  outs = _launch(two, 3, 2)
-  assert all(o.strip().endswith("trained steps [1, 2, 3]") for o in outs)
+  outs_one, outs_two = _launch((one, 3, 1), (two, 3, 2))
+  assert all(o.strip().endswith("trained steps [1, 2, 3]") for o in outs_one + outs_two)
   assert helpers.checkpoint_steps(one) == helpers.checkpoint_steps(two) == [3]
   np.testing.assert_allclose(list(_losses(two).values()), list(_losses(one).values()),
                              rtol=1e-6)
@@ -80,14 +83,16 @@ def test_two_processes_train_and_checkpoint_like_one(tmp_path):
 
   # Cross restores: one process resumes the two-process checkpoint, two resume the other's;
   # each restores exactly the parameters that were saved.
-  for name, source, num_processes in (("two_then_one", two, 1), ("one_then_two", one, 2)):
+  crosses = (("two_then_one", two, 1), ("one_then_two", one, 2))
+  for name, source, _ in crosses:
     shutil.copytree(source, tmp_path / name)
-    dump = tmp_path / f"{name}.npz"
-    outs = _launch(tmp_path / name, 5, num_processes, f"--dump_restored={dump}")
+  outputs = _launch(*[(tmp_path / name, 5, num_processes, f"--dump_restored={tmp_path / name}.npz")
+                      for name, _, num_processes in crosses])
+  for (name, source, _), outs in zip(crosses, outputs):
     assert all(o.strip().endswith("trained steps [4, 5]") for o in outs)
     saved = {jax.tree_util.keystr(p): x
              for p, x in jax.tree_util.tree_flatten_with_path(_params(source, 3))[0]}
-    with np.load(dump) as restored:
+    with np.load(tmp_path / f"{name}.npz") as restored:
       assert sorted(restored.files) == sorted(saved)
       for key, value in saved.items():
         np.testing.assert_array_equal(restored[key], value, err_msg=key)
