@@ -24,8 +24,10 @@ def test_all_tasks_registered_with_metric_families():
       "stdlib_docstrings": "rouge", "xsum": "rouge", "tldr": "rouge", "tldr_openai": "rouge",
       "gsm8k": "gsm8k", "wmt22_en_de": "translation", "arithmetic_word_problems": "gsm8k",
       "pypackages_docstrings": "rouge", "local_files": "rouge"}
-  # T5's vocabulary, unread.
+  # T5's vocabulary, unread. Their defaults: a test file run earlier in this process may have
+  # called their gin factories with other settings (e.g. a checkpoint's tokenizer.json).
   for name in ("xsum", "tldr", "tldr_openai", "gsm8k", "wmt22_en_de", "local_files"):
+    registry.forget(name)
     vocab = pipeline.get_vocabulary(name)
     assert vocab.sentencepiece_model_file == vocabularies.T5_VOCAB_PATH
     assert vocab.extra_ids == 100 and vocab._model is None  # pylint: disable=protected-access

@@ -52,7 +52,9 @@ def test_accumulated_update_equals_the_whole_batch(objective):
 def test_accumulation_on_the_data_parallel_mesh():
   whole, _ = _run(objectives.IQLearn(td_weight=0.5), 1)
   params, _ = _run(objectives.IQLearn(td_weight=0.5), 2, mesh=(4, 1))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), params, whole)
+  # atol 5e-6: the 4-device whole-batch run alone differs from the 1-device one by up to 3.6e-6
+  # in these parameters (float32 sums in another order), as do 2 slices on one device.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=5e-6), params, whole)
 
 
 def test_bad_microbatch_settings_are_refused_clearly():
