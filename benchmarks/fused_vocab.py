@@ -6,8 +6,9 @@ r"""Before / after of the fused vocabulary reductions (`soft_q.token_statistics`
 Every loss reads the [B, T, V] logits through `soft_q.token_statistics` (V, log pi(a_t), the
 entropy, argmax accuracy). 'autodiff' is how it was computed before: `logsumexp`, a one-hot
 contraction for the target logit, `log_softmax` for the entropy, all differentiated by JAX,
-which keeps the softmax and the one-hot product ([B, T, V] each) for the backward pass. 'fused'
-is the current code: two forward passes over the logits and a hand-written one-pass VJP.
+which keeps [B, T, V] intermediates (the softmax, the one-hot product) for the backward pass.
+'fused' is the current code: two forward passes over the logits and a hand-written one-pass VJP
+whose only [B, T, V] residual is the logits.
 
 For MLE and offline IQLearn (AdamW, float32): the whole train step built both ways (the old
 function swapped in while the 'autodiff' step is traced), XLA's temporaries (`memory_analysis`)
