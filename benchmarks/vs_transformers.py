@@ -21,6 +21,9 @@ as many threads as the machine has cores (XLA's CPU client does too).
   `decoding.temperature_sample` with EOS disabled; transformers: `generate(do_sample=True,
   top_k=0, min_new_tokens=T, max_new_tokens=T)` with its KV cache); ratio transformers /
   irl_lm (> 1: irl_lm faster);
+* host allocator: `--allocator` as `irl_lm.main` chooses it (auto: tcmalloc when installed,
+  irl_lm/host_allocator.py), the same for both sides (one process; the memory processes inherit
+  it); `--allocator=system` keeps glibc's malloc;
 * peak memory: each of the four workloads in its own fresh process (warm-up + 2 runs), peak
   resident set size (VmHWM) and its growth over the process's size after the imports.
 """
@@ -43,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from irl_lm import decoding  # noqa: E402
+from irl_lm import host_allocator  # noqa: E402
 from irl_lm.training import objectives  # noqa: E402
 
 LEARNING_RATE = 1e-3
@@ -165,16 +169,22 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--sample_rounds", type=int, default=3, help="timed sampling rounds")
   parser.add_argument("--no_memory", action="store_true")
   parser.add_argument("--memory_only", action="store_true", help="only the peak-memory processes")
+  parser.add_argument("--allocator", default="auto",
+                      help="auto | system | a library path (irl_lm/host_allocator.py)")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
     child(*args.child.split(":"), args.cases)
     return 0
+  env = host_allocator.preload_environment({**os.environ, host_allocator.ENV: args.allocator})
+  if env is not None and argv is None:  # choose the allocator before anything is allocated
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   print(f"jax {jax.__version__} ({jax.device_count()} x {jax.devices()[0].device_kind}), "
         f"torch {torch.__version__} ({os.cpu_count()} threads), transformers "
-        f"{transformers.__version__}; float32; AdamW lr {LEARNING_RATE}; MLE loss")
+        f"{transformers.__version__}; float32; AdamW lr {LEARNING_RATE}; MLE loss; host allocator "
+        f"{os.environ.get('LD_PRELOAD') or 'of the system'}")
   for case_name in args.cases.split(","):
     case = common.CASES[case_name]
     print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
