@@ -19,8 +19,8 @@ whose loss, gradients or updated state were not finite (the line names the step 
 good checkpoint).
 
 Host allocator: on Linux the job re-executes itself once with tcmalloc preloaded when it is
-installed (`apt-get install libtcmalloc-minimal4`), which on a CPU makes a T5-small step about
-0.8x as long (glibc's malloc page-faults each step's temporaries afresh); the environment variable
+installed (`apt-get install libtcmalloc-minimal4`), which on a CPU makes a T5 step about
+0.7x as long (glibc's malloc page-faults each step's temporaries afresh); the environment variable
 IRL_LM_HOST_ALLOCATOR=system keeps the system allocator (irl_lm/host_allocator.py).
 
 Quiet console: TensorFlow 2.21, absl's C++ logging and SentencePiece (inside tensorflow-text)
