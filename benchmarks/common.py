@@ -5,9 +5,11 @@ Shapes: B batch, L input length, T target length, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Mapping
@@ -138,3 +140,14 @@ def cost_analysis(compiled: Any) -> dict[str, float]:
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else (analysis or {})
   return {"flops": float(analysis.get("flops", 0.0)),
           "bytes": float(analysis.get("bytes accessed", 0.0))}
+
+
+def run_json_child(script: str, args: list[str], env: Mapping[str, str]) -> dict[str, Any]:
+  """Runs `python script args` with `env` and returns the JSON object on its last stdout line,
+  or {'error': its last stderr line} when it fails (benchmarks that need a fresh process per
+  variant: XLA flags and allocators are fixed when a process starts)."""
+  out = subprocess.run([sys.executable, os.path.abspath(script), *args], env=dict(env),
+                       capture_output=True, text=True)
+  if out.returncode != 0:
+    return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
+  return json.loads(out.stdout.strip().splitlines()[-1])

@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -68,15 +67,13 @@ def child(case_name: str, objective_name: str, steps: int) -> None:
 
 
 def run_child(overrides: dict[str, str], case_name: str, objective: str, steps: int) -> dict:
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import common  # pylint: disable=g-import-not-at-top
   env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
   env.update(overrides)
   env[host_allocator.ENV] = "system"  # what this process preloads, nothing more
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case_name,
-                        "--objectives", objective, "--steps", str(steps)],
-                       env=env, capture_output=True, text=True)
-  if out.returncode != 0:
-    return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return common.run_json_child(
+      __file__, ["--child", case_name, "--objectives", objective, "--steps", str(steps)], env)
 
 
 def main(argv: list[str] | None = None) -> int:

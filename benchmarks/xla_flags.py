@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -48,13 +47,10 @@ def child(case_name: str, steps: int) -> None:
 
 
 def run_variant(flags: str, case_name: str, steps: int) -> dict:
+  import common  # pylint: disable=g-import-not-at-top
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case_name,
-                        "--steps", str(steps)], env=env, capture_output=True, text=True)
-  if out.returncode != 0:
-    return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return common.run_json_child(__file__, ["--child", case_name, "--steps", str(steps)], env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,18 +38,27 @@ def _batch(model, seed=0):
   return jax.device_get(model.teacher_forcing_batch(jnp.asarray(prompts), jnp.asarray(targets)))
 
 
-@pytest.mark.parametrize("make", [_decoder, _t5], ids=["decoder_only", "t5"])
-def test_fresh_adapters_change_nothing_and_merging_is_exact(make):
+def _lora_setup(make):
+  """(base model, LoraModel over it, fresh params (adapters at init), base_model's batch)."""
   base_model = make()
   model = lora.LoraModel(base_model, rank=4, alpha=8.0)
   shapes = base_model.input_shapes(B, {"inputs": L, "targets": T})
-  params = model.init(jax.random.key(0), shapes)
-  batch = _batch(base_model)
+  return base_model, model, model.init(jax.random.key(0), shapes), _batch(base_model)
+
+
+def _random_adapters(params):
+  """params with every adapter matrix drawn at random (std 0.1), so merging changes kernels."""
+  return {**params, "lora": jax.tree.map(
+      lambda x: jax.random.normal(jax.random.key(1), x.shape) * 0.1, params["lora"])}
+
+
+@pytest.mark.parametrize("make", [_decoder, _t5], ids=["decoder_only", "t5"])
+def test_fresh_adapters_change_nothing_and_merging_is_exact(make):
+  base_model, model, params, batch = _lora_setup(make)
   np.testing.assert_array_equal(model.logits(params, batch),
                                 base_model.logits(params["base"], batch))
   # Random adapters: the model computes the base model on the merged kernels.
-  params["lora"] = jax.tree.map(
-      lambda x: jax.random.normal(jax.random.key(1), x.shape) * 0.1, params["lora"])
+  params = _random_adapters(params)
   merged = model.merge(params)
   np.testing.assert_allclose(model.logits(params, batch), base_model.logits(merged, batch),
                              rtol=1e-6, atol=1e-6)
@@ -64,6 +73,7 @@ def test_fresh_adapters_change_nothing_and_merging_is_exact(make):
   # Every attention and MLP kernel got an adapter; nothing else did.
   adapted = {p[-2] for p in flat_lora}
   assert adapted <= set(lora.DEFAULT_TARGETS) and {"query", "wo"} <= adapted
+  shapes = base_model.input_shapes(B, {"inputs": L, "targets": T})
   axes = model.param_logical_axes(shapes)
   assert jax.tree.structure(axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)) \
       == jax.tree.structure(jax.eval_shape(lambda r: model.init(r, shapes), jax.random.key(0)))
@@ -98,13 +108,9 @@ def _while_body_dots(jaxpr) -> int:
 
 @pytest.mark.parametrize("make", [_decoder, _t5], ids=["decoder_only", "t5"])
 def test_sampling_merges_adapters_once_per_call_not_per_step(make):
-  base_model = make()
-  model = lora.LoraModel(base_model, rank=4, alpha=8.0)
-  shapes = base_model.input_shapes(B, {"inputs": L, "targets": T})
-  params = model.init(jax.random.key(0), shapes)
-  params["lora"] = jax.tree.map(
-      lambda x: jax.random.normal(jax.random.key(1), x.shape) * 0.1, params["lora"])
-  prompts = base_model.prompts(_batch(base_model))
+  base_model, model, params, batch = _lora_setup(make)
+  params = _random_adapters(params)
+  prompts = base_model.prompts(batch)
 
   def sample(m, p):
     return decoding.temperature_sample(m, p, prompts, jax.random.key(2), max_decode_length=T,
