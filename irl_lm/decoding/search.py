@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from irl_lm import ops
+
 Params = Any
 DecodeState = Any
 Scalar = Union[float, int, jax.Array]
@@ -171,9 +173,7 @@ def _sample_from_logits(key: jax.Array, logits_BV: jax.Array, temperature: Scala
     # ~60 ms per step on a CPU; the threshold search ~1 ms).
     probs_BV = jax.nn.softmax(scaled_BV, axis=-1)
     tau_B = nucleus_threshold(probs_BV, top_p)
-    return jax.random.categorical(
-        key, jnp.where(probs_BV >= tau_B[:, None], scaled_BV, _NEG_INF), axis=-1
-    ).astype(jnp.int32)
+    return ops.categorical(key, jnp.where(probs_BV >= tau_B[:, None], scaled_BV, _NEG_INF))
   if use_top_k or use_top_p:
     # Work in the space of candidates sorted by descending logit; map back at the end.
     vals_BC, ids_BC = jax.lax.top_k(scaled_BV, top_k if use_top_k else vocab)
@@ -182,9 +182,9 @@ def _sample_from_logits(key: jax.Array, logits_BV: jax.Array, temperature: Scala
       mass_before_BC = jnp.cumsum(probs_BC, axis=-1) - probs_BC
       keep_BC = (mass_before_BC < top_p) | (jnp.arange(vals_BC.shape[-1]) == 0)
       vals_BC = jnp.where(keep_BC, vals_BC, _NEG_INF)
-    choice_B = jax.random.categorical(key, vals_BC, axis=-1)
+    choice_B = ops.categorical(key, vals_BC)
     return jnp.take_along_axis(ids_BC, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
-  return jax.random.categorical(key, scaled_BV, axis=-1).astype(jnp.int32)
+  return ops.categorical(key, scaled_BV)
 
 
 def next_tokens(logits_BV: jax.Array, key: Optional[jax.Array], *, temperature: Scalar,
@@ -201,7 +201,7 @@ def next_tokens(logits_BV: jax.Array, key: Optional[jax.Array], *, temperature: 
   Returns:
     int32 [B] token ids.
   """
-  greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  greedy_B = ops.argmax(logits_BV)
   if _is_static(temperature) and temperature == 0:
     return greedy_B
   t = jnp.asarray(temperature, jnp.float32)

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from irl_lm import ops
+
 __all__ = [
     "Sequences",
     "TokenStatistics",
@@ -154,7 +156,7 @@ def _vocab_reductions(logits_BTV: jax.Array, targets_BT: jax.Array):
 def _vocab_reductions_fwd(logits_BTV, targets_BT):
   z_BTV = logits_BTV.astype(_F32)
   max_BT = jax.lax.stop_gradient(jnp.max(z_BTV, axis=-1))
-  correct_BT = (jnp.argmax(z_BTV, axis=-1) == targets_BT).astype(_F32)
+  correct_BT = (ops.argmax(z_BTV, max_value=max_BT) == targets_BT).astype(_F32)
   # With d = z - max: V = max + log S, S = sum e^d, and H = log S - sum(e^d d) / S, which
   # stays accurate for large |z| (d <= 0, so no e^z overflows and nothing large cancels).
   d_BTV = z_BTV - max_BT[..., None]
