@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
-from irl_lm import decoding  # noqa: E402
+from irl_lm import decoding, ops  # noqa: E402
 from irl_lm.models import layers  # noqa: E402
 from irl_lm.training import objectives  # noqa: E402
 
@@ -103,7 +103,7 @@ def sample_without_cache(model: Any, params: Any, encoder_input_tokens: jax.Arra
     decoder_inputs = jnp.pad(tokens_BT[:, :-1], ((0, 0), (1, 0)))
     logits_BTV = logits_fn(i, decoder_inputs)
     logits_BV = jax.lax.dynamic_index_in_dim(logits_BTV, i, axis=1, keepdims=False)
-    next_B = jax.random.categorical(jax.random.fold_in(rng, i), logits_BV / temperature)
+    next_B = ops.categorical(jax.random.fold_in(rng, i), logits_BV / temperature)
     return jax.lax.dynamic_update_index_in_dim(tokens_BT, next_B.astype(jnp.int32), i, axis=1)
 
   return jax.lax.fori_loop(0, num_steps, body,

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import os
 import sys
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
