@@ -1,4 +1,4 @@
-r"""Before / after of the two rewrites that XLA's CPU backend compiles better, from one run.
+r"""Before / after of the rewrites that XLA's CPU backend compiles better, from one run.
 
   python benchmarks/xla_cpu_rewrites.py                   # T5 1.1 small (the issue's shapes) + tiny
   python benchmarks/xla_cpu_rewrites.py --cases=tiny --rounds=9
@@ -7,6 +7,9 @@ r"""Before / after of the two rewrites that XLA's CPU backend compiles better, f
   flattened rows. 'before' is `jnp.dot` on the [B, T, In] activations, whose weight gradient
   contracts two axes; XLA CPU then writes a transposed copy of each output gradient. Measured:
   the MLE + AdamW train step (float32), XLA's temporaries, median step time, first-step loss.
+* `ops.softmax` (attention weights): `jax.nn.softmax`'s values with a backward pass that keeps
+  only the output; 'before' is `jax.nn.softmax`, differentiated through exp, sum and divide
+  (jax's `jax_softmax_custom_jvp` flag is off by default). Measured like the first.
 * `ops.categorical` / `ops.argmax` (sampling, greedy decoding, the losses' accuracy): the same
   draws as `jax.random.categorical` / `jnp.argmax`, whose (value, index) reduction XLA CPU runs
   as a scalar loop with the Gumbel noise fused into it. Measured: `temperature_sample` of
@@ -38,7 +41,8 @@ from irl_lm import decoding, ops  # noqa: E402
 from irl_lm.models import layers  # noqa: E402
 from irl_lm.training import objectives  # noqa: E402
 
-_DOT_LAST, _ARGMAX, _CATEGORICAL = layers.dot_last, ops.argmax, ops.categorical
+_DOT_LAST, _ARGMAX, _CATEGORICAL, _SOFTMAX = (layers.dot_last, ops.argmax, ops.categorical,
+                                              ops.softmax)
 
 
 def _jnp_argmax(x, axis=-1, *, max_value=None):
@@ -52,20 +56,24 @@ def _jax_categorical(key, logits, axis=-1):
 
 @contextlib.contextmanager
 def before(which: str) -> Iterator[None]:
-  """The pre-rewrite function(s) in place while a program is traced: 'dot' or 'sampling'."""
+  """The pre-rewrite function(s) in place while a program is traced: 'dot', 'softmax' or
+  'sampling'."""
   if which == "dot":
     layers.dot_last = jnp.dot
+  elif which == "softmax":
+    ops.softmax = functools.partial(jax.nn.softmax, axis=-1)
   else:
     ops.argmax, ops.categorical = _jnp_argmax, _jax_categorical
   try:
     yield
   finally:
-    layers.dot_last, ops.argmax, ops.categorical = _DOT_LAST, _ARGMAX, _CATEGORICAL
+    layers.dot_last, ops.argmax, ops.categorical, ops.softmax = (_DOT_LAST, _ARGMAX,
+                                                                 _CATEGORICAL, _SOFTMAX)
 
 
 def _line(title: str, times: dict[str, dict[str, float]], extra: str = "") -> None:
   b, a = times["before"]["median"], times["after"]["median"]
-  print(f"  {title:34} {b * 1e3:8.1f} -> {a * 1e3:8.1f} ms ({a / b:.2f}x){extra}", flush=True)
+  print(f"  {title:40} {b * 1e3:8.1f} -> {a * 1e3:8.1f} ms ({a / b:.2f}x){extra}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,19 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
           f"T={case.targets}, V={case.vocab}")
 
-    steps, temps, losses = {}, {}, {}
-    for label in ("before", "after"):
-      with before("dot") if label == "before" else contextlib.nullcontext():
-        built = common.t5_train_step(case, objectives.MLE(), optimizer="adamw")
-        losses[label] = float(built["run"]()["loss"])
-        with built["partitioner"].activate():
-          memory = built["lowered"]().compile().memory_analysis()
-      temps[label] = memory.temp_size_in_bytes / 2**20
-      steps[label] = built["run"]
-    _line("train step, Dense as a 2-D product", common.interleaved_medians(steps, args.rounds,
-                                                                          warmup=False),
-          f"; temporaries {temps['before']:.0f} -> {temps['after']:.0f} MB; first loss "
-          f"{losses['before']:.6f} vs {losses['after']:.6f}")
+    for which, title in (("dot", "Dense as a 2-D product"),
+                         ("softmax", "softmax keeping its output")):
+      steps, temps, losses = {}, {}, {}
+      for label in ("before", "after"):
+        with before(which) if label == "before" else contextlib.nullcontext():
+          built = common.t5_train_step(case, objectives.MLE(), optimizer="adamw")
+          losses[label] = float(built["run"]()["loss"])
+          with built["partitioner"].activate():
+            memory = built["lowered"]().compile().memory_analysis()
+        temps[label] = memory.temp_size_in_bytes / 2**20
+        steps[label] = built["run"]
+      _line(f"train step, {title}", common.interleaved_medians(steps, args.rounds, warmup=False),
+            f"; temporaries {temps['before']:.0f} -> {temps['after']:.0f} MB; first loss "
+            f"{losses['before']:.6f} vs {losses['after']:.6f}")
+      del steps
 
     params, prompts = built["params"], built["batch"]["encoder_input_tokens"]
     key = jax.random.key(0)

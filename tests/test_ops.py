@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.ad_checkpoint import print_saved_residuals
 
 from irl_lm import ops
 
@@ -59,3 +60,31 @@ def test_categorical_frequencies_follow_the_softmax():
   freq = np.bincount(draws, minlength=4) / len(draws)
   # 20000 draws: the standard error of each frequency is <= 0.0036.
   np.testing.assert_allclose(freq, probs, atol=0.015)
+
+
+def test_softmax_equals_jax_nn_softmax_values_and_gradients():
+  rs = np.random.RandomState(3)
+  x = rs.randn(2, 3, 5, 17).astype(np.float32) * 4
+  x[..., :4] = -1e10  # masked keys, as layers.NEG_INF
+  x = jnp.asarray(x)
+  cotangent = jnp.asarray(rs.randn(*x.shape).astype(np.float32))
+  np.testing.assert_allclose(ops.softmax(x), jax.nn.softmax(x, axis=-1), rtol=1e-6, atol=1e-7)
+  got = jax.grad(lambda x: jnp.sum(ops.softmax(x) * cotangent))(x)
+  want = jax.grad(lambda x: jnp.sum(jax.nn.softmax(x, axis=-1) * cotangent))(x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Hand-computed: d softmax / dx = y (g - <g, y>).
+  y = jax.nn.softmax(x, axis=-1)
+  np.testing.assert_allclose(got, y * (cotangent - jnp.sum(cotangent * y, -1, keepdims=True)),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_backward_keeps_only_its_output(capsys):
+  """jax.nn.softmax's autodiff keeps exp(x - max), the sums and the output; ops.softmax only
+  the output (one [4, 8, 8] residual besides the argument c)."""
+  x, c = jnp.ones((4, 8, 8)), jnp.full((4, 8, 8), 2.0)
+  print_saved_residuals(lambda x, c: jnp.sum(ops.softmax(x) * c), x, c)
+  kept = capsys.readouterr().out.strip().splitlines()
+  assert len(kept) == 2, kept  # c (for the product's gradient) and the softmax's output
+  assert sum("_softmax_fwd" in line for line in kept) == 1, kept
+  print_saved_residuals(lambda x, c: jnp.sum(jax.nn.softmax(x, axis=-1) * c), x, c)
+  assert len(capsys.readouterr().out.strip().splitlines()) > 2

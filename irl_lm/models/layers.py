@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from irl_lm import ops
+
 Array = jax.Array
 DType = Any
 Initializer = Callable[..., Array]
@@ -193,7 +195,7 @@ class MultiHeadAttention(nn.Module):
                         preferred_element_type=jnp.float32)
     if bias is not None:
       logits = logits + bias.astype(jnp.float32)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = ops.softmax(logits).astype(self.dtype)
     weights = self.dropout(weights, deterministic=deterministic or self.dropout_rate == 0.0)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
     out = out.reshape(out.shape[:-2] + (self.num_heads * self.head_dim,))
@@ -219,7 +221,7 @@ class MultiHeadAttention(nn.Module):
                         preferred_element_type=jnp.float32)
     if bias is not None:
       logits = logits + bias.astype(jnp.float32)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = ops.softmax(logits).astype(self.dtype)
     out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(self.dtype))
     out = out.reshape(out.shape[:-2] + (self.num_heads * self.head_dim,))
     return constrain(self.out(out), EMBED_ACT)
@@ -315,7 +317,7 @@ class GroupedQueryAttention(nn.Module):
     logits = logits * np.float32(1.0 / np.sqrt(self.head_dim))
     if bias is not None:
       logits = logits + bias.astype(jnp.float32)[:, :, None]  # [B, 1, 1, Q, K]
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = ops.softmax(logits).astype(self.dtype)
     out, start = 0, 0
     for v in values:  # the weights of each block of keys times its values
       size = v.shape[2 if heads_major_kv else 1]

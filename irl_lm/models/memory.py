@@ -25,7 +25,9 @@ def _layer_bytes(*, tokens: float, keys: float, E: int, J: float, J_kv: float, F
                  act: int, policy: str, cross_keys: float = 0.0, cross_J: float = 0.0) -> float:
   """Bytes one layer keeps for `tokens` query tokens attending over `keys` keys (and, for a
   T5 decoder layer, `cross_keys` encoder tokens with cross-attention width `cross_J`)."""
-  scores = H * (keys + cross_keys) * (4 + act)  # float32 logits and the softmax weights
+  # The float32 softmax output (`ops.softmax` keeps nothing else) and, when activations are
+  # narrower, its cast that the weights-times-values product keeps.
+  scores = H * (keys + cross_keys) * (4 + (act if act != 4 else 0))
   projections = act * (J + 2 * J_kv + E + 2 * F + E + cross_J * 2)
   if policy == "full":
     return tokens * act * E

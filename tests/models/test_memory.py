@@ -40,9 +40,12 @@ def _xla_temp_bytes(config):
 
 @pytest.mark.parametrize("make", [_t5, _decoder], ids=["t5_small", "decoder_only"])
 def test_estimate_without_remat_is_within_a_quarter_of_xla(make):
-  """Measured: 1.19 (T5 small) and 0.96 (the decoder-only) of XLA's temporaries, which also
-  hold the gradients' scratch; the remat policies' estimates are lower than what XLA's CPU
-  accounting shows (it keeps more than the policy needs), so only 'none' is pinned here."""
+  """Measured: 1.30 (T5 small) and 1.08 (the decoder-only) of XLA's temporaries, which also
+  hold the gradients' scratch (1.19 / 0.96 before `ops.softmax` kept less). The estimate counts
+  the gated activation's intermediates, which XLA CPU fuses into their consumers for T5's GELU
+  (recomputing them in the backward pass changed no temporaries), hence T5's larger ratio. The
+  remat policies' estimates are lower than what XLA's CPU accounting shows (it keeps more than
+  the policy needs), so only 'none' is pinned here."""
   config = make()
   ratio = memory.activation_bytes(config, B, LENGTHS) / _xla_temp_bytes(config)
   assert 0.75 < ratio < 1.3, ratio
