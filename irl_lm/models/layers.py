@@ -101,7 +101,7 @@ def dot_last(x: Array, kernel: Array) -> Array:
   gradient of a 3-D ``jnp.dot`` contracts two axes (batch and length), and XLA's CPU backend
   lays that out by writing a transposed copy of the output gradient for every layer (a
   [1024, 4096] copy per MLP projection of T5-small at B 8, L 512), where the 2-D form contracts
-  rows as they lie (`benchmarks/op_profile.py`).
+  rows as they lie (`benchmarks/op_profile.py`, `benchmarks/xla_cpu_rewrites.py`).
   """
   if x.ndim <= 2:
     return jnp.dot(x, kernel)
