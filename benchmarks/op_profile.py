@@ -39,10 +39,16 @@ from irl_lm import decoding  # noqa: E402
 from irl_lm.training import objectives  # noqa: E402
 
 
-def _group(name: str, hlo_line: str) -> str:
+def _source_and_product(name: str, hlo_line: str) -> tuple[str, bool]:
+  """(the JAX operation an XLA op comes from, '' if none; whether it is a matrix product)."""
   source = re.search(r'op_name="([^"]+)"', hlo_line)
-  source = source.group(1) if source else ""
-  if name.startswith(("ynn_fusion", "dot", "xnn_fusion", "onednn")) or " dot(" in hlo_line:
+  product = name.startswith(("ynn_fusion", "dot", "xnn_fusion", "onednn")) or " dot(" in hlo_line
+  return (source.group(1) if source else ""), product
+
+
+def _group(name: str, hlo_line: str) -> str:
+  source, product = _source_and_product(name, hlo_line)
+  if product:
     return "matrix products"
   if "SlinkyThreadPool" in name or "Await" in name:
     return "waiting for other threads"
@@ -56,9 +62,7 @@ def _group(name: str, hlo_line: str) -> str:
 
 
 def _sample_group(name: str, hlo_line: str) -> str:
-  source = re.search(r'op_name="([^"]+)"', hlo_line)
-  source = source.group(1) if source else ""
-  product = name.startswith(("ynn_fusion", "dot", "xnn_fusion", "onednn")) or " dot(" in hlo_line
+  source, product = _source_and_product(name, hlo_line)
   if "SlinkyThreadPool" in name or "Await" in name:
     return "waiting for other threads"
   if "init_decode_state" in source:
