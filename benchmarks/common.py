@@ -78,14 +78,15 @@ def t5_model(case: Case, dtype: Any, **overrides: Any) -> t5.EncoderDecoderModel
 def t5_train_step(case: Case, objective: Any, *, optimizer: str = "adafactor",
                   learning_rate: float = 1e-3, dtype: Any = jnp.float32,
                   partitioner: Partitioner | None = None, microbatches: int = 1,
-                  **config: Any) -> dict[str, Any]:
+                  copy_params: bool = True, **config: Any) -> dict[str, Any]:
   """A ready-to-run jitted train step of T5 1.1 `case.size` on a synthetic batch (`config`:
   T5Config overrides, e.g. remat_policy).
 
   Returns:
     {'run': () -> metrics (one blocking step, state kept inside), 'params': the initial
-    parameters (a copy), 'model', 'batch' (sharded), 'lowered': the step lowered for XLA's
-    cost analysis, 'partitioner'}.
+    parameters (a copy; None unless `copy_params`), 'current_params': () -> the state's
+    parameters now, 'model', 'batch' (sharded), 'lowered': the step lowered for XLA's cost
+    analysis, 'partitioner'}.
   """
   partitioner = partitioner or Partitioner((-1, 1))
   model = t5_model(case, dtype, **config)
@@ -100,13 +101,14 @@ def t5_train_step(case: Case, objective: Any, *, optimizer: str = "adafactor",
   batch = {k: jax.device_put(v, partitioner.batch_sharding())
            for k, v in synthetic_batch(case).items()}
   holder = {"state": layout.init_fn()}
-  params = jax.tree.map(jnp.copy, holder["state"].params)
+  params = jax.tree.map(jnp.copy, holder["state"].params) if copy_params else None
 
   def run():
     holder["state"], metrics = step(holder["state"], batch)
     return jax.block_until_ready(metrics)
 
-  return {"run": run, "params": params, "model": model, "batch": batch,
+  return {"run": run, "params": params, "current_params": lambda: holder["state"].params,
+          "model": model, "batch": batch,
           "lowered": lambda: step.lower(layout.abstract, batch), "partitioner": partitioner}
 
 

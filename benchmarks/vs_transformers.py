@@ -4,6 +4,7 @@ r"""irl_lm vs Hugging Face transformers (PyTorch) on the same CPU: train step, s
   python benchmarks/vs_transformers.py --cases=tiny --rounds=5 --sample_rounds=3
   python benchmarks/vs_transformers.py --no_memory            # skip the peak-memory subprocesses
   python benchmarks/vs_transformers.py --memory_only          # only them
+  python benchmarks/vs_transformers.py --remat=full --hf_gradient_checkpointing  # both recompute
 
 Needs the `hf` extra (torch, transformers); irl_lm never imports them.
 
@@ -25,7 +26,11 @@ as many threads as the machine has cores (XLA's CPU client does too).
   irl_lm/host_allocator.py), the same for both sides (one process; the memory processes inherit
   it); `--allocator=system` keeps glibc's malloc;
 * peak memory: each of the four workloads in its own fresh process (warm-up + 2 runs), peak
-  resident set size (VmHWM) and its growth over the process's size after the imports.
+  resident set size (VmHWM) and its growth over the process's size after the imports
+  (`--workloads=train` for the train step's only);
+* `--remat=POLICY`: irl_lm's `remat_policy` ('none', 'minimal', 'dots', 'full');
+  `--hf_gradient_checkpointing`: transformers' `gradient_checkpointing_enable()` (each T5 block
+  recomputed in the backward pass, like 'full'). Sampling is not affected by either.
 """
 from __future__ import annotations
 
@@ -67,20 +72,24 @@ def _current_rss_mb() -> float:
   return _status_mb("VmRSS")
 
 
-def ours(case: common.Case) -> dict[str, Callable[[], Any]]:
-  """irl_lm's blocking train step and sampler for `case`."""
+def ours(case: common.Case, remat: str = "none") -> dict[str, Callable[[], Any]]:
+  """irl_lm's blocking train step (layers rematerialised with `remat`) and sampler for `case`."""
   built = common.t5_train_step(case, objectives.MLE(), optimizer="adamw",
-                               learning_rate=LEARNING_RATE, dtype=jnp.float32)
+                               learning_rate=LEARNING_RATE, dtype=jnp.float32,
+                               remat_policy=remat, copy_params=False)
   sample = jax.jit(functools.partial(decoding.temperature_sample, built["model"],
                                      max_decode_length=case.targets, temperature=1.0,
                                      eos_id=-1))
-  params, enc, key = built["params"], built["batch"]["encoder_input_tokens"], jax.random.key(0)
-  return {"train": built["run"],
-          "sample": lambda: jax.block_until_ready(sample(params, enc, key).tokens)}
+  enc, key = built["batch"]["encoder_input_tokens"], jax.random.key(0)
+  # Like `generate` on the model being trained, the sampler reads the train state's current
+  # parameters (no second copy of the weights in memory).
+  return {"train": built["run"], "sample": lambda: jax.block_until_ready(
+      sample(built["current_params"](), enc, key).tokens)}
 
 
-def theirs(case: common.Case) -> dict[str, Callable[[], Any]]:
-  """transformers' train step and `generate` for the same model, batch and optimiser."""
+def theirs(case: common.Case, checkpointing: bool = False) -> dict[str, Callable[[], Any]]:
+  """transformers' train step (with gradient checkpointing if `checkpointing`) and `generate`
+  for the same model, batch and optimiser."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.set_flush_denormal(True)
@@ -95,6 +104,8 @@ def theirs(case: common.Case) -> dict[str, Callable[[], Any]]:
       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration(hf_config).float()
+  if checkpointing:
+    model.gradient_checkpointing_enable()
   optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
   batch = common.synthetic_batch(case)
   input_ids = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
@@ -122,27 +133,37 @@ def theirs(case: common.Case) -> dict[str, Callable[[], Any]]:
   return {"train": train, "sample": sample}
 
 
-def child(system: str, workload: str, case_name: str) -> None:
+def _build(system: str, case: common.Case, args: argparse.Namespace
+           ) -> dict[str, Callable[[], Any]]:
+  if system == "irl_lm":
+    return ours(case, args.remat)
+  return theirs(case, args.hf_gradient_checkpointing)
+
+
+def child(system: str, workload: str, case_name: str, args: argparse.Namespace) -> None:
   """One workload in this (fresh) process; prints a JSON line with its peak memory."""
   case = common.CASES[case_name]
   if system == "transformers":
     import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     import transformers  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   after_imports = _current_rss_mb()
-  fn = (ours if system == "irl_lm" else theirs)(case)[workload]
+  fn = _build(system, case, args)[workload]
   for _ in range(3):
     fn()
   print(json.dumps({"system": system, "workload": workload, "peak_mb": _peak_rss_mb(),
                     "after_imports_mb": after_imports}), flush=True)
 
 
-def peak_memory(case_name: str) -> dict[tuple[str, str], dict[str, float]]:
+def peak_memory(case_name: str, args: argparse.Namespace
+                ) -> dict[tuple[str, str], dict[str, float]]:
   out = {}
-  for workload in ("train", "sample"):
+  flags = [f"--remat={args.remat}"] + (["--hf_gradient_checkpointing"]
+                                       if args.hf_gradient_checkpointing else [])
+  for workload in args.workloads.split(","):
     for system in ("irl_lm", "transformers"):
       proc = subprocess.run(
           [sys.executable, os.path.abspath(__file__), f"--child={system}:{workload}",
-           f"--cases={case_name}"], capture_output=True, text=True, check=False)
+           f"--cases={case_name}", *flags], capture_output=True, text=True, check=False)
       lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
       if proc.returncode or not lines:
         raise RuntimeError(f"{system} {workload} failed:\n{proc.stderr[-2000:]}")
@@ -150,9 +171,9 @@ def peak_memory(case_name: str) -> dict[tuple[str, str], dict[str, float]]:
   return out
 
 
-def _print_peak_memory(case_name: str) -> None:
-  mem = peak_memory(case_name)
-  for workload in ("train", "sample"):
+def _print_peak_memory(case_name: str, args: argparse.Namespace) -> None:
+  mem = peak_memory(case_name, args)
+  for workload in args.workloads.split(","):
     a, b = mem["irl_lm", workload], mem["transformers", workload]
     grow_a = a["peak_mb"] - a["after_imports_mb"]
     grow_b = b["peak_mb"] - b["after_imports_mb"]
@@ -171,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--memory_only", action="store_true", help="only the peak-memory processes")
   parser.add_argument("--allocator", default="auto",
                       help="auto | system | a library path (irl_lm/host_allocator.py)")
+  parser.add_argument("--workloads", default="train,sample", help="of the memory processes")
+  parser.add_argument("--remat", default="none", help="irl_lm's remat_policy")
+  parser.add_argument("--hf_gradient_checkpointing", action="store_true",
+                      help="transformers' gradient_checkpointing_enable()")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
-    child(*args.child.split(":"), args.cases)
+    child(*args.child.split(":"), args.cases, args)
     return 0
   env = host_allocator.preload_environment({**os.environ, host_allocator.ENV: args.allocator})
   if env is not None and argv is None:  # choose the allocator before anything is allocated
@@ -184,15 +209,17 @@ def main(argv: list[str] | None = None) -> int:
   print(f"jax {jax.__version__} ({jax.device_count()} x {jax.devices()[0].device_kind}), "
         f"torch {torch.__version__} ({os.cpu_count()} threads), transformers "
         f"{transformers.__version__}; float32; AdamW lr {LEARNING_RATE}; MLE loss; host allocator "
-        f"{os.environ.get('LD_PRELOAD') or 'of the system'}")
+        f"{os.environ.get('LD_PRELOAD') or 'of the system'}; irl_lm remat_policy "
+        f"{args.remat!r}, transformers gradient checkpointing "
+        f"{'on' if args.hf_gradient_checkpointing else 'off'}")
   for case_name in args.cases.split(","):
     case = common.CASES[case_name]
     print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
           f"T={case.targets}, V={case.vocab}", flush=True)
     if args.memory_only:
-      _print_peak_memory(case_name)
+      _print_peak_memory(case_name, args)
       continue
-    mine, peer = ours(case), theirs(case)
+    mine, peer = _build("irl_lm", case, args), _build("transformers", case, args)
     train = common.interleaved_medians({"irl_lm": mine["train"],
                                         "transformers": peer["train"]}, args.rounds)
     sample = common.interleaved_medians({"irl_lm": mine["sample"],
@@ -212,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
           f"warm-up; min step ratio "
           f"{train['irl_lm']['min'] / train['transformers']['min']:.2f})", flush=True)
     if not args.no_memory:
-      _print_peak_memory(case_name)
+      _print_peak_memory(case_name, args)
     del mine, peer
   return 0
 

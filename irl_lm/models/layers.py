@@ -479,17 +479,62 @@ REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
 }
 
 
+def _after(cotangent: Any, tree: Any) -> Any:
+  """`tree` unchanged bit for bit, but computed from `cotangent`: its floating leaves plus a
+  -0.0 that XLA cannot prove constant (x + -0.0 == x for every float, -0.0 and NaN included)."""
+  first = jnp.ravel(jax.tree.leaves(cotangent)[0])[0]
+  neg_zero = -(jnp.abs(jnp.where(jnp.isfinite(first), first, 0.0)) * 0.0)
+
+  def tie(leaf):
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
+      return leaf + neg_zero.astype(leaf.dtype)
+    return leaf
+  return jax.tree.map(tie, tree)
+
+
 def remat(layer_cls: type, policy: str, deterministic_argnum: int) -> type:
   """`layer_cls` rematerialised with `REMAT_POLICIES[policy]` (itself for 'none').
 
   Parameter names and values are unchanged; only the backward pass recomputes what the policy
   does not keep, trading compute for activation memory. `deterministic_argnum`: the position of
   `__call__`'s Python-bool `deterministic` argument, counting `self` as 0 (static under remat).
+
+  `nn.remat` alone saved almost nothing on XLA's CPU backend: the recomputation depends only
+  on the layer's saved inputs, so the scheduler ran every layer's recomputation right after
+  the forward pass and held all of them at once (a stack of 8 remat'd layers: 352 of 360 MB of
+  temporaries). Here the backward pass first makes what the layer saved depend on the incoming
+  cotangent (`_after`, exact), so a layer is recomputed only when its backward pass can run.
   """
   if policy not in REMAT_POLICIES:
     raise ValueError(f"remat_policy {policy!r} is unknown; choose one of "
                      f"{', '.join(map(repr, REMAT_POLICIES))}.")
   if policy == "none":
     return layer_cls
-  return nn.remat(layer_cls, policy=REMAT_POLICIES[policy],
-                  static_argnums=(deterministic_argnum,))
+  checkpointed = nn.remat(layer_cls, policy=REMAT_POLICIES[policy],
+                          static_argnums=(deterministic_argnum,))
+  static = deterministic_argnum - 1  # its index among the arguments after `self`
+
+  def call(module, *args):
+    return checkpointed.__call__(module, *args)
+
+  def forward(module, *args):
+    deterministic = args[static]
+    rest = args[:static] + args[static + 1:]
+
+    def without_static(m, *r):
+      return call(m, *r[:static], deterministic, *r[static:])
+    return nn.vjp(without_static, module, *rest)
+
+  def backward(deterministic, vjp_fn, cotangent):
+    del deterministic
+    return _after(cotangent, vjp_fn)(cotangent)
+
+  tied = nn.custom_vjp(call, forward_fn=forward, backward_fn=backward,
+                       nondiff_argnums=(deterministic_argnum,))
+
+  class Rematerialised(checkpointed):  # pylint: disable=missing-class-docstring
+    def __call__(self, *args):
+      return tied(self, *args)
+
+  Rematerialised.__name__ = Rematerialised.__qualname__ = layer_cls.__name__
+  return Rematerialised

@@ -6,8 +6,8 @@ scores included), 'minimal' the matmul outputs without batch dimensions (the pro
 attention scores), 'full' only each layer's input (plus one layer's intermediates while it is
 recomputed). Added to that: the float32 logits, their softmax and gradient ([B, T, V] three
 times). Heads, MLP and vocabulary dimensions split over the mesh's 'model' axis, the batch over
-'data' (T5X's default rules). It is an estimate: `tests/models/test_memory.py` compares it with
-XLA's own accounting of compiled steps.
+'data' (T5X's default rules). It is an estimate: `tests/models/test_memory.py`
+compares it, for every policy, with XLA's own accounting of compiled steps (0.95-1.36 of it).
 
 Shapes: B batch, L input (prompt) length, T target length, E emb dim, J = H·D, F mlp dim.
 """

@@ -38,17 +38,18 @@ def _xla_temp_bytes(config):
   return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.parametrize("policy", ["none", "minimal", "dots", "full"])
 @pytest.mark.parametrize("make", [_t5, _decoder], ids=["t5_small", "decoder_only"])
-def test_estimate_without_remat_is_within_a_quarter_of_xla(make):
-  """Measured: 1.30 (T5 small) and 1.08 (the decoder-only) of XLA's temporaries, which also
-  hold the gradients' scratch (1.19 / 0.96 before `ops.softmax` kept less). The estimate counts
-  the gated activation's intermediates, which XLA CPU fuses into their consumers for T5's GELU
-  (recomputing them in the backward pass changed no temporaries), hence T5's larger ratio. The
-  remat policies' estimates are lower than what XLA's CPU accounting shows (it keeps more than
-  the policy needs), so only 'none' is pinned here."""
-  config = make()
+def test_estimate_is_within_two_fifths_of_xla(make, policy):
+  """Measured estimate / XLA's temporaries, T5 small: none 1.30, minimal 1.35, dots 1.36,
+  full 0.95; the decoder-only: 1.08, 1.10, 1.10, 1.04. XLA's temporaries also hold the
+  gradients' scratch; the estimate counts the gated activation's intermediates, which XLA CPU
+  fuses into their consumers for T5's GELU (recomputing them in the backward pass changed no
+  temporaries), hence T5's larger ratios. (Before `layers.remat` tied the recomputation to the
+  cotangent, XLA kept nearly everything under every policy and only 'none' could be pinned.)"""
+  config = make(remat_policy=policy)
   ratio = memory.activation_bytes(config, B, LENGTHS) / _xla_temp_bytes(config)
-  assert 0.75 < ratio < 1.3, ratio
+  assert 0.75 < ratio < 1.4, ratio
 
 
 def test_estimate_orders_policies_and_splits_over_the_mesh():

@@ -57,24 +57,47 @@ def test_remat_keeps_parameters_losses_and_gradients(family, policy):
   np.testing.assert_allclose(steps[1], steps[0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", [_t5, _decoder_only], ids=["t5", "decoder_only"])
-def test_full_remat_needs_less_temporary_memory(family):
-  """XLA's own accounting of the compiled gradient: 'full' keeps less than 'none'."""
+def _temporaries_per_layer(family, policy):
+  """Growth of XLA's temporaries for the compiled gradient from 2 to 4 layers, per layer."""
   temps = {}
-  for policy in ("none", "full"):
+  for n in (2, 4):
     model = family(policy)
-    model = type(model)(dataclasses.replace(model.config, num_layers=4) if family is _decoder_only
-                        else dataclasses.replace(model.config, num_encoder_layers=4,
-                                                 num_decoder_layers=4))
+    config = (dataclasses.replace(model.config, num_layers=n) if family is _decoder_only
+              else dataclasses.replace(model.config, num_encoder_layers=n, num_decoder_layers=n))
+    model = type(model)(config)
     params = model.init(jax.random.key(0), model.input_shapes(B, {"inputs": L, "targets": T}))
     batch = _batch(model)
 
     def loss(p, model=model, batch=batch):
       return mle.mle_loss(model.logits(p, batch), batch["decoder_target_tokens"],
                           batch["decoder_loss_weights"])[0]
-    compiled = jax.jit(jax.grad(loss)).lower(params).compile()
-    temps[policy] = compiled.memory_analysis().temp_size_in_bytes
-  assert temps["full"] < temps["none"], temps
+    temps[n] = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+  return (temps[4] - temps[2]) / 2
+
+
+@pytest.mark.parametrize("family", [_t5, _decoder_only], ids=["t5", "decoder_only"])
+def test_each_remat_layer_keeps_less(family):
+  """XLA's own accounting: what one more layer adds to the temporaries. Measured (bytes per
+  layer; T5: an encoder plus a decoder layer): T5 none 996864, minimal 102528, full 36864;
+  decoder-only 1393888, 388448, about 0. With `nn.remat` alone XLA's CPU scheduler ran every
+  recomputation early, and 'full' kept nearly as much as 'none'."""
+  none, minimal, full = (_temporaries_per_layer(family, p) for p in ("none", "minimal", "full"))
+  assert full <= 0.1 * none, (none, full)
+  assert minimal <= 0.5 * none, (none, minimal)
+
+
+def test_tie_to_the_cotangent_changes_no_bit():
+  x = jnp.array([0.0, -0.0, 1.5, -3.25, jnp.inf, -jnp.inf, jnp.nan, 3e38], jnp.float32)
+  tree = {"f32": x, "bf16": x.astype(jnp.bfloat16), "i32": jnp.arange(4), "none": None}
+  for first in (2.0, -2.0, 0.0, -0.0, jnp.inf, -jnp.inf, jnp.nan):
+    cotangent = (jnp.full((3, 2), first), jnp.ones(5))
+    out = jax.jit(layers._after)(cotangent, tree)  # pylint: disable=protected-access
+    for name in ("f32", "bf16", "i32"):
+      assert out[name].dtype == tree[name].dtype
+      bits = jnp.uint16 if tree[name].dtype == jnp.bfloat16 else jnp.uint32
+      np.testing.assert_array_equal(jax.lax.bitcast_convert_type(out[name], bits),
+                                    jax.lax.bitcast_convert_type(tree[name], bits))
+    assert out["none"] is None
 
 
 def test_unknown_policy_is_refused_clearly():
