@@ -13,9 +13,9 @@ from irl_lm.models import decoder_only, layers, t5
 B, L, T, V = 4, 24, 16, 128
 
 
-def _t5(policy):
+def _t5(policy, **overrides):
   return t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=V, activation_dtype=jnp.float32,
-                                                 remat_policy=policy))
+                                                 remat_policy=policy, **overrides))
 
 
 def _decoder_only(policy):
@@ -31,10 +31,10 @@ def _batch(model):
                                      jnp.asarray(rs.randint(2, V, (B, T)).astype(np.int32)))
 
 
-def _loss_and_grads(model, params, batch):
+def _loss_and_grads(model, params, batch, dropout_rng=None):
   def loss(p):
-    return mle.mle_loss(model.logits(p, batch), batch["decoder_target_tokens"],
-                        batch["decoder_loss_weights"])[0]
+    return mle.mle_loss(model.logits(p, batch, dropout_rng=dropout_rng),
+                        batch["decoder_target_tokens"], batch["decoder_loss_weights"])[0]
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
@@ -55,6 +55,22 @@ def test_remat_keeps_parameters_losses_and_gradients(family, policy):
   steps = [m.decode_step(params, m.init_decode_state(params, prompts, T), m.start_tokens(prompts),
                          0)[0] for m in (plain, remat)]
   np.testing.assert_allclose(steps[1], steps[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["minimal", "full"])
+def test_recomputation_draws_the_same_dropout(policy):
+  """With dropout on, the backward pass's recomputation must reuse the forward pass's masks:
+  the gradients equal those without remat for the same key, and differ for another key."""
+  plain, remat = _t5("none", dropout_rate=0.3), _t5(policy, dropout_rate=0.3)
+  params = plain.init(jax.random.key(0), plain.input_shapes(B, {"inputs": L, "targets": T}))
+  batch = _batch(plain)
+  key = jax.random.key(7)
+  (loss, grads), (loss_r, grads_r) = (_loss_and_grads(plain, params, batch, key),
+                                      _loss_and_grads(remat, params, batch, key))
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_r, grads)
+  loss_other, _ = _loss_and_grads(remat, params, batch, jax.random.key(8))
+  assert abs(float(loss_other) - float(loss)) > 1e-4
 
 
 def _temporaries_per_layer(family, policy):
