@@ -14,12 +14,19 @@ Sampling (one cached decode step of the whole batch, T new tokens):
 * bytes a step must read (`decode_step_bytes`: decoder weights, output layer, self- and cross-
   attention caches) / median time per step, against the memory bandwidth of a large float32
   reduction measured in the same run (decoding is memory-bound: few FLOPs per byte).
+Floors of the sampling targets at the rates measured in the same run (float32): sampling
+cannot take less than its prompt pass (encoder and cross-attention keys/values, analytic FLOPs)
+at the matmul rate plus T decode steps' reads at the measured bandwidth (`sampling_floor_s`).
+From it: the least sample / update ratio (both at their rooflines, and against the measured
+update), the least online IQLearn (alpha = 0.1: ceil(0.1 B) sampled rows) / MLE step ratio, and
+the time transformers' `generate` would need for "sampling >= 3x generate" to be reachable.
 Medians of interleaved rounds (`common.interleaved_medians`), so load changes hit all alike.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 
@@ -50,6 +57,16 @@ def decode_step_bytes(cfg: t5.T5Config, batch: int, inputs: int, max_length: int
   weights = cfg.num_decoder_layers * (6 * E * J + 3 * E * F) + E * V
   caches = cfg.num_decoder_layers * 2 * batch * J * (max_length + inputs)
   return float(bytes_per_value * (weights + caches))
+
+
+def sampling_floor_s(cfg: t5.T5Config, rows: int, inputs: int, max_length: int,
+                     flop_rate: float, bandwidth: float) -> float:
+  """Least seconds sampling `max_length` tokens for `rows` rows can take at `flop_rate` FLOP/s
+  and `bandwidth` bytes/s: the prompt pass (encoder, cross keys/values) at the matmul rate
+  plus every decode step's reads (`decode_step_bytes`) at the bandwidth."""
+  prompt_flops = flops.forward_flops(cfg, rows, {"inputs": inputs, "targets": 0})
+  return (prompt_flops / flop_rate
+          + max_length * decode_step_bytes(cfg, rows, inputs, max_length) / bandwidth)
 
 
 def matmul_fn(n: int):
@@ -108,6 +125,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{step_bytes / 2 ** 20:.0f} MiB read per step -> {step_bytes / step_s / 1e9:.1f} GB/s; "
           f"measured bandwidth ({args.bandwidth_mb} MiB sum) {bandwidth / 1e9:.1f} GB/s: "
           f"{step_bytes / step_s / bandwidth:.0%} of it")
+    floor = sampling_floor_s(cfg, case.batch, case.inputs, case.targets, peak_flops, bandwidth)
+    online_rows = math.ceil(0.1 * case.batch)
+    online_floor = sampling_floor_s(cfg, online_rows, case.inputs, case.targets, peak_flops,
+                                    bandwidth)
+    train_floor = analytic / peak_flops
+    print(f"  floors at these rates: sampling the batch >= {floor * 1e3:.0f} ms (prompt pass "
+          f"at the matmul rate + {case.targets} steps at the bandwidth; ours "
+          f"{times['sample']['median'] * 1e3:.0f} ms = {times['sample']['median'] / floor:.2f}x "
+          f"it); sample / update >= {floor / train_floor:.2f} with both at their rooflines, "
+          f">= {floor / times['train']['median']:.2f} against the measured update (target "
+          f"<= 0.35); online (alpha 0.1, {online_rows} row(s)) / MLE >= "
+          f"{1 + online_floor / train_floor:.2f} at the rooflines, >= "
+          f"{1 + online_floor / times['train']['median']:.2f} against the measured update "
+          f"(target <= 1.15); sampling >= 3x generate needs generate >= {3 * floor:.2f} s")
     print(f"  (medians of {args.rounds} interleaved rounds after a warm-up)", flush=True)
   return 0
 
