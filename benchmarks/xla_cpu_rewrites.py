@@ -15,6 +15,9 @@ r"""Before / after of the rewrites that XLA's CPU backend compiles better, from 
   as a scalar loop with the Gumbel noise fused into it. Measured: `temperature_sample` of
   `case.targets` tokens at temperature 1 (tokens must be identical) and one draw alone on
   [B, V] logits.
+* `ops.gumbel` (the noise of every draw): `jax.random.gumbel`'s values with the Threefry hash
+  written out; 'before' is `jax.random.gumbel`, which jax lowers on CPU as a rolled loop.
+  Measured like the sampling above (tokens must be identical).
 
 'before' swaps the old function in while its program is traced; both programs run in the same
 process, in interleaved rounds (`common.interleaved_medians`). Run with tcmalloc preloaded for
@@ -41,8 +44,8 @@ from irl_lm import decoding, ops  # noqa: E402
 from irl_lm.models import layers  # noqa: E402
 from irl_lm.training import objectives  # noqa: E402
 
-_DOT_LAST, _ARGMAX, _CATEGORICAL, _SOFTMAX = (layers.dot_last, ops.argmax, ops.categorical,
-                                              ops.softmax)
+_DOT_LAST, _ARGMAX, _CATEGORICAL, _SOFTMAX, _GUMBEL = (
+    layers.dot_last, ops.argmax, ops.categorical, ops.softmax, ops.gumbel)
 
 
 def _jnp_argmax(x, axis=-1, *, max_value=None):
@@ -56,19 +59,21 @@ def _jax_categorical(key, logits, axis=-1):
 
 @contextlib.contextmanager
 def before(which: str) -> Iterator[None]:
-  """The pre-rewrite function(s) in place while a program is traced: 'dot', 'softmax' or
-  'sampling'."""
+  """The pre-rewrite function(s) in place while a program is traced: 'dot', 'softmax',
+  'sampling' or 'gumbel'."""
   if which == "dot":
     layers.dot_last = jnp.dot
   elif which == "softmax":
     ops.softmax = functools.partial(jax.nn.softmax, axis=-1)
+  elif which == "gumbel":
+    ops.gumbel = jax.random.gumbel
   else:
     ops.argmax, ops.categorical = _jnp_argmax, _jax_categorical
   try:
     yield
   finally:
-    layers.dot_last, ops.argmax, ops.categorical, ops.softmax = (_DOT_LAST, _ARGMAX,
-                                                                 _CATEGORICAL, _SOFTMAX)
+    (layers.dot_last, ops.argmax, ops.categorical, ops.softmax,
+     ops.gumbel) = _DOT_LAST, _ARGMAX, _CATEGORICAL, _SOFTMAX, _GUMBEL
 
 
 def _line(title: str, times: dict[str, dict[str, float]], extra: str = "") -> None:
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--cases", default="small,tiny")
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--sampling_only", action="store_true",
+                      help="skip the two train-step comparisons")
   args = parser.parse_args(argv)
   print(f"jax {jax.__version__} on {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"float32; medians of {args.rounds} interleaved rounds; before -> after (ratio); host "
@@ -89,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{case.name}: T5 1.1 {case.size}, B={case.batch}, L={case.inputs}, "
           f"T={case.targets}, V={case.vocab}")
 
-    for which, title in (("dot", "Dense as a 2-D product"),
-                         ("softmax", "softmax keeping its output")):
+    step_parts = () if args.sampling_only else (("dot", "Dense as a 2-D product"),
+                                                ("softmax", "softmax keeping its output"))
+    built = None
+    for which, title in step_parts:
       steps, temps, losses = {}, {}, {}
       for label in ("before", "after"):
         with before(which) if label == "before" else contextlib.nullcontext():
@@ -105,21 +114,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{losses['before']:.6f} vs {losses['after']:.6f}")
       del steps
 
+    if built is None:
+      built = common.t5_train_step(case, objectives.MLE(), optimizer="adamw")
     params, prompts = built["params"], built["batch"]["encoder_input_tokens"]
     key = jax.random.key(0)
-    samplers, tokens = {}, {}
-    for label in ("before", "after"):
-      with before("sampling") if label == "before" else contextlib.nullcontext():
-        sample = jax.jit(functools.partial(decoding.temperature_sample, built["model"],
-                                           max_decode_length=case.targets, temperature=1.0,
-                                           eos_id=-1))
-        tokens[label] = np.asarray(sample(params, prompts, key).tokens)
-      samplers[label] = (lambda s: lambda: jax.block_until_ready(s(params, prompts, key).tokens)
-                         )(sample)
-    same = "identical" if np.array_equal(tokens["before"], tokens["after"]) else "DIFFERENT"
-    _line(f"sampling {case.targets} tokens", common.interleaved_medians(samplers, args.rounds,
-                                                                        warmup=False),
-          f"; tokens {same}")
+    for which, title in (("sampling", "all three vs jax's"), ("gumbel", "Gumbel noise alone")):
+      samplers, tokens = {}, {}
+      for label in ("before", "after"):
+        with before(which) if label == "before" else contextlib.nullcontext():
+          sample = jax.jit(functools.partial(decoding.temperature_sample, built["model"],
+                                             max_decode_length=case.targets, temperature=1.0,
+                                             eos_id=-1))
+          tokens[label] = np.asarray(sample(params, prompts, key).tokens)
+        samplers[label] = (lambda s: lambda: jax.block_until_ready(
+            s(params, prompts, key).tokens))(sample)
+      same = "identical" if np.array_equal(tokens["before"], tokens["after"]) else "DIFFERENT"
+      _line(f"sampling {case.targets} tokens, {title}",
+            common.interleaved_medians(samplers, args.rounds, warmup=False), f"; tokens {same}")
 
     logits = jnp.asarray(np.random.RandomState(0).randn(case.batch, case.vocab), jnp.float32)
     draws = {}
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                          for _ in range(20)])(draw)
     times = common.interleaved_medians(draws, args.rounds, warmup=False)
     times = {k: {"median": v["median"] / 20} for k, v in times.items()}
-    _line(f"one draw from [{case.batch}, {case.vocab}] logits", times)
+    _line(f"one draw from [{case.batch}, {case.vocab}] logits (all three)", times)
   return 0
 
 
