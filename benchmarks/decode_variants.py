@@ -18,8 +18,8 @@ What `decoding.temperature_sample` (temperature 1, EOS off) costs per decode ste
   - `eigen_1_thread`: Eigen products on one thread;
   - `no_concurrency_scheduler`: XLA's default scheduler instead of the concurrency-optimised one.
 `current_again` compiles the current code a second time: a control for how much two
-executables of the same program differ. Each variant should draw the same tokens as the current code (checked; a difference is
-printed, float rounding can flip a near-tie); the time
+executables of the same program differ. Each variant should draw the same tokens as the
+current code (checked; a difference is printed, float rounding can flip a near-tie); the time
 per decode step is (sampling - encoder set-up) / T, medians of interleaved rounds, and the
 ratio is to the current code in the same run. None of these is used: none was faster
 (README, "Performance and memory").

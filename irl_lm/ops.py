@@ -77,7 +77,8 @@ def _threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
   for i in range(5):
     for r in _ROTATIONS[i % 2]:
       x1 = x1 + x2
-      x2 = x1 ^ (lax.shift_left(x2, np.uint32(r)) | lax.shift_right_logical(x2, np.uint32(32 - r)))
+      rotated = lax.shift_left(x2, np.uint32(r)) | lax.shift_right_logical(x2, np.uint32(32 - r))
+      x2 = x1 ^ rotated
     x1 = x1 + ks[(i + 1) % 3]
     x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
   return x1, x2
