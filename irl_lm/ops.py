@@ -84,13 +84,11 @@ def _threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
   return x1, x2
 
 
-def _unrolled_applies(key: jax.Array, dtype) -> bool:
-  """Whether `gumbel` can reproduce jax.random.gumbel here: a Threefry-2x32 key, jax's
-  partitionable bits (its default), float32 and the default low-range mode."""
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    impl = str(jax.random.key_impl(key))
-  else:
-    impl = jax.config.jax_default_prng_impl
+def _unrolled_applies(key: jax.Array, typed: bool, dtype) -> bool:
+  """Whether `gumbel` can reproduce jax.random.gumbel here: a Threefry-2x32 key (`typed`: a
+  typed key array, else raw uint32 words of the default implementation), jax's partitionable
+  bits (its default), float32 and the default low-range mode."""
+  impl = str(jax.random.key_impl(key)) if typed else jax.config.jax_default_prng_impl
   return ("threefry2x32" in impl and jax.config.jax_threefry_partitionable
           and not jax.config.jax_high_dynamic_range_gumbel
           and jnp.dtype(dtype) == jnp.float32)
@@ -107,10 +105,10 @@ def gumbel(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Arr
   Returns:
     float32 standard Gumbel noise of `shape`.
   """
-  size = int(np.prod(shape, dtype=np.int64))
-  if not _unrolled_applies(key, dtype) or size >= 2 ** 32:
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  if not _unrolled_applies(key, typed, dtype) or int(np.prod(shape, dtype=np.int64)) >= 2 ** 32:
     return jax.random.gumbel(key, shape, dtype)
-  words = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  words = jax.random.key_data(key) if typed else key
   # jax's counters: the row-major index of each element as (high, low) uint32 words.
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
