@@ -1,4 +1,4 @@
-"""Vocabularies: the project's own SentencePiece model for the built-in task, and T5's.
+"""Vocabularies: the project's own SentencePiece models for the built-in tasks, and T5's.
 
 Why SentencePiece and not bytes for the built-in task
 -----------------------------------------------------
@@ -22,6 +22,14 @@ The result is shipped at ``irl_lm/data/vocabularies/stdlib_sp.model``; regenerat
 
 Regenerating reproduces the shipped file byte for byte on the interpreter recorded in
 :data:`TRAINED_ON_PYTHON` (the data depend on the installed standard library).
+
+The arithmetic word problems (:mod:`irl_lm.data.arithmetic`) have their own model,
+``arithmetic_sp.model``: 480 pieces (the most a unigram model finds in that templated text,
+256 of them byte pieces), every digit its own piece (``split_digits``), so copying a number from
+the question and the calculator's forcing work digit by digit. A 480-row output layer instead of
+4096 makes a tiny model's train step several times cheaper, and answers are ~10% shorter than
+with the stdlib model. Regenerate it (deterministic on any interpreter: the data are generated)
+with ``python -m irl_lm.data.vocabularies --task=arithmetic``.
 
 The paper's tasks use T5's public vocabulary (:func:`t5_vocabulary`), loaded lazily from
 Google Cloud Storage the first time it is used, never at import or registration.
@@ -54,6 +62,9 @@ PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 STDLIB_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabularies",
                                  "stdlib_sp.model")
 STDLIB_VOCAB_SIZE = 4096
+ARITHMETIC_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabularies",
+                                     "arithmetic_sp.model")
+ARITHMETIC_VOCAB_SIZE = 480
 SENTENCEPIECE_SEED = 0
 # The interpreter whose standard library the shipped model was trained on.
 TRAINED_ON_PYTHON = "3.11.7"
@@ -79,7 +90,7 @@ def training_texts(cache_dir: Optional[str] = None,
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, *,
-                        hard_vocab_limit: bool = True,
+                        hard_vocab_limit: bool = True, split_digits: bool = False,
                         seed: int = SENTENCEPIECE_SEED) -> bytes:
   """Trains a deterministic unigram SentencePiece model with T5 ids (pad 0, eos 1, unk 2).
 
@@ -87,6 +98,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *,
     texts: training sentences (may contain newlines, kept as symbols).
     vocab_size: number of pieces, including the 3 special pieces and 256 byte pieces.
     hard_vocab_limit: if False, `vocab_size` is an upper bound (for tiny corpora).
+    split_digits: every digit its own piece (numbers are never merged into one piece).
     seed: SentencePiece's random-generator seed.
 
   Returns:
@@ -105,6 +117,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *,
       remove_extra_whitespaces=False,
       allow_whitespace_only_pieces=True,
       split_by_whitespace=True,
+      split_digits=split_digits,
       character_coverage=1.0,
       byte_fallback=True,
       max_sentence_length=16384,
@@ -132,6 +145,26 @@ def train_stdlib_vocabulary(output_path: str = STDLIB_VOCAB_PATH, *,
     `output_path`.
   """
   proto = train_sentencepiece(training_texts(cache_dir, stdlib_root), vocab_size)
+  return _write(proto, output_path)
+
+
+def train_arithmetic_vocabulary(output_path: str = ARITHMETIC_VOCAB_PATH, *,
+                                vocab_size: int = ARITHMETIC_VOCAB_SIZE) -> str:
+  """Trains the arithmetic word problems' vocabulary on their train split and writes it.
+
+  Args:
+    output_path: where to write the ``.model`` file (default: the shipped path).
+    vocab_size: number of pieces (at most 485 for the default data set).
+
+  Returns:
+    `output_path`.
+  """
+  from irl_lm.data import arithmetic  # pylint: disable=g-import-not-at-top
+  proto = train_sentencepiece(arithmetic.corpus(), vocab_size, split_digits=True)
+  return _write(proto, output_path)
+
+
+def _write(proto: bytes, output_path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
   tmp = f"{output_path}.{os.getpid()}.tmp"
   with open(tmp, "wb") as f:
@@ -217,18 +250,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """
   parser = argparse.ArgumentParser(
       prog="python -m irl_lm.data.vocabularies",
-      description="Train the built-in task's SentencePiece vocabulary on its train split.")
-  parser.add_argument("--output", default=STDLIB_VOCAB_PATH)
-  parser.add_argument("--vocab_size", type=int, default=STDLIB_VOCAB_SIZE)
+      description="Train a built-in task's SentencePiece vocabulary on its train split.")
+  parser.add_argument("--task", choices=("stdlib_docstrings", "arithmetic"),
+                      default="stdlib_docstrings")
+  parser.add_argument("--output", default=None)
+  parser.add_argument("--vocab_size", type=int, default=None)
   parser.add_argument("--cache_dir", default=None)
   parser.add_argument("--stdlib_root", default=None)
   args = parser.parse_args(argv)
+  start = time.time()
+  if args.task == "arithmetic":
+    path = train_arithmetic_vocabulary(args.output or ARITHMETIC_VOCAB_PATH,
+                                       vocab_size=args.vocab_size or ARITHMETIC_VOCAB_SIZE)
+    return _report(path, start)
   if sys.version.split()[0] != TRAINED_ON_PYTHON:
     print(f"note: the shipped model was trained on Python {TRAINED_ON_PYTHON}; this is "
           f"{sys.version.split()[0]}, so the result may differ from it.")
-  start = time.time()
-  path = train_stdlib_vocabulary(args.output, vocab_size=args.vocab_size,
+  path = train_stdlib_vocabulary(args.output or STDLIB_VOCAB_PATH,
+                                 vocab_size=args.vocab_size or STDLIB_VOCAB_SIZE,
                                  cache_dir=args.cache_dir, stdlib_root=args.stdlib_root)
+  return _report(path, start)
+
+
+def _report(path: str, start: float) -> int:
   sp = spm.SentencePieceProcessor(model_file=path)
   print(f"wrote {path}: {sp.get_piece_size()} pieces in {time.time() - start:.1f} s")
   return 0

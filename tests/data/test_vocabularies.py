@@ -83,3 +83,22 @@ def test_regenerating_reproduces_shipped_model(cache_dir, tmp_path):
   out = vocabularies.train_stdlib_vocabulary(str(tmp_path / "sp.model"), cache_dir=cache_dir)
   with open(out, "rb") as a, open(vocabularies.STDLIB_VOCAB_PATH, "rb") as b:
     assert a.read() == b.read()
+
+
+def test_arithmetic_model_round_trips_and_splits_digits(tmp_path):
+  from irl_lm.data import arithmetic  # pylint: disable=g-import-not-at-top
+  sp = spm.SentencePieceProcessor(model_file=vocabularies.ARITHMETIC_VOCAB_PATH)
+  assert sp.get_piece_size() == vocabularies.ARITHMETIC_VOCAB_SIZE == 480
+  assert (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id()) == (0, 1, 2, -1)
+  examples = arithmetic.load_examples("validation")
+  for ex in examples:
+    for text in (ex["question"], ex["answer"]):
+      assert sp.decode(sp.encode(text)) == text
+  pieces = sp.encode(examples[0]["answer"], out_type=str)
+  numeric = [p.lstrip("\u2581") for p in pieces if any(c.isdigit() for c in p)]
+  assert numeric and all(len(p) == 1 for p in numeric)
+  answers = [len(sp.encode(ex["answer"])) for ex in examples]
+  assert max(answers) <= 128  # the arithmetic configs' target length
+  out = vocabularies.train_arithmetic_vocabulary(str(tmp_path / "a.model"))
+  with open(out, "rb") as a, open(vocabularies.ARITHMETIC_VOCAB_PATH, "rb") as b:
+    assert a.read() == b.read()
