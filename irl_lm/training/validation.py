@@ -3,7 +3,8 @@
 What selects runs by validation loss and shows over-fitting in the curves: the objective's
 `nll`, `td_loss`, `loss`, ... on a fixed list of validation batches, averaged over them. An
 online objective (which samples) is measured with the offline metrics of `MLE` (NLL and the
-implicit-reward diagnostics), which need no samples.
+implicit-reward diagnostics; online IQLearn with the offline `IQLearn` of the same λ and γ),
+which need no samples.
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ Batch = Mapping[str, np.ndarray]
 
 def offline_objective(objective: Any) -> Callable[..., Any]:
   """The objective whose metrics the validation loss reports: `objective` itself when it is
-  offline (`(params, batch, rng, model) -> (loss, metrics)`), else `MLE()`."""
+  offline (`(params, batch, rng, model) -> (loss, metrics)`), `IQLearn` of the same λ and γ
+  for `IQLearnOnline`, else `MLE()`."""
+  if isinstance(objective, objectives_lib.IQLearnOnline):
+    return objectives_lib.IQLearn(td_weight=objective.td_weight, gamma=objective.gamma)
   if isinstance(objective, objectives_lib.OnlineObjective):
     return objectives_lib.MLE()
   return objective
@@ -29,12 +33,15 @@ def offline_objective(objective: Any) -> Callable[..., Any]:
 def make_loss_fn(model: Any, objective: Any, *, partitioner: Any, param_shardings: Any
                  ) -> Callable[[Any, Batch], dict[str, float]]:
   """A jitted `(params, host-local batch) -> {metric: float}` of `offline_objective`, without
-  dropout (rng None), the batch sharded over 'data' as in training."""
+  dropout (rng None), the batch sharded over 'data' as in training; the objective's token
+  'accuracy' is reported as 'token_accuracy'."""
   measured = offline_objective(objective)
 
   def fn(params, batch):
     loss, metrics = measured(params, batch, None, model)
-    return {**metrics, "loss": loss}
+    # 'accuracy' (of the argmax token) would clash with GSM8k's task accuracy in the logs.
+    renamed = {("token_accuracy" if k == "accuracy" else k): v for k, v in metrics.items()}
+    return {**renamed, "loss": loss}
 
   sharding = partitioner.batch_sharding()
   jitted = partitioner.jit(fn, in_shardings=(param_shardings, sharding))
