@@ -185,6 +185,10 @@ NUMBER_RULES: dict[str, Callable[[Sequence[decimal.Decimal]], decimal.Decimal]] 
     "first - second": lambda xs: xs[0] - xs[1] if len(xs) > 1 else xs[0],
     "second - first": lambda xs: xs[1] - xs[0] if len(xs) > 1 else xs[0],
     "first / second": lambda xs: xs[0] / xs[1] if len(xs) > 1 and xs[1] else xs[0],
+    "first x second x third": lambda xs: _product(xs[:3]),
+    "first x second + third x fourth": lambda xs: _product(xs[:2]) + (
+        _product(xs[2:4]) if len(xs) > 2 else 0),
+    "(first + second) x third": lambda xs: sum(xs[:2]) * (xs[2] if len(xs) > 2 else 1),
     "first number": lambda xs: xs[0],
     "last number": lambda xs: xs[-1],
 }

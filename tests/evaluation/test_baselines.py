@@ -38,6 +38,9 @@ def test_number_rules():
   assert baselines.number_rule_output("sum of all numbers", q) == "#### 1009"
   assert baselines.number_rule_output("first / second", q) == "#### 1.333333333333333333333333333"
   assert baselines.number_rule_output("second - first", q) == "#### -1"
+  assert baselines.number_rule_output("first x second + third x fourth", q) == "#### 2012"
+  assert baselines.number_rule_output("first x second + third x fourth", "3 and 4") == "#### 12"
+  assert baselines.number_rule_output("(first + second) x third", q) == "#### 14"
   assert baselines.number_rule_output("last number", "no numbers") == "#### 0"
 
 
