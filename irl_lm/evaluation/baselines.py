@@ -10,7 +10,8 @@ with the same metric code as the model (`metrics.score_predictions`):
 * ``name_template`` (inputs that are a function's source, e.g. the docstring tasks): the best on
   train of a few templates of the function name's words, e.g. "Return the <words>.".
 * ``numbers_rule`` ('gsm8k'): the best on train of a few rules on the question's numbers
-  (sum, product of the first two, difference, ...), written ``#### <n>``.
+  (sum, product of the first two, first × second + third × fourth, ...), written
+  ``#### <n>``.
 * ``copy_input`` (other 'rouge' / 'translation' inputs): the first N words of the input, N
   chosen on train.
 
