@@ -54,6 +54,9 @@ from irl_lm.data import registry
 from irl_lm.data.errors import MissingDatasetError
 
 FEATURE_KEYS = ("inputs", "targets")
+# The seed of the random subset every evaluation of N examples reads (train job and evaluate
+# mode alike): the same N examples for every run.
+EVAL_SUBSET_SEED = 0
 
 
 def get_task(task_name: str) -> seqio.Task:
@@ -284,9 +287,48 @@ def _padded(tokens: np.ndarray, length: int) -> np.ndarray:
   return out
 
 
+def subset_indices(size: int, num_examples: Optional[int], seed: Optional[int]) -> np.ndarray:
+  """Which examples of a split of `size` an evaluation of `num_examples` reads.
+
+  Args:
+    size: examples in the split.
+    num_examples: how many (None, or at least `size`: all of them).
+    seed: None for the first `num_examples` in file order; else a seeded random subset, the
+      same for every call with the same (size, num_examples, seed).
+
+  Returns:
+    int64 [min(num_examples, size)] indices into the split, ascending.
+  """
+  if num_examples is None or num_examples >= size:
+    return np.arange(size)
+  if seed is None:
+    return np.arange(num_examples)
+  rng = np.random.default_rng(np.random.SeedSequence([seed, size]))
+  return np.sort(rng.choice(size, size=num_examples, replace=False))
+
+
+def _split_dataset(task_name: str, split: str,
+                   feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+  return _task_dataset(get_task(task_name), split, sequence_length=dict(feature_lengths),
+                       shuffle=False, seed=None, num_epochs=1, trim_output_features=True)
+
+
+def _split_size(ds: tf.data.Dataset) -> int:
+  counted = ds.map(lambda ex: tf.constant(1, tf.int64)).batch(8192)
+  return int(counted.reduce(np.int64(0), lambda n, b: n + tf.reduce_sum(b)))
+
+
+def _take_indices(ds: tf.data.Dataset, indices: np.ndarray) -> tf.data.Dataset:
+  """The examples of `ds` at ascending `indices`, each with its ``index`` (int64)."""
+  wanted = tf.constant(indices, tf.int64)
+  ds = ds.enumerate().filter(lambda i, _: tf.reduce_any(tf.equal(i, wanted)))
+  return ds.map(lambda i, ex: {**ex, "index": i})
+
+
 def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
-                 feature_lengths: Mapping[str, int]) -> list[dict[str, Any]]:
-  """Returns the first examples of a split, in order, with texts and padded tokens.
+                 feature_lengths: Mapping[str, int],
+                 seed: Optional[int] = None) -> list[dict[str, Any]]:
+  """Returns examples of a split in file order, with texts, padded tokens and their index.
 
   The keys are the same for every model family; a model turns the tokens into its own
   features (e.g. its encoder input, or a decoder-only prompt).
@@ -296,24 +338,55 @@ def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
     split: the split to read (not shuffled, one pass).
     num_examples: how many (fewer if the split is smaller); None for the whole split.
     feature_lengths: ``{'inputs': L, 'targets': T}``.
+    seed: None: the first `num_examples`; an int: a seeded random subset of the split
+      (:func:`subset_indices`), what every evaluation reads.
 
   Returns:
-    A list of dicts: ``inputs_text`` and ``targets_text`` (str, the untokenised texts, inputs
-    with any task prefix), ``input_tokens`` (np.int32 ``[L]``: the ``inputs`` tokens trimmed to
-    L with EOS last, then 0-padded) and ``target_tokens`` (np.int32 ``[T]``, likewise).
+    A list of dicts: ``index`` (int, the example's position in the split), ``inputs_text``
+    and ``targets_text`` (str, the untokenised texts, inputs with any task prefix),
+    ``input_tokens`` (np.int32 ``[L]``: the ``inputs`` tokens trimmed to L with EOS last,
+    then 0-padded) and ``target_tokens`` (np.int32 ``[T]``, likewise).
   """
   lengths = _check_feature_lengths(feature_lengths)
-  task = get_task(task_name)
-  ds = _task_dataset(task, split, sequence_length=lengths, shuffle=False, seed=None,
-                     num_epochs=1, trim_output_features=True)
-  if num_examples is not None:
-    ds = ds.take(num_examples)
+  ds = _split_dataset(task_name, split, lengths)
+  if num_examples is not None and seed is not None:
+    ds = _take_indices(ds, subset_indices(_split_size(ds), num_examples, seed))
+  else:
+    ds = ds.enumerate().map(lambda i, ex: {**ex, "index": i})
+    if num_examples is not None:
+      ds = ds.take(num_examples)
   return [{
+      "index": int(ex["index"]),
       "inputs_text": ex["inputs_pretokenized"].decode("utf-8"),
       "targets_text": ex["targets_pretokenized"].decode("utf-8"),
       "input_tokens": _padded(ex["inputs"], lengths["inputs"]),
       "target_tokens": _padded(ex["targets"], lengths["targets"]),
   } for ex in ds.as_numpy_iterator()]
+
+
+def get_texts(task_name: str, split: str, *, num_examples: Optional[int] = None,
+              seed: Optional[int] = None) -> dict[str, list[Any]]:
+  """The untokenised texts of a split (or of its :func:`subset_indices` subset), read in
+  large batches: what text-only baselines need, without padding every example.
+
+  Returns:
+    ``{'index': [int], 'inputs': [str], 'targets': [str]}`` in file order.
+  """
+  lengths = {"inputs": 1 << 20, "targets": 1 << 20}  # the texts are untouched by trimming
+  ds = _split_dataset(task_name, split, lengths)
+  if num_examples is not None:
+    ds = _take_indices(ds, subset_indices(_split_size(ds), num_examples, seed))
+  else:
+    ds = ds.enumerate().map(lambda i, ex: {**ex, "index": i})
+  ds = ds.map(lambda ex: {"index": ex["index"], "inputs": ex["inputs_pretokenized"],
+                          "targets": ex["targets_pretokenized"]},
+              num_parallel_calls=tf.data.AUTOTUNE).batch(8192)
+  out: dict[str, list[Any]] = {"index": [], "inputs": [], "targets": []}
+  for batch in ds.as_numpy_iterator():
+    out["index"] += [int(i) for i in batch["index"]]
+    out["inputs"] += [t.decode("utf-8") for t in batch["inputs"]]
+    out["targets"] += [t.decode("utf-8") for t in batch["targets"]]
+  return out
 
 
 registry.register_all()

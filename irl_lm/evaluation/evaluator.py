@@ -9,6 +9,10 @@ the mesh's 'data' axis, the parameters laid out as in training) in the batched l
 With `statistics=True` every output is also teacher-forced once more for its summed implicit
 reward (DESIGN.md section 1.2), log-probability and policy entropy, and the summary gets the
 mean summed reward and its Spearman correlation with the per-example score.
+
+Every summary also shows the task's trivial baselines (`irl_lm.evaluation.baselines`, chosen
+on the train split once per process and task, scored on the same examples) and the model's
+margin over the best of them, and the share of outputs that loop (`repeated_3gram_rate`).
 """
 from __future__ import annotations
 
@@ -18,13 +22,38 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from absl import logging
+
 from irl_lm.decoding.config import DecodingConfig, make_decode_fn, make_sampler
+from irl_lm.evaluation import baselines as baselines_lib
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import predict
 from irl_lm.evaluation import rewards as rewards_lib
 from irl_lm.partitioning import Partitioner
 
 DISTINCT_ORDERS = (1, 2)
+# Train examples the baselines are chosen on (a seeded sample), and the fitted baselines per
+# (task, metric, tokenize) in this process: evaluations during training do not refit them.
+BASELINE_TRAIN_EXAMPLES = 500
+_FITTED_BASELINES: dict[tuple[str, str, str], list[baselines_lib.Baseline]] = {}
+
+
+def fitted_baselines(task: str, metric: str, tokenize: str = metrics_lib.DEFAULT_TOKENIZE
+                     ) -> list[baselines_lib.Baseline]:
+  """The task's baselines chosen on its train split (cached per process); [] when the task
+  has no readable train split."""
+  key = (task, metric, tokenize)
+  if key not in _FITTED_BASELINES:
+    from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top (TF)
+    try:
+      train = pipeline.get_texts(task, "train", num_examples=BASELINE_TRAIN_EXAMPLES, seed=0)
+    except (ValueError, OSError) as e:  # no train split / data (MissingDatasetError)
+      logging.warning("no baselines for task %s: %s", task, e)
+      train = {"inputs": []}
+    _FITTED_BASELINES[key] = (baselines_lib.fit(metric, train["inputs"], train["targets"],
+                                                tokenize=tokenize)
+                              if train["inputs"] else [])
+  return _FITTED_BASELINES[key]
 
 
 def decoding_dict(config: DecodingConfig) -> dict[str, Any]:
@@ -52,7 +81,8 @@ class Evaluator:
 
   Args:
     model: a `base.Model`.
-    task: seqio task name; split: its split; num_examples: the first N (None: all).
+    task: seqio task name; split: its split; num_examples: a seeded random subset of N
+      (`pipeline.get_examples` with `pipeline.EVAL_SUBSET_SEED`; None: all).
     feature_lengths: {'inputs': L, 'targets': T}; T is the most output tokens.
     batch_size: rows decoded at once (a multiple of the mesh's 'data' axis).
     partitioner: the mesh; param_shardings: the parameters' NamedShardings (as in training).
@@ -62,6 +92,7 @@ class Evaluator:
     reward_score: per-example score correlated with the reward (default by metric).
     tokenize: sacrebleu tokenizer for BLEU, Self-BLEU and distinct-n.
     examples: the split's examples (`pipeline.get_examples` records) instead of reading them.
+    baselines: show the task's trivial baselines and the margin over the best in summaries.
 
   Raises:
     ValueError: an empty split or a reward score that the metric does not produce.
@@ -72,12 +103,13 @@ class Evaluator:
                num_examples: Optional[int] = None, metric: Optional[str] = None,
                statistics: bool = True, gamma: float = 1.0, reward_score: Optional[str] = None,
                tokenize: str = metrics_lib.DEFAULT_TOKENIZE,
-               examples: Optional[Sequence[Mapping[str, Any]]] = None):
+               examples: Optional[Sequence[Mapping[str, Any]]] = None, baselines: bool = True):
     from irl_lm.data import pipeline, registry  # pylint: disable=g-import-not-at-top (TF)
     partitioner.check_batch_size(batch_size)
     if examples is None:
       examples = pipeline.get_examples(task, split, num_examples=num_examples,
-                                       feature_lengths=dict(feature_lengths))
+                                       feature_lengths=dict(feature_lengths),
+                                       seed=pipeline.EVAL_SUBSET_SEED)
     if not examples:
       raise ValueError(f"split {split!r} of task {task!r} has no examples.")
     self.model, self.task, self.split = model, task, split
@@ -95,6 +127,8 @@ class Evaluator:
         model, gamma=gamma, partitioner=partitioner, param_shardings=param_shardings)
                       if statistics else None)
     self._decoders: dict[Any, Any] = {}
+    self._baselines = baselines
+    self._baseline_scores: Optional[dict[str, Any]] = None
 
   @property
   def num_examples(self) -> int:
@@ -142,6 +176,15 @@ class Evaluator:
     return predict.map_batches(lambda p, t: self._stats_fn(params, p, t), [prompts, tokens],
                                batch_size=self.batch_size)
 
+  def baseline_scores(self) -> dict[str, Any]:
+    """`baselines.score` of the task's fitted baselines on this split's examples (cached)."""
+    if self._baseline_scores is None:
+      fitted = fitted_baselines(self.task, self.metric, self.tokenize) if self._baselines else []
+      self._baseline_scores = baselines_lib.score(
+          fitted, self.metric, [ex["inputs_text"] for ex in self.examples], self.references,
+          tokenize=self.tokenize)
+    return self._baseline_scores
+
   def _reward_summary(self, stats: Mapping[str, np.ndarray],
                       scores: Sequence[Mapping[str, float]]) -> dict[str, Any]:
     if self.reward_score not in scores[0]:
@@ -158,11 +201,13 @@ class Evaluator:
 
     Returns:
       (summary, records). summary: 'setting', 'decoding', 'num_examples', 'scores' (corpus
-      task scores), 'diversity' (distinct-1/2 of the outputs), 'mean_output_tokens', 'seconds'
-      and, with statistics, 'entropy' and 'reward'. records, one per example: 'index',
-      'input', 'reference', 'output', 'scores' and, with statistics, 'implicit_reward',
-      'log_prob', 'num_tokens', 'mean_entropy'; for GSM8k also the compared 'answer' and
-      'reference_answer'.
+      task scores), 'diversity' (distinct-1/2 of the outputs), 'repeated_3gram_rate',
+      'mean_output_tokens', 'seconds', with statistics 'entropy' and 'reward', and (when the
+      task has baselines) 'baselines' ({name: {'output' or 'rule', 'scores'}}),
+      'best_baseline' ({'name', 'score', 'metric'}) and 'margin' (model − best baseline on
+      that score). records, one per example: 'index' (in the split), 'input', 'reference',
+      'output', 'scores', 'num_tokens' and, with statistics, 'implicit_reward', 'log_prob',
+      'mean_entropy'; for GSM8k also the compared 'answer' and 'reference_answer'.
     """
     start = time.time()
     name = config.describe()
@@ -175,11 +220,18 @@ class Evaluator:
         "scores": corpus,
         "diversity": {f"distinct_{n}": diversity_entry(
             metrics_lib.distinct_n(outputs, n, tokenize=self.tokenize), samples_per_input=1,
-            temperature=temperature, tokenize=self.tokenize) for n in DISTINCT_ORDERS}}
-    records = [{"index": i, "input": ex["inputs_text"], "reference": self.references[i],
-                "output": outputs[i], "scores": per_example[i]}
-               for i, ex in enumerate(self.examples)]
+            temperature=temperature, tokenize=self.tokenize) for n in DISTINCT_ORDERS},
+        "repeated_3gram_rate": metrics_lib.repeated_3gram_rate(outputs)}
+    scored = self.baseline_scores()
+    if scored:
+      summary["baselines"] = scored
+      summary["best_baseline"], summary["margin"] = baselines_lib.compare(corpus, scored,
+                                                                          self.metric)
     lengths = [predict.emitted_length(row, self.model.eos_id) for row in tokens]
+    records = [{"index": ex.get("index", i), "input": ex["inputs_text"],
+                "reference": self.references[i], "output": outputs[i],
+                "scores": per_example[i], "num_tokens": int(lengths[i])}
+               for i, ex in enumerate(self.examples)]
     if self._stats_fn is not None:
       stats = self.statistics(params, self.prompts, tokens)
       summary["entropy"] = {"mean_token_entropy": _mean_entropy(stats), "unit": "nats",
@@ -247,7 +299,8 @@ class Evaluator:
         sample.update(implicit_reward=float(stats["reward"][j]),
                       num_tokens=int(stats["num_tokens"][j]))
     summary["seconds"] = time.time() - start
-    records = [{"index": i, "input": self.examples[i]["inputs_text"],
+    records = [{"index": self.examples[i].get("index", i),
+                "input": self.examples[i]["inputs_text"],
                 "reference": self.references[i], "samples": samples[i * k:(i + 1) * k]}
                for i in range(n)]
     return summary, records
@@ -255,10 +308,30 @@ class Evaluator:
 
 def log_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
   """The scalars of an `evaluate` or `diversity` summary for metrics.jsonl / TensorBoard:
-  task scores, 'num_examples', and 'self_bleu' / 'distinct_n' values when present."""
+  task scores, 'num_examples', 'repeated_3gram_rate', the best baseline's scores as
+  'baseline_<score>' and 'margin', and 'self_bleu' when present."""
   out = {k: float(v) for k, v in summary["scores"].items()}
   if "num_examples" in summary:
     out["num_examples"] = float(summary["num_examples"])
+  if "repeated_3gram_rate" in summary:
+    out["repeated_3gram_rate"] = float(summary["repeated_3gram_rate"])
+  if "best_baseline" in summary:
+    best = summary["baselines"][summary["best_baseline"]["name"]]
+    out.update({f"baseline_{k}": float(v) for k, v in best["scores"].items()})
+    out["margin"] = float(summary["margin"])
   if "self_bleu" in summary:
     out["self_bleu"] = float(summary["self_bleu"]["value"])
   return out
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+  """One line: the task scores, the best baseline and the margin, the looping rate; e.g.
+  ``rouge1 34.20, rouge2 9.10 | best baseline (name_template) 27.30 | margin +6.90 |
+  repeated 3-grams 0.05``."""
+  line = ", ".join(f"{k} {v:.2f}" for k, v in summary["scores"].items())
+  if "best_baseline" in summary:
+    line += (f" | best baseline ({summary['best_baseline']['name']}) "
+             f"{summary['best_baseline']['score']:.2f} | margin {summary['margin']:+.2f}")
+  if "repeated_3gram_rate" in summary:
+    line += f" | repeated 3-grams {summary['repeated_3gram_rate']:.2f}"
+  return line

@@ -18,6 +18,7 @@ Diversity (DESIGN.md section 3; always report K, temperature and tokenisation wi
   words. Lower is more diverse.
 * :func:`distinct_n` - distinct n-grams / all n-grams over a set of texts (0-1).
 * :func:`mean_token_entropy` - mean policy entropy (nats) over real output tokens.
+* :func:`repeated_3gram_rate` - share of outputs with a word 3-gram occurring twice (looping).
 
 Tokenisation for BLEU, Self-BLEU and distinct-n is sacrebleu's (``'13a'`` by default, the
 standard for BLEU; ``'intl'``, ``'zh'``, ``'char'``, ``'none'`` ... also work).
@@ -98,6 +99,25 @@ def rouge(references: Sequence[str], predictions: Sequence[str],
   return {t: float(np.mean([s[t] for s in scores])) for t in rouge_types}
 
 
+def rouge1_matrix(candidates: Sequence[str], references: Sequence[str]) -> np.ndarray:
+  """ROUGE-1 F-measure (x100) of every candidate against every reference, each text tokenised
+  once (rouge-score's stemming tokenizer and n-gram scoring, as `rouge_per_example`).
+
+  Returns:
+    float64 [len(candidates), len(references)].
+  """
+  scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+  grams = lambda text: rouge_scorer._create_ngrams(  # pylint: disable=protected-access
+      scorer._tokenizer.tokenize(text), 1)  # pylint: disable=protected-access
+  refs = [grams(r) for r in references]
+  out = np.zeros([len(candidates), len(references)])
+  for i, candidate in enumerate(candidates):
+    c = grams(candidate)
+    out[i] = [rouge_scorer._score_ngrams(r, c).fmeasure  # pylint: disable=protected-access
+              for r in refs]
+  return 100.0 * out
+
+
 def bleu(references: Sequence[str], predictions: Sequence[str], *,
          tokenize: str = DEFAULT_TOKENIZE) -> float:
   """Corpus BLEU (sacrebleu defaults: 4-grams, exponential smoothing, one reference each).
@@ -144,13 +164,13 @@ def sentence_chrf_scores(references: Sequence[str], predictions: Sequence[str]) 
 # A number: an optional sign (ASCII or unicode minus, not glued to a preceding word or number,
 # so "2-3" is two numbers) and dollar sign, then digits with optional thousands commas and
 # decimals, or a bare decimal part.
-_NUMBER = re.compile(
+NUMBER_PATTERN = re.compile(
     r"(?:(?<![\w.])[-−])?\$?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _ANNOTATION = re.compile(r"<<[^>]*>>|<<[^>]*$")
 GSM8K_MARKER = "####"
 
 
-def _normalise_number(text: str) -> Optional[str]:
+def normalise_number(text: str) -> Optional[str]:
   """``'-$1,234.50'`` -> ``'-1234.5'``; ``'3.0'`` -> ``'3'``; None if not a number."""
   cleaned = re.sub(r"[\s$,]", "", text.replace("−", "-"))
   try:
@@ -178,10 +198,10 @@ def gsm8k_final_number(text: str) -> Optional[str]:
   """
   if GSM8K_MARKER in text:
     tail = text.rsplit(GSM8K_MARKER, 1)[1]
-    match = _NUMBER.search(tail)
-    return _normalise_number(match.group(0)) if match else None
-  matches = _NUMBER.findall(_ANNOTATION.sub(" ", text))
-  return _normalise_number(matches[-1]) if matches else None
+    match = NUMBER_PATTERN.search(tail)
+    return normalise_number(match.group(0)) if match else None
+  matches = NUMBER_PATTERN.findall(_ANNOTATION.sub(" ", text))
+  return normalise_number(matches[-1]) if matches else None
 
 
 def gsm8k_correct(references: Sequence[str], predictions: Sequence[str]) -> list[float]:
@@ -260,6 +280,28 @@ def distinct_n(texts: Sequence[str], n: int, *, tokenize: str = DEFAULT_TOKENIZE
     total += len(grams)
     distinct.update(grams)
   return len(distinct) / total if total else 0.0
+
+
+def has_repeated_ngram(text: str, n: int = 3) -> bool:
+  """Whether some n-gram of whitespace-separated words occurs twice or more in `text`.
+
+  (Whitespace words, not sacrebleu's: its 13a tokenizer splits GSM8k's ``####`` into a
+  repeated ``# # #``.)
+  """
+  words = text.split()
+  grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+  return len(set(grams)) < len(grams)
+
+
+def repeated_3gram_rate(texts: Sequence[str]) -> float:
+  """The share of `texts` (0-1) containing a repeated word 3-gram: a looping indicator.
+
+  Returns:
+    0.0 for no texts.
+  """
+  if not texts:
+    return 0.0
+  return float(np.mean([has_repeated_ngram(t, 3) for t in texts]))
 
 
 def mean_token_entropy(entropy_BT: Any, weights_BT: Any) -> float:

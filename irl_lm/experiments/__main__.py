@@ -36,8 +36,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def write_results(out_dir: str) -> dict[str, str]:
-  """Writes results.csv, aggregate.csv, curves.csv and scales.csv (`results.start_scales`)
-  under `out_dir`; returns their paths."""
+  """Writes results.csv, aggregate.csv, curves.csv, scales.csv (`results.start_scales`) and
+  examples.csv (`results.collect_examples`) under `out_dir`; returns their paths."""
   rows = results.collect(out_dir)
   curves = results.collect_curves(out_dir)
   return {"results": results.write_csv(rows, os.path.join(out_dir, "results.csv"),
@@ -46,7 +46,10 @@ def write_results(out_dir: str) -> dict[str, str]:
                                          os.path.join(out_dir, "aggregate.csv")),
           "curves": results.write_csv(curves, os.path.join(out_dir, "curves.csv")),
           "scales": results.write_csv(results.start_scales(curves),
-                                      os.path.join(out_dir, "scales.csv"))}
+                                      os.path.join(out_dir, "scales.csv")),
+          "examples": results.write_csv(results.collect_examples(out_dir),
+                                        os.path.join(out_dir, "examples.csv"),
+                                        results.EXAMPLE_COLUMNS)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

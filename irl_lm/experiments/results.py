@@ -14,9 +14,16 @@ one row of their status):
 Columns (`RUN_COLUMNS`, then the swept parameter columns, then `setting`, `temperature`,
 `beam_size`, the task's score columns, then `METRIC_COLUMNS`): sweep, point, method, seed,
 status, failed_phase, step, train_steps_per_second, train_seconds, ..., setting, temperature,
-beam_size, rouge1/rouge2/rougeLsum or accuracy or bleu/chrf, num_examples, self_bleu,
-self_bleu_k, self_bleu_temperature, self_bleu_tokenize, distinct_1, distinct_2,
-mean_entropy, reward_spearman_rho, reward_spearman_p, mean_summed_reward, checkpoint_step.
+beam_size, rouge1/rouge2/rougeLsum or accuracy or bleu/chrf, baseline (the best trivial
+baseline's name), baseline_<score> (its scores), margin (model − best baseline on the primary
+score), repeated_3gram_rate, num_examples, self_bleu, self_bleu_k, self_bleu_temperature,
+self_bleu_tokenize, distinct_1, distinct_2, mean_entropy, reward_spearman_rho,
+reward_spearman_p, mean_summed_reward, checkpoint_step.
+
+`collect_examples(out_dir)` gives ``examples.csv`` rows (sweep, point, method, seed, setting,
+index, score, length, reward, log_prob): every example of every per-example record file (the
+final evaluation's ``eval_<split>_<setting>.jsonl``, setting ``final_<setting>``, and evaluate
+mode's), so statistics over examples can be recomputed.
 
 `collect_curves(out_dir)` gives ``curves.csv`` rows (sweep, point, method, the swept columns,
 seed, step, metric, value) from each run's ``metrics.jsonl`` evaluation records
@@ -39,7 +46,7 @@ Row = dict[str, Any]
 RUN_COLUMNS = ("sweep", "point", "method", "seed", "status", "failed_phase", "step",
                "train_steps_per_second", "train_seconds", "loss_first", "loss_last")
 SETTING_COLUMNS = ("setting", "temperature", "beam_size")
-METRIC_COLUMNS = ("num_examples", "self_bleu", "self_bleu_k", "self_bleu_temperature",
+METRIC_COLUMNS = ("baseline", "margin", "repeated_3gram_rate", "num_examples", "self_bleu", "self_bleu_k", "self_bleu_temperature",
                   "self_bleu_tokenize", "distinct_1", "distinct_2", "mean_entropy",
                   "reward_spearman_rho", "reward_spearman_p", "mean_summed_reward",
                   "checkpoint_step")
@@ -106,7 +113,7 @@ def _setting_metrics(summary: Mapping[str, Any]) -> Row:
   method = decoding.get("method")
   row: Row = {"temperature": None if method == "beam" else decoding.get("temperature"),
               "beam_size": decoding.get("beam_size") if method == "beam" else None,
-              **dict(summary.get("scores") or {}),
+              **dict(summary.get("scores") or {}), **baseline_columns(summary),
               "num_examples": summary.get("num_examples")}
   if summary.get("self_bleu"):
     sb = summary["self_bleu"]
@@ -124,13 +131,41 @@ def _setting_metrics(summary: Mapping[str, Any]) -> Row:
   return row
 
 
+def baseline_columns(summary: Mapping[str, Any]) -> Row:
+  """'baseline', 'baseline_<score>', 'margin' and 'repeated_3gram_rate' of an evaluation
+  summary (those it has)."""
+  row: Row = {}
+  best = summary.get("best_baseline")
+  if best:
+    row["baseline"] = best["name"]
+    scores = summary["baselines"][best["name"]]["scores"]
+    row.update({f"baseline_{k}": v for k, v in scores.items()})
+    row["margin"] = summary.get("margin")
+  if "repeated_3gram_rate" in summary:
+    row["repeated_3gram_rate"] = summary["repeated_3gram_rate"]
+  return row
+
+
+def final_summaries(run_dir: str) -> list[tuple[str, str]]:
+  """(summary path, records path) of the train job's final evaluation files in `run_dir`."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(run_dir, "eval_*_summary.json"))):
+    out.append((path, path[:-len("_summary.json")] + ".jsonl"))
+  return out
+
+
 def run_rows(entry: Mapping[str, Any]) -> list[Row]:
   """The rows of one manifest entry: final greedy, each evaluate setting, diversity."""
   base = _run_row(entry)
   rows = []
   summary = _read_json(sweeps.train_summary_path(entry["run_dir"])) or {}
   if summary.get("eval"):
-    scores = {k: v for k, v in summary["eval"].items() if k not in ("num_examples", "self_bleu")}
+    scores = {k: v for k, v in summary["eval"].items()
+              if k in SCORE_NAMES or k.startswith("baseline_") or k in ("margin",
+                                                                       "repeated_3gram_rate")}
+    final = [_read_json(p) for p, _ in final_summaries(entry["run_dir"])]
+    if final and final[0] and final[0].get("best_baseline"):
+      scores["baseline"] = final[0]["best_baseline"]["name"]
     rows.append({**base, "setting": FINAL_SETTING, "temperature": 0.0, **scores,
                  "num_examples": summary["eval"].get("num_examples"),
                  "self_bleu": summary["eval"].get("self_bleu"),
@@ -150,6 +185,44 @@ def run_rows(entry: Mapping[str, Any]) -> list[Row]:
 def collect(out_dir: str) -> list[Row]:
   """One row per run × setting for every run of every sweep under `out_dir`."""
   return [row for m in manifests(out_dir) for entry in m["runs"] for row in run_rows(entry)]
+
+
+EXAMPLE_COLUMNS = ("sweep", "point", "method", "seed", "setting", "index", "score", "length",
+                   "reward", "log_prob")
+# The per-example score of examples.csv: the first of these a record has.
+EXAMPLE_SCORES = ("rouge1", "correct", "bleu")
+
+
+def example_rows(ident: Mapping[str, Any], setting: str,
+                 records: Sequence[Mapping[str, Any]]) -> list[Row]:
+  """`EXAMPLE_COLUMNS` rows of one setting's per-example records. Pure."""
+  rows = []
+  for record in records:
+    scores = record.get("scores") or {}
+    score = next((scores[k] for k in EXAMPLE_SCORES if k in scores), None)
+    rows.append({**ident, "setting": setting, "index": record.get("index"), "score": score,
+                 "length": record.get("num_tokens"), "reward": record.get("implicit_reward"),
+                 "log_prob": record.get("log_prob")})
+  return rows
+
+
+def collect_examples(out_dir: str) -> list[Row]:
+  """Every per-example record of every run under `out_dir` (see the module docstring)."""
+  rows = []
+  for m in manifests(out_dir):
+    for entry in m["runs"]:
+      ident = {"sweep": entry["sweep"], "point": entry["point"],
+               "method": entry["columns"].get("method", ""), "seed": entry["seed"]}
+      for summary_path, records_path in final_summaries(entry["run_dir"]):
+        summary = _read_json(summary_path) or {}
+        rows += example_rows(ident, f"final_{summary.get('setting', '')}",
+                             _read_jsonl(records_path))
+      path = sweeps.eval_summary_path(entry["run_dir"])
+      evaluation = (_read_json(path) if path else None) or {}
+      for name in evaluation.get("settings") or {}:
+        rows += example_rows(ident, name,
+                             _read_jsonl(os.path.join(os.path.dirname(path), f"{name}.jsonl")))
+  return rows
 
 
 def per_run(rows: Sequence[Row]) -> list[Row]:
@@ -197,15 +270,19 @@ def columns(rows: Sequence[Row], leading: Sequence[str] = ()) -> list[str]:
 
 
 SCORE_NAMES = ("rouge1", "rouge2", "rougeLsum", "rougeL", "accuracy", "bleu", "chrf")
+BASELINE_SCORE_COLUMNS = tuple(f"baseline_{s}" for s in SCORE_NAMES)
 
 
 def results_columns(rows: Sequence[Row]) -> list[str]:
   """The results CSV's column order (see the module docstring); swept columns after `seed`."""
-  known = {*RUN_COLUMNS, *SETTING_COLUMNS, *METRIC_COLUMNS, *SCORE_NAMES}
+  known = {*RUN_COLUMNS, *SETTING_COLUMNS, *METRIC_COLUMNS, *SCORE_NAMES,
+           *BASELINE_SCORE_COLUMNS}
   seen = columns(rows)
   scores = [c for c in SCORE_NAMES if c in seen]
+  baseline_scores = [c for c in BASELINE_SCORE_COLUMNS if c in seen]
   swept = [c for c in seen if c not in known]
-  return [*RUN_COLUMNS[:4], *swept, *RUN_COLUMNS[4:], *SETTING_COLUMNS, *scores, *METRIC_COLUMNS]
+  return [*RUN_COLUMNS[:4], *swept, *RUN_COLUMNS[4:], *SETTING_COLUMNS, *scores,
+          METRIC_COLUMNS[0], *baseline_scores, *METRIC_COLUMNS[1:]]
 
 
 def write_csv(rows: Sequence[Row], path: str, fieldnames: Optional[Sequence[str]] = None) -> str:
@@ -251,7 +328,8 @@ def mean_sem(values: Iterable[Optional[float]]) -> tuple[Optional[float], Option
 
 # Averaged over seeds by `aggregate` (a seed's measurements); every other column but `seed`
 # is configuration (constant within a point) and kept from the group's first row.
-MEASURED = frozenset({*SCORE_NAMES, "step", "train_steps_per_second", "train_seconds",
+MEASURED = frozenset({*SCORE_NAMES, *BASELINE_SCORE_COLUMNS, "margin", "repeated_3gram_rate",
+                      "step", "train_steps_per_second", "train_seconds",
                       "loss_first", "loss_last", "num_examples", "self_bleu", "distinct_1",
                       "distinct_2", "mean_entropy", "reward_spearman_rho", "reward_spearman_p",
                       "mean_summed_reward", "value"})

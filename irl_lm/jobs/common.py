@@ -91,6 +91,7 @@ def _check_training(settings: Mapping[str, Any]) -> None:
     if name in settings:
       _check_int(settings, name, minimum)
   _check_int(settings, "keep_checkpoints", 1, optional=True)
+  _check_int(settings, "eval_decode_every", 0, optional=True)
   lengths = settings["feature_lengths"]
   if not isinstance(lengths, Mapping) or not lengths or any(
       isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in lengths.values()):

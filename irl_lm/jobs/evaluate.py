@@ -37,6 +37,7 @@ from absl import logging
 
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import metrics as metrics_lib
+from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.evaluation.evaluator import Evaluator
 from irl_lm.jobs import common
 
@@ -84,7 +85,8 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
   Args:
     run_dir: the training run directory (the runner passes the one the gin files name).
     split: the split to decode (default the run's ``train.eval_split``, else 'validation').
-    num_examples: the first N examples of the split (None: all of it).
+    num_examples: a seeded random subset of N examples of the split, the same as the train
+      job's evaluation of N (None: all of it); their indices are in ``summary.json``.
     settings, temperatures, beam_sizes: the decoding settings (see :func:`resolve_settings`).
     diversity_samples: K samples per input for Self-BLEU / distinct-n (0 or 1 skips it).
     diversity_temperature: the temperature of those samples.
@@ -122,7 +124,7 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
 
   from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
   examples = pipeline.get_examples(task_name, split, num_examples=num_examples,
-                                   feature_lengths=lengths)
+                                   feature_lengths=lengths, seed=pipeline.EVAL_SUBSET_SEED)
   k = diversity_samples if diversity_samples >= 2 else 1
   restored = common.restore_run(run_dir, run, rows=len(examples) * k, batch_size=batch_size,
                                 checkpoint_step=checkpoint_step)
@@ -150,7 +152,7 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     summary.update(context)
     write(summary["setting"], summary, records)
     summaries[summary["setting"]] = summary
-    logging.info("evaluate %s: %s", summary["setting"], summary["scores"])
+    logging.info("evaluate %s: %s", summary["setting"], evaluator_lib.describe(summary))
 
   diversity = None
   if diversity_samples >= 2:
@@ -159,7 +161,8 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     diversity.update(context)
     write(diversity["setting"], diversity, records)
   result = {"output_dir": os.path.abspath(output_dir), **context, "settings": summaries,
-            "diversity": diversity}
+            "diversity": diversity,
+            "example_indices": [int(ex["index"]) for ex in evaluator.examples]}
   if writer:
     common.write_json(os.path.join(output_dir, "summary.json"), result)
     _print_table(result)
@@ -167,15 +170,21 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
 
 
 def _print_table(result: Mapping[str, Any]) -> None:
-  """One line per setting: task scores, distinct-2, entropy, reward correlation."""
+  """One line per setting: task scores, best baseline and margin, distinct-2, looping rate,
+  entropy, reward correlation; then the baselines' outputs / rules."""
   print(f"\nEvaluated {result['task']}/{result['split']} ({result['num_examples']} examples, "
         f"checkpoint {result['checkpoint_step']}) -> {result['output_dir']}")
   for name, s in result["settings"].items():
-    scores = ", ".join(f"{k} {v:.2f}" for k, v in s["scores"].items())
+    scores = evaluator_lib.describe(s)
     rho = s["reward"]["spearman"]["rho"]
     print(f"  {name:>22}: {scores} | distinct-2 {s['diversity']['distinct_2']['value']:.3f} | "
           f"entropy {s['entropy']['mean_token_entropy']:.3f} | reward~{s['reward']['score']} "
           f"rho {'n/a' if rho is None else f'{rho:.3f}'}")
+  first = next(iter(result["settings"].values()), {})
+  for name, b in (first.get("baselines") or {}).items():
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in b["scores"].items())
+    what = f"output {b['output']!r}" if "output" in b else f"rule {b['rule']}"
+    print(f"  {'baseline ' + name:>22}: {scores} | {what}")
   d = result.get("diversity")
   if d:
     print(f"  {d['setting']:>22}: Self-BLEU {d['self_bleu']['value']:.2f} "

@@ -26,6 +26,7 @@ from irl_lm.partitioning import Partitioner
 from irl_lm.training import optimizers
 from irl_lm.training import step as step_lib
 from irl_lm.training import trainer
+from irl_lm.training import validation
 from irl_lm.training.objectives import IQLearn, Objective
 
 Batch = Mapping[str, np.ndarray]
@@ -43,7 +44,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           eval_split: str = "validation", eval_examples: int = 128,
           eval_batch_size: Optional[int] = None,
           decoding: DecodingConfig = DecodingConfig(),
-          eval_every: int = 0, eval_diversity_examples: int = 0,
+          eval_every: int = 0, eval_decode_every: Optional[int] = None,
+          eval_diversity_examples: int = 0,
           eval_diversity_samples: int = 4,
           batches: Optional[Iterator[Batch]] = None,
           tensorboard: bool = True,
@@ -76,10 +78,19 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
     checkpoint_every, keep_checkpoints: Orbax checkpoint interval and retention.
     log_every: steps between metric records / progress lines.
     eval_split, eval_examples, eval_batch_size, decoding: the evaluation after training (0
-      examples skips every evaluation): task scores of `decoding` on the first `eval_examples`
-      of the split.
+      examples skips every evaluation): task scores of `decoding` on a seeded random subset
+      of `eval_examples` of the split (`pipeline.EVAL_SUBSET_SEED`, as evaluate mode), next
+      to the task's trivial baselines (`eval_<split>/baseline_<score>`, `/margin`) and with
+      `/repeated_3gram_rate`; the final one also writes per-example records with implicit
+      rewards and log-probs (`eval_<split>_<setting>.jsonl`). Every evaluation also logs the
+      teacher-forced validation loss of the objective (`eval_<split>/nll`, `/td_loss`,
+      `/loss`, ...) on the first `eval_examples // batch_size` (at least one) batches of
+      `batch_size` of the split.
     eval_every: also evaluate every K steps during training (0: only at the end), into
       metrics.jsonl / TensorBoard as `eval_<split>/<score>`.
+    eval_decode_every: decode (task scores, baselines) only at the evaluations whose step is
+      a multiple of this (None: at every one; 0: only the final one); the others log only the
+      teacher-forced validation loss.
     eval_diversity_examples, eval_diversity_samples: with N > 0, each evaluation also draws K
       samples at temperature 1 for the first N examples and logs their Self-BLEU
       (`eval_<split>/self_bleu`, K and 13a tokenisation as in evaluate mode).
@@ -162,20 +173,31 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
       evaluator = evaluator_lib.Evaluator(
           model, task=task, split=eval_split, num_examples=eval_examples,
           feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
-          partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False)
+          partitioner=partitioner, param_shardings=layout.param_shardings)
+      loss_fn = validation.make_loss_fn(model, objective, partitioner=partitioner,
+                                        param_shardings=layout.param_shardings)
+      loss_batches = _validation_batches(model, task, eval_split, feature_lengths, batch_size,
+                                         max(1, eval_examples // batch_size))
 
-    def evaluate(step: int, params: Any) -> tuple[dict[str, float], dict, list]:
-      summary, records = evaluator.evaluate(params, decoding)
-      metrics = evaluator_lib.log_metrics(summary)
-      if eval_diversity_examples > 0:
+    def evaluate(step: int, params: Any, final: bool = False
+                 ) -> tuple[dict[str, float], Optional[dict], list]:
+      metrics = validation.mean_metrics(loss_fn, params, loss_batches)
+      line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("nll", "td_loss"))
+      summary, records = None, []
+      if final or eval_decode_every is None or (eval_decode_every > 0 and
+                                                step % eval_decode_every == 0):
+        summary, records = evaluator.evaluate(params, decoding)
+        summary["teacher_forced"] = dict(metrics)
+        metrics.update(evaluator_lib.log_metrics(summary))
+        line = evaluator_lib.describe(summary) + (f" | {line}" if line else "")
+      if summary is not None and eval_diversity_examples > 0:
         diversity, _ = evaluator.diversity(params, samples_per_input=eval_diversity_samples,
                                            seed=decoding.seed,
                                            num_inputs=eval_diversity_examples)
         metrics["self_bleu"] = diversity["self_bleu"]["value"]
         summary["self_bleu"] = diversity["self_bleu"]
       log.write(step, f"eval_{eval_split}", metrics)
-      trainer.console(f"step {step} | eval_{eval_split} " +
-                      ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+      trainer.console(f"step {step} | eval_{eval_split} {line}")
       return metrics, summary, records
 
     state, history, train_seconds = trainer.fit(
@@ -189,7 +211,7 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
 
     eval_metrics = None
     if evaluator is not None:
-      eval_metrics, summary, records = evaluate(int(state.step), state.params)
+      eval_metrics, summary, records = evaluate(int(state.step), state.params, final=True)
       if common.is_writer():
         name = os.path.join(run_dir, f"eval_{eval_split}_{summary['setting']}")
         common.write_json_lines(f"{name}.jsonl", records)
@@ -204,6 +226,23 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
           "loss_first": losses[0] if losses else None,
           "loss_last": losses[-1] if losses else None,
           "history": history, "eval": eval_metrics}
+
+
+def _validation_batches(model: Any, task: str, split: str, feature_lengths: Mapping[str, int],
+                        batch_size: int, num_batches: int) -> list[Batch]:
+  """The first `num_batches` unshuffled batches of `split` (this host's rows), fewer when the
+  split is smaller: the fixed set the validation loss is measured on."""
+  from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top (TF)
+  batches = pipeline.get_batches(
+      task, split, feature_lengths=dict(feature_lengths),
+      batch_size=batch_size // jax.process_count(), shuffle=False, seed=None,
+      feature_converter=model.feature_converter(False), repeat=False,
+      num_shards=jax.process_count(), shard_index=jax.process_index())
+  out = [dict(b) for _, b in zip(range(num_batches), batches)]
+  if not out:
+    logging.warning("the %s split has fewer examples than one batch of %d: no validation "
+                    "loss is logged.", split, batch_size)
+  return out
 
 
 def _flops_per_step(model: Any, batch_size: int, feature_lengths: Mapping[str, int]

@@ -130,15 +130,35 @@ def test_get_examples():
   vocab = pipeline.get_vocabulary("stdlib_docstrings")
   examples = pipeline.get_examples("stdlib_docstrings", "validation", num_examples=4,
                                    feature_lengths=LENGTHS)
-  assert len(examples) == 4
+  assert [ex["index"] for ex in examples] == [0, 1, 2, 3]
   for ex, raw in zip(examples, val):
     assert ex["inputs_text"] == raw["code"] and ex["targets_text"] == raw["summary"]
-    assert set(ex) == {"inputs_text", "targets_text", "input_tokens", "target_tokens"}
+    assert set(ex) == {"index", "inputs_text", "targets_text", "input_tokens", "target_tokens"}
     assert ex["input_tokens"].dtype == np.int32 and ex["target_tokens"].dtype == np.int32
     expected = vocab.encode(raw["code"])[:LENGTHS["inputs"] - 1] + [1]
     np.testing.assert_array_equal(ex["input_tokens"], _padded(expected, LENGTHS["inputs"]))
     expected = vocab.encode(raw["summary"])[:LENGTHS["targets"] - 1] + [1]
     np.testing.assert_array_equal(ex["target_tokens"], _padded(expected, LENGTHS["targets"]))
+
+
+def test_seeded_subset_of_examples_and_texts():
+  val = sd.load_examples("validation")
+  indices = pipeline.subset_indices(len(val), 5, seed=0)
+  assert len(set(indices)) == 5 and list(indices) == sorted(indices)
+  assert list(indices) != list(range(5)) and max(indices) < len(val)
+  np.testing.assert_array_equal(pipeline.subset_indices(len(val), 5, seed=0), indices)
+  assert list(pipeline.subset_indices(len(val), 5, seed=1)) != list(indices)
+  assert list(pipeline.subset_indices(3, 5, seed=0)) == [0, 1, 2]
+  assert list(pipeline.subset_indices(10, 2, seed=None)) == [0, 1]
+  examples = pipeline.get_examples("stdlib_docstrings", "validation", num_examples=5,
+                                   feature_lengths=LENGTHS, seed=0)
+  assert [ex["index"] for ex in examples] == list(indices)
+  assert [ex["targets_text"] for ex in examples] == [val[i]["summary"] for i in indices]
+  texts = pipeline.get_texts("stdlib_docstrings", "validation", num_examples=5, seed=0)
+  assert texts == {"index": list(indices), "inputs": [val[i]["code"] for i in indices],
+                   "targets": [val[i]["summary"] for i in indices]}
+  everything = pipeline.get_texts("stdlib_docstrings", "validation")
+  assert everything["index"] == list(range(len(val)))
 
 
 def test_unknown_task_and_split_errors():

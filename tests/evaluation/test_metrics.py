@@ -145,3 +145,19 @@ def test_split_sentences():
       "J. Smith wrote e.g. this (really.)\nok\nnext line")
   assert metrics.split_sentences("Return the sum of x and y") == "Return the sum of x and y"
   assert metrics.split_sentences("Version 1.5 is out.") == "Version 1.5 is out."
+
+
+def test_repeated_3gram_rate():
+  texts = ["a b c a b c", "a b c d", "#### 72", "x y z x y w", "go go go go"]
+  assert [metrics.has_repeated_ngram(t) for t in texts] == [True, False, False, False, True]
+  assert metrics.repeated_3gram_rate(texts) == pytest.approx(0.4)
+  assert metrics.repeated_3gram_rate([]) == 0.0
+
+
+def test_rouge1_matrix_matches_rouge_per_example():
+  cands, refs = ["the cat sat", "dogs running fast"], ["a cat sat down", "the dog runs", "x"]
+  matrix = metrics.rouge1_matrix(cands, refs)
+  expected = [[metrics.rouge_per_example([r], [c])[0]["rouge1"] for r in refs] for c in cands]
+  assert matrix.shape == (2, 3)
+  np.testing.assert_allclose(matrix, expected)
+  assert matrix[1, 1] == pytest.approx(200 / 3)  # dog~dogs, run~running (stemmed)

@@ -21,7 +21,12 @@ def setting_summary(name: str, rouge1: float, *, rho: Optional[float] = 0.3,
                                         "rougeLsum": rouge1},
           "diversity": {"distinct_1": {"value": distinct_2 / 2},
                         "distinct_2": {"value": distinct_2}},
-          "entropy": {"mean_token_entropy": 2.0},
+          "entropy": {"mean_token_entropy": 2.0}, "repeated_3gram_rate": 0.25,
+          "baselines": {"constant": {"output": "Return x.", "scores": {"rouge1": 12.0}},
+                        "name_template": {"rule": "Return the {words}.",
+                                          "scores": {"rouge1": 15.0, "rouge2": 3.0}}},
+          "best_baseline": {"name": "name_template", "score": 15.0, "metric": "rouge1"},
+          "margin": rouge1 - 15.0,
           "reward": {"spearman": {"rho": rho, "p_value": 0.1, "n": 8},
                      "mean_summed_reward": -3.0, "gamma": 1.0}}
 
@@ -35,7 +40,14 @@ def fake_run(run_dir: str, *, step: int = 10, rouge1: float = 20.0, self_bleu: f
   _write(os.path.join(run_dir, "summary.json"), {
       "final_step": step, "train_seconds": 5.0, "loss_first": 2.0, "loss_last": 1.0,
       "history": history, "eval": {"rouge1": rouge1, "rouge2": 1.0, "rougeLsum": rouge1,
-                                   "num_examples": 8.0}})
+                                   "num_examples": 8.0, "baseline_rouge1": 15.0,
+                                   "baseline_rouge2": 3.0, "margin": rouge1 - 15.0,
+                                   "repeated_3gram_rate": 0.5, "nll": 2.5}})
+  _write(os.path.join(run_dir, "eval_validation_greedy_summary.json"),
+         setting_summary("greedy", rouge1))
+  with open(os.path.join(run_dir, "eval_validation_greedy.jsonl"), "w") as f:
+    for index in (3, 7):
+      f.write(json.dumps(example_record(index)) + "\n")
   with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
     for s, value in [*curve, (step, rouge1)]:
       f.write(json.dumps({"step": s, "train/loss": 1.0}) + "\n")
@@ -53,6 +65,18 @@ def fake_run(run_dir: str, *, step: int = 10, rouge1: float = 20.0, self_bleu: f
            {"settings": {n: setting_summary(n, rouge1) for n in settings},
             "diversity": diversity, "checkpoint_step": step, "task": "stdlib_docstrings",
             "split": "validation", "num_examples": 8})
+    for name in settings:
+      path = os.path.join(run_dir, "eval", f"stdlib_docstrings_validation_step{step}",
+                          f"{name}.jsonl")
+      with open(path, "w") as f:
+        f.write(json.dumps(example_record(5)) + "\n")
+
+
+def example_record(index: int) -> dict:
+  """A per-example record as the evaluator writes it (score, length, reward from `index`)."""
+  return {"index": index, "input": "def f(): pass", "reference": "Do f.", "output": "Return f.",
+          "scores": {"rouge1": 10.0 * index, "rouge2": 0.0}, "num_tokens": index + 1,
+          "implicit_reward": -0.5 * index, "log_prob": -1.0 * index}
 
 
 SWEEP_GIN = """

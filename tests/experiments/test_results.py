@@ -74,6 +74,35 @@ def test_csv_has_every_run_and_setting_including_failed(tmp_path):
   assert first["greedy"]["train_steps_per_second"] == 2.0  # the first (compiling) one is left out
   failed = [r for r in back if r["status"] == "failed"]
   assert len(failed) == 1 and failed[0]["point"] == runs[-1].point
+  for setting in ("final_greedy", "greedy", "beam4"):
+    row = first[setting]
+    assert (row["baseline"], row["baseline_rouge1"]) == ("name_template", 15.0)
+    assert row["margin"] == row["rouge1"] - 15.0 == 10.0 - 15.0
+  assert first["final_greedy"]["repeated_3gram_rate"] == 0.5
+  assert first["greedy"]["repeated_3gram_rate"] == 0.25
+  assert "nll" not in header  # the validation loss is in curves.csv, not a results column
+  assert header.index("baseline") < header.index("baseline_rouge1") < header.index("margin")
+  agg = {(a["point"], a["setting"]): a for a in results.aggregate(back)}
+  mle_greedy = [r["rouge1"] - 15.0 for r in back if (r["point"], r["setting"]) == ("mle", "greedy")]
+  assert agg[("mle", "greedy")]["margin_mean"] == pytest.approx(sum(mle_greedy) / 2)
+  assert agg[("mle", "greedy")]["baseline"] == "name_template"
+
+
+def test_examples_csv_has_every_example_of_every_setting(tmp_path):
+  out, runs = _toy_out(tmp_path)
+  rows = results.collect_examples(out)
+  path = results.write_csv(rows, str(tmp_path / "examples.csv"), results.EXAMPLE_COLUMNS)
+  back = results.read_csv(path)
+  assert list(back[0]) == list(results.EXAMPLE_COLUMNS)
+  mine = [r for r in back if r["point"] == "mle" and r["seed"] == 0]
+  assert [(r["setting"], r["index"]) for r in mine] == [
+      ("final_greedy", 3), ("final_greedy", 7), ("greedy", 5), ("beam4", 5),
+      ("sample_t0.5", 5)]
+  assert mine[1] == {"sweep": "toy", "point": "mle", "method": "mle", "seed": 0,
+                     "setting": "final_greedy", "index": 7, "score": 70.0, "length": 8,
+                     "reward": -3.5, "log_prob": -7.0}
+  failed = (runs[-1].point, runs[-1].seed)  # the failed run wrote none
+  assert not [r for r in back if (r["point"], r["seed"]) == failed]
 
 
 def test_curves_rows_from_metrics_jsonl(tmp_path):

@@ -124,6 +124,18 @@ def test_files_and_summaries(evaluated):
         r["num_tokens"] for r in records)
     assert summary["entropy"]["mean_token_entropy"] == pytest.approx(entropy, rel=1e-5)
     assert summary["checkpoint_step"] == STEPS and summary["metric"] == "gsm8k"
+    assert summary["repeated_3gram_rate"] == metrics.repeated_3gram_rate(outs)
+    # Baselines chosen on train (every answer twice: the first, 5, is the most frequent; the
+    # first rule with the best train accuracy, 1 of 4, is the sum), scored on the 4 examples.
+    assert summary["baselines"] == {
+        "constant": {"output": "#### 5", "scores": {"accuracy": 25.0},
+                     "repeated_3gram_rate": 0.0},
+        "numbers_rule": {"rule": "sum of all numbers", "scores": {"accuracy": 25.0},
+                         "repeated_3gram_rate": 0.0}}
+    assert summary["best_baseline"] == {"name": "constant", "score": 25.0, "metric": "accuracy"}
+    assert summary["margin"] == pytest.approx(summary["scores"]["accuracy"] - 25.0)
+  with open(os.path.join(out, "summary.json")) as f:
+    assert json.load(f)["example_indices"] == [0, 1, 2, 3]
 
 
 def test_outputs_rewards_and_calculator(evaluated):

@@ -184,3 +184,46 @@ def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
     final = json.load(f)
   assert final["self_bleu"]["value"] == summary["eval"]["self_bleu"]
   assert (final["self_bleu"]["samples_per_input"], final["self_bleu"]["temperature"]) == (4, 1.0)
+
+
+@pytest.mark.slow
+def test_validation_loss_every_eval_decoding_only_at_the_end(tmp_path):
+  """`eval_decode_every = 0`: the periodic evaluations log only the teacher-forced validation
+  loss; the final one also decodes, shows the baselines and writes per-example records."""
+  model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096,
+                                                  activation_dtype=jnp.float32,
+                                                  num_encoder_layers=1, num_decoder_layers=1))
+  summary = train_job.train(
+      run_dir=str(tmp_path), model=model, task="stdlib_docstrings",
+      feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, num_train_steps=4,
+      objective=objectives.IQLearn(td_weight=0.5),
+      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      optimizer=lambda schedule: optax.adam(schedule),
+      schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
+      log_every=2, eval_examples=16, eval_batch_size=8, eval_every=2, eval_decode_every=0,
+      tensorboard=False)
+  with open(tmp_path / "metrics.jsonl") as f:
+    evals = [r for r in map(json.loads, f) if "eval_validation/nll" in r]
+  assert [r["step"] for r in evals] == [2, 4]
+  assert "eval_validation/rouge1" not in evals[0]
+  for key in ("rouge1", "baseline_rouge1", "margin", "repeated_3gram_rate"):
+    assert f"eval_validation/{key}" in evals[1]
+  last = evals[1]
+  assert last["eval_validation/margin"] == pytest.approx(
+      last["eval_validation/rouge1"] - last["eval_validation/baseline_rouge1"])
+  assert last["eval_validation/loss"] == pytest.approx(
+      last["eval_validation/nll"] + 0.5 * last["eval_validation/td_loss"], rel=1e-4)
+  assert evals[1]["eval_validation/nll"] < evals[0]["eval_validation/nll"]
+  with open(tmp_path / "eval_validation_greedy_summary.json") as f:
+    final = json.load(f)
+  assert set(final["baselines"]) == {"constant", "name_template"}
+  assert final["best_baseline"]["score"] == max(
+      b["scores"]["rouge1"] for b in final["baselines"].values())
+  assert final["teacher_forced"]["nll"] == last["eval_validation/nll"]
+  with open(tmp_path / "eval_validation_greedy.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  indices = [r["index"] for r in records]
+  assert len(indices) == 16 and indices == sorted(set(indices)) and indices != list(range(16))
+  for r in records:
+    assert r["log_prob"] <= 0.0 and r["num_tokens"] >= 1 and "implicit_reward" in r
+  assert summary["eval"]["margin"] == last["eval_validation/margin"]
