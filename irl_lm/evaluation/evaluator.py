@@ -9,6 +9,9 @@ the mesh's 'data' axis, the parameters laid out as in training) in the batched l
 With `statistics=True` every output is also teacher-forced once more for its summed implicit
 reward (DESIGN.md section 1.2), log-probability and policy entropy, and the summary gets the
 mean summed reward and its Spearman correlation with the per-example score.
+
+On the known-distribution task the summary also gets the exact metrics of
+`irl_lm.evaluation.known_distribution` (forward / reverse KL, coverage, reward-teacher Spearman).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from irl_lm.decoding.config import DecodingConfig, make_decode_fn, make_sampler
+from irl_lm.evaluation import known_distribution
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import predict
 from irl_lm.evaluation import rewards as rewards_lib
@@ -95,6 +99,7 @@ class Evaluator:
         model, gamma=gamma, partitioner=partitioner, param_shardings=param_shardings)
                       if statistics else None)
     self._decoders: dict[Any, Any] = {}
+    self._known = known_distribution.KnownDistributionAnalysis.for_task(task, self, gamma=gamma)
 
   @property
   def num_examples(self) -> int:
@@ -159,7 +164,9 @@ class Evaluator:
     Returns:
       (summary, records). summary: 'setting', 'decoding', 'num_examples', 'scores' (corpus
       task scores), 'diversity' (distinct-1/2 of the outputs), 'mean_output_tokens', 'seconds'
-      and, with statistics, 'entropy' and 'reward'. records, one per example: 'index',
+      and, with statistics, 'entropy' and 'reward'; on the known-distribution task also
+      'forward_kl', 'reverse_kl', 'coverage', 'reward_teacher_spearman', 'known_distribution'.
+      records, one per example: 'index',
       'input', 'reference', 'output', 'scores' and, with statistics, 'implicit_reward',
       'log_prob', 'num_tokens', 'mean_entropy'; for GSM8k also the compared 'answer' and
       'reference_answer'.
@@ -196,6 +203,9 @@ class Evaluator:
         record["answer"] = metrics_lib.gsm8k_final_number(record["output"])
         record["reference_answer"] = metrics_lib.gsm8k_final_number(record["reference"])
     summary["mean_output_tokens"] = float(np.mean(lengths))
+    if self._known is not None:  # exact metrics against the task's known teacher
+      sampling = DecodingConfig("sample", temperature=1.0, seed=config.seed)
+      summary.update(self._known(params, lambda p: self.decode(params, sampling, p)[0]))
     summary["seconds"] = time.time() - start
     return summary, records
 
@@ -261,4 +271,6 @@ def log_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     out["num_examples"] = float(summary["num_examples"])
   if "self_bleu" in summary:
     out["self_bleu"] = float(summary["self_bleu"]["value"])
+  out.update({k: float(summary[k]) for k in known_distribution.TOP_LEVEL_KEYS
+              if summary.get(k) is not None})
   return out

@@ -162,7 +162,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
       evaluator = evaluator_lib.Evaluator(
           model, task=task, split=eval_split, num_examples=eval_examples,
           feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
-          partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False)
+          partitioner=partitioner, param_shardings=layout.param_shardings, statistics=False,
+          gamma=float(getattr(objective, "gamma", 1.0)))
 
     def evaluate(step: int, params: Any) -> tuple[dict[str, float], dict, list]:
       summary, records = evaluator.evaluate(params, decoding)
