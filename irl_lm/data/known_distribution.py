@@ -354,18 +354,21 @@ def _teacher_config(settings: Mapping[str, Any]) -> TeacherConfig:
 
 
 def known_task(task_name: str) -> Optional[KnownTask]:
-  """The teacher and training data of a known-distribution task, or None for other tasks."""
+  """The teacher and training data of a known-distribution task, or None for other tasks.
+
+  The settings its gin factory recorded last win, then those it was registered with, then (for
+  the default name) the defaults.
+  """
+  entry = spec.configured(task_name)
+  if entry is not None:
+    if entry[0] is not SPEC:
+      return None
+    settings = entry[1]
+    return KnownTask(Teacher(_teacher_config(settings)), settings.get("sizes"),
+                     settings.get("train_examples"))
   if task_name in _TASKS:
     return _TASKS[task_name]
-  entry = spec.configured(task_name)
-  if entry is not None and entry[0] is SPEC:
-    settings = entry[1]
-  elif entry is None and task_name == TASK:
-    settings = {}
-  else:
-    return None
-  return KnownTask(Teacher(_teacher_config(settings)), settings.get("sizes"),
-                   settings.get("train_examples"))
+  return KnownTask(Teacher(), None, None) if task_name == TASK else None
 
 
 def register(name: str = TASK, *, num_symbols: Optional[int] = None,
