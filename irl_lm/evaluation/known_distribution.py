@@ -263,6 +263,25 @@ def _token_lp(rows_NTV: np.ndarray, indices_NT: np.ndarray) -> np.ndarray:
   return np.take_along_axis(rows_NTV, np.maximum(indices_NT, 0)[..., None], axis=-1)[..., 0]
 
 
+def _on_teacher_samples(teacher: kd.Teacher, prompts_MK: np.ndarray, ids_MK: np.ndarray,
+                        access: "ModelAccess", rng: np.random.Generator) -> dict[str, Any]:
+  """One teacher sample per row; the exact per-position KL to the teacher-forced model."""
+  s, eos, length = teacher.num_symbols, teacher.eos, access.max_length
+  seqs = teacher.sample(prompts_MK, rng)
+  idx = np.full((len(seqs), length), eos, np.int64)
+  for i, seq in enumerate(seqs):
+    idx[i, :len(seq)] = seq
+  mask = np.arange(length)[None, :] < np.array([len(q) for q in seqs])[:, None]
+  rows = teacher_rows(teacher, prompts_MK, idx)
+  model = access.teacher_forced(ids_MK, _to_ids(seqs, s, length))
+  q_rows = model["log_probs"].astype(np.float64)[..., kd.support_ids(s)]
+  token_lp = _token_lp(rows, idx)
+  return {"sequences": seqs, "mask": mask, "token_lp": token_lp,
+          "token_lps": [row[:len(seq)] for row, seq in zip(token_lp, seqs)],
+          "kl": masked_mean(per_position_kl(rows, q_rows), mask),
+          "model_nll": masked_mean(-_token_lp(q_rows, idx), mask)}
+
+
 def analyse(task: kd.KnownTask, prompts_NL: np.ndarray, prompt_ids_NL: np.ndarray,
             access: ModelAccess, *, gamma: float, samples_per_prompt: int = SAMPLES_PER_PROMPT,
             seed: int = 0) -> dict[str, Any]:
@@ -289,18 +308,9 @@ def analyse(task: kd.KnownTask, prompts_NL: np.ndarray, prompt_ids_NL: np.ndarra
   ids_MK = np.repeat(prompt_ids_NL, k, axis=0)
 
   # Forward: teacher samples, exact per-position KL to the teacher-forced model.
-  teacher_seqs = teacher.sample(prompts_MK, np.random.default_rng([teacher.config.seed, 7, seed]))
-  t_idx = np.full((len(teacher_seqs), length), eos, np.int64)
-  for i, seq in enumerate(teacher_seqs):
-    t_idx[i, :len(seq)] = seq
-  t_mask = np.arange(length)[None, :] < np.array([len(q) for q in teacher_seqs])[:, None]
-  t_rows = teacher_rows(teacher, prompts_MK, t_idx)
-  model_on_teacher = access.teacher_forced(ids_MK, _to_ids(teacher_seqs, s, length))
-  q_rows = model_on_teacher["log_probs"].astype(np.float64)[..., kd.support_ids(s)]
-  forward = masked_mean(per_position_kl(t_rows, q_rows), t_mask)
-  model_nll = masked_mean(-_token_lp(q_rows, t_idx), t_mask)
-  teacher_entropy = teacher.per_token_entropy(prompts_NL)
-  t_token_lp = _token_lp(t_rows, t_idx)
+  forward = _on_teacher_samples(teacher, prompts_MK, ids_MK, access,
+                                np.random.default_rng([teacher.config.seed, 7, seed]))
+  teacher_seqs = forward["sequences"]
 
   # Reverse: the model's own samples.
   tokens = access.sample(ids_MK)
@@ -318,10 +328,10 @@ def analyse(task: kd.KnownTask, prompts_NL: np.ndarray, prompt_ids_NL: np.ndarra
   n = len(prompts_NL)
   m_seqs = [row[keep] for row, keep in zip(m_idx, m_emitted)]
   m_lps = [row[keep] for row, keep in zip(m_teacher_lp, m_emitted)]
-  t_lps = [row[:len(seq)] for row, seq in zip(_token_lp(t_rows, t_idx), teacher_seqs)]
   group = lambda items: [items[i * k:(i + 1) * k] for i in range(n)]
   cover = coverage_by_prefix(group(m_seqs), group(m_lps), length).mean(axis=0)
-  t_cover = coverage_by_prefix(group(teacher_seqs), group(t_lps), length).mean(axis=0)
+  t_cover = coverage_by_prefix(group(teacher_seqs), group(forward["token_lps"]),
+                               length).mean(axis=0)
   m_seq_lp = np.array([np.sum(lp) if len(seq) and seq[-1] == eos else -np.inf
                        for seq, lp in zip(m_seqs, m_lps)])
   log_pi = model_on_samples["log_prob"].astype(np.float64)
@@ -334,10 +344,11 @@ def analyse(task: kd.KnownTask, prompts_NL: np.ndarray, prompt_ids_NL: np.ndarra
   rho_norm, _ = within_group_spearman((log_pi / num_tokens).reshape(n, k), target)
 
   unigram = unigram_log_probs(task.train_continuations(), s)
+  teacher_entropy = teacher.per_token_entropy(prompts_NL)
   details = {
       "teacher_entropy": teacher_entropy,
-      "model_nll": model_nll,
-      "nll_minus_teacher_entropy": model_nll - teacher_entropy,
+      "model_nll": forward["model_nll"],
+      "nll_minus_teacher_entropy": forward["model_nll"] - teacher_entropy,
       "model_sample_entropy": masked_mean(entropy_of(lp_full), m_mask),
       "teacher_coverage": float(t_cover[prefix]),
       "coverage_prefix_length": prefix + 1,
@@ -345,13 +356,14 @@ def analyse(task: kd.KnownTask, prompts_NL: np.ndarray, prompt_ids_NL: np.ndarra
       "teacher_sequence_coverage": float(t_cover[-1]),
       "coverage_by_prefix_length": cover.tolist(),
       "teacher_coverage_by_prefix_length": t_cover.tolist(),
-      "model_distinct_fraction": len({(i // k, tuple(q)) for i, q in enumerate(m_seqs)}) / (n * k),
+      "model_distinct_fraction": len({(i // k, tuple(q)) for i, q in enumerate(m_seqs)}) / len(
+          m_seqs),
       "off_support_fraction": float(np.mean(off_support)),
       "model_mean_length": float(np.mean(np.sum(m_mask, axis=1))),
-      "teacher_mean_length": float(np.mean(np.sum(t_mask, axis=1))),
+      "teacher_mean_length": float(np.mean(np.sum(forward["mask"], axis=1))),
       "teacher_logprob_by_position": by_position(m_teacher_lp, m_mask),
       "model_logprob_by_position": by_position(m_model_lp, m_mask),
-      "teacher_sample_logprob_by_position": by_position(t_token_lp, t_mask),
+      "teacher_sample_logprob_by_position": by_position(forward["token_lp"], forward["mask"]),
       "logprob_teacher_spearman": rho_lp,
       "length_normalised_logprob_teacher_spearman": rho_norm,
       "spearman_prompts": n_reward,
@@ -359,7 +371,7 @@ def analyse(task: kd.KnownTask, prompts_NL: np.ndarray, prompt_ids_NL: np.ndarra
       "baselines": {"unigram": baseline_kls(teacher, prompts_NL, unigram),
                     "uniform": baseline_kls(teacher, prompts_NL, np.full(s + 1, -np.log(s + 1)))},
   }
-  return {"forward_kl": forward, "reverse_kl": _none_if_nan(reverse),
+  return {"forward_kl": forward["kl"], "reverse_kl": _none_if_nan(reverse),
           "coverage": float(cover[prefix]), "reward_teacher_spearman": rho_reward,
           "known_distribution": details}
 
