@@ -15,9 +15,12 @@ task                          module                 metric       gin factory
 ``wmt22_en_de``               wmt                    translation  wmt22_en_de_task
 ``arithmetic_word_problems``  arithmetic             gsm8k        arithmetic_task
 ``local_files``               local_files            rouge [1]_   local_files_task
+``known_distribution``        known_distribution     rouge [2]_   known_distribution_task
 ============================  =====================  ===========  ==========================
 
 .. [1] or the family its ``metric`` setting names (your own prompt/completion files).
+.. [2] plus the exact metrics against its known teacher
+   (:mod:`irl_lm.evaluation.known_distribution`).
 
 How a task gets registered with seqio: a gin factory (``train.task = @gsm8k_task()``) only
 records its settings (:func:`irl_lm.data.spec.configure`) and returns the name. The first time
@@ -36,6 +39,7 @@ from typing import Any, Callable
 
 from irl_lm.data import arithmetic
 from irl_lm.data import gsm8k
+from irl_lm.data import known_distribution
 from irl_lm.data import local_files
 from irl_lm.data import pypackages_docstrings
 from irl_lm.data import spec
@@ -46,7 +50,7 @@ from irl_lm.data import xsum
 
 SPECS: tuple[spec.TaskSpec, ...] = (
     stdlib_docstrings.SPEC, xsum.SPEC, tldr.SPEC, tldr.OPENAI_SPEC, gsm8k.SPEC, wmt.SPEC,
-    arithmetic.SPEC, pypackages_docstrings.SPEC, local_files.SPEC)
+    arithmetic.SPEC, pypackages_docstrings.SPEC, local_files.SPEC, known_distribution.SPEC)
 """Every irl_lm task, under its default name."""
 
 TASK_NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
@@ -54,7 +58,8 @@ TASK_NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
 FACTORIES: tuple[Callable[..., str], ...] = (
     stdlib_docstrings.stdlib_docstrings_task, xsum.xsum_task, tldr.tldr_task,
     tldr.tldr_openai_task, gsm8k.gsm8k_task, wmt.wmt22_en_de_task, arithmetic.arithmetic_task,
-    pypackages_docstrings.pypackages_docstrings_task, local_files.local_files_task)
+    pypackages_docstrings.pypackages_docstrings_task, local_files.local_files_task,
+    known_distribution.known_distribution_task)
 """The gin factories; :mod:`irl_lm.config` registers each with gin under its own name."""
 
 # TFDS data set name (without config or version) -> what to download and where, for the

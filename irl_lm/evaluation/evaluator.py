@@ -13,6 +13,9 @@ mean summed reward and its Spearman correlation with the per-example score.
 Every summary also shows the task's trivial baselines (`irl_lm.evaluation.baselines`, chosen
 on the train split once per process and task, scored on the same examples) and the model's
 margin over the best of them, and the share of outputs that loop (`repeated_3gram_rate`).
+
+On the known-distribution task the summary also gets the exact metrics of
+`irl_lm.evaluation.known_distribution` (forward / reverse KL, coverage, reward-teacher Spearman).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from absl import logging
 
 from irl_lm.decoding.config import DecodingConfig, make_decode_fn, make_sampler
 from irl_lm.evaluation import baselines as baselines_lib
+from irl_lm.evaluation import known_distribution
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import predict
 from irl_lm.evaluation import rewards as rewards_lib
@@ -129,6 +133,7 @@ class Evaluator:
     self._decoders: dict[Any, Any] = {}
     self._baselines = baselines
     self._baseline_scores: Optional[dict[str, Any]] = None
+    self._known = known_distribution.KnownDistributionAnalysis.for_task(task, self, gamma=gamma)
 
   @property
   def num_examples(self) -> int:
@@ -205,7 +210,9 @@ class Evaluator:
       'mean_output_tokens', 'seconds', with statistics 'entropy' and 'reward', and (when the
       task has baselines) 'baselines' ({name: {'output' or 'rule', 'scores'}}),
       'best_baseline' ({'name', 'score', 'metric'}) and 'margin' (model − best baseline on
-      that score). records, one per example: 'index' (in the split), 'input', 'reference',
+      that score); on the known-distribution task also 'forward_kl',
+      'reverse_kl', 'coverage', 'reward_teacher_spearman', 'known_distribution'. records, one
+      per example: 'index' (in the split), 'input', 'reference',
       'output', 'scores', 'num_tokens' and, with statistics, 'implicit_reward', 'log_prob',
       'mean_entropy'; for GSM8k also the compared 'answer' and 'reference_answer'.
     """
@@ -248,6 +255,9 @@ class Evaluator:
         record["answer"] = metrics_lib.gsm8k_final_number(record["output"])
         record["reference_answer"] = metrics_lib.gsm8k_final_number(record["reference"])
     summary["mean_output_tokens"] = float(np.mean(lengths))
+    if self._known is not None:  # exact metrics against the task's known teacher
+      sampling = DecodingConfig("sample", temperature=1.0, seed=config.seed)
+      summary.update(self._known(params, lambda p: self.decode(params, sampling, p)[0]))
     summary["seconds"] = time.time() - start
     return summary, records
 
@@ -321,6 +331,8 @@ def log_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     out["margin"] = float(summary["margin"])
   if "self_bleu" in summary:
     out["self_bleu"] = float(summary["self_bleu"]["value"])
+  out.update({k: float(summary[k]) for k in known_distribution.TOP_LEVEL_KEYS
+              if summary.get(k) is not None})
   return out
 
 

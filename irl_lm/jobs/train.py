@@ -173,7 +173,8 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
       evaluator = evaluator_lib.Evaluator(
           model, task=task, split=eval_split, num_examples=eval_examples,
           feature_lengths=feature_lengths, batch_size=eval_batch_size or batch_size,
-          partitioner=partitioner, param_shardings=layout.param_shardings)
+          partitioner=partitioner, param_shardings=layout.param_shardings,
+          gamma=float(getattr(objective, "gamma", 1.0)))
       loss_fn = validation.make_loss_fn(model, objective, partitioner=partitioner,
                                         param_shardings=layout.param_shardings)
       loss_batches = _validation_batches(model, task, eval_split, feature_lengths, batch_size,

@@ -13,17 +13,18 @@ from tests.data import helpers
 
 FACTORY_NAMES = ["stdlib_docstrings_task", "xsum_task", "tldr_task", "tldr_openai_task",
                  "gsm8k_task", "wmt22_en_de_task", "arithmetic_task",
-                 "pypackages_docstrings_task", "local_files_task"]
+                 "pypackages_docstrings_task", "local_files_task", "known_distribution_task"]
 
 
 def test_all_tasks_registered_with_metric_families():
   assert set(registry.TASK_NAMES) == {"stdlib_docstrings", "xsum", "tldr", "tldr_openai", "gsm8k",
                                       "wmt22_en_de", "arithmetic_word_problems",
-                                      "pypackages_docstrings", "local_files"}
+                                      "pypackages_docstrings", "local_files",
+                                      "known_distribution"}
   assert {n: registry.metric_family(n) for n in registry.TASK_NAMES} == {
       "stdlib_docstrings": "rouge", "xsum": "rouge", "tldr": "rouge", "tldr_openai": "rouge",
       "gsm8k": "gsm8k", "wmt22_en_de": "translation", "arithmetic_word_problems": "gsm8k",
-      "pypackages_docstrings": "rouge", "local_files": "rouge"}
+      "pypackages_docstrings": "rouge", "local_files": "rouge", "known_distribution": "rouge"}
   # T5's vocabulary, unread. Their defaults: a test file run earlier in this process may have
   # called their gin factories with other settings (e.g. a checkpoint's tokenizer.json).
   for name in ("xsum", "tldr", "tldr_openai", "gsm8k", "wmt22_en_de", "local_files"):
@@ -70,7 +71,7 @@ def test_importing_the_registry_and_factories_loads_neither_tensorflow_nor_seqio
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=False)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.split("\n")[-2] == "12 []"
+  assert out.stdout.split("\n")[-2] == "13 []"
 
 
 def test_registered_on_first_use_with_the_factory_settings(temp_task_names):
