@@ -12,7 +12,9 @@ What runs is `run(mode=...)`, configured in gin: `run.mode = 'train'` (default).
 Without `run.run_dir`, outputs go to `runs/<first gin file's name>-<hash of the config>`, so a
 changed configuration never resumes (or overwrites) another configuration's checkpoints.
 
-Exit status: 0 done; 2 a configuration/input error (one line, `error: ...`); 143 preempted by
+Exit status: 0 done (also `--help`); 2 a user error: a gin file, binding, flag or data file that
+cannot be used (one line, `error: ...`, naming it and the fix; no flags at all prints a two-line
+usage); 143 preempted by
 SIGTERM after saving a checkpoint at the current step (rerun the same command to resume); 130
 interrupted by Ctrl-C (the same, or killed at once by a second Ctrl-C); 3 stopped at a step
 whose loss, gradients or updated state were not finite (the line names the step and the last
@@ -38,6 +40,8 @@ import sys
 from typing import Sequence
 
 from absl import app, flags
+
+from irl_lm import errors
 
 FLAGS = flags.DEFINE_multi_string("gin_file", [], "Gin file(s) to parse, in order.")
 BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after files.")
@@ -70,9 +74,29 @@ for line in sys.stdin.buffer:
 """
 
 
+USAGE = ("usage: python -m irl_lm.main --gin_file=FILE [--gin_file=...] "
+         "[--gin_bindings='NAME.PARAM = VALUE' ...]\n"
+         "e.g. python -m irl_lm.main --gin_file=gin/iqlearn_tiny.gin (--help lists every flag)")
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+def user_error(message: str) -> None:
+  """Prints `error: message` (one line) and exits 2."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(errors.EXIT_USER_ERROR)
+
+
 def _parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's parser, but an unset --verbosity means WARNING (absl's app.run would make it INFO)."""
-  rest = app.parse_flags_with_usage(list(argv))
+  """absl's parser with the CLI conventions: `--help` prints and exits 0, a flag error is one
+  `error:` line and exit 2, and an unset --verbosity means WARNING (absl's app.run: INFO)."""
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    print(__doc__)
+    print(flags.FLAGS.module_help(sys.modules[__name__]))
+    sys.exit(0)
+  try:
+    rest = flags.FLAGS(list(argv))
+  except flags.Error as e:
+    user_error(f"{e} (python -m irl_lm.main --help lists the flags).")
   if flags.FLAGS["verbosity"].using_default_value:
     flags.FLAGS.verbosity = ABSL_WARNING
   return rest
@@ -111,36 +135,51 @@ def _sentence(e: BaseException) -> str:
   return str(e).split("\n  In call to configurable")[0]
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; use --gin_file and "
-                         "--gin_bindings.")
-  if flags.FLAGS.verbosity < 0:
-    _quiet_native_logs()
+def execute(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
+            distributed: bool = False) -> int:
+  """Parses the gin files and bindings and runs `run` (what `main` does after its flags).
+
+  Returns:
+    The exit status; 2 after printing a user error (`errors.UserError`) as one `error:` line.
+    Any other exception is a bug and propagates with its traceback.
+  """
   import gin
   from irl_lm import config
   from irl_lm.training import stopping
-  if not FLAGS.value:
-    raise app.UsageError("no --gin_file given: try --gin_file=gin/iqlearn_tiny.gin")
-  if DISTRIBUTED.value:
+  if distributed:
     import jax
     jax.distributed.initialize()  # TPU VMs discover the coordinator themselves.
   try:
-    config.parse(FLAGS.value, BINDINGS.value)
-    gin.get_configurable("run")(default_name=os.path.splitext(os.path.basename(FLAGS.value[0]))[0])
-  except config.USER_ERRORS as e:  # Known user errors: one clear sentence, no traceback.
+    config.parse(gin_files, bindings)
+    gin.get_configurable("run")(default_name=os.path.splitext(os.path.basename(gin_files[0]))[0])
+  except errors.UserError as e:  # a file, flag or binding: one sentence, no traceback
     print(f"error: {_sentence(e)}", file=sys.stderr)
-    sys.exit(2)
+    return errors.EXIT_USER_ERROR
   except stopping.NonFiniteError as e:
     print(f"error: {_sentence(e)}", file=sys.stderr)
-    sys.exit(e.exit_code)
+    return e.exit_code
   except stopping.TrainingStopped as e:  # preempted or interrupted, after a checkpoint
     print(_sentence(e), file=sys.stderr)
-    sys.exit(e.exit_code)
+    return e.exit_code
   except KeyboardInterrupt:
     print("interrupted (Ctrl-C) outside the training loop; the checkpoints saved so far are "
           "kept: rerun the same command to resume.", file=sys.stderr)
-    sys.exit(stopping.EXIT_INTERRUPTED)
+    return stopping.EXIT_INTERRUPTED
+  return 0
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    user_error(f"unexpected argument(s) {' '.join(argv[1:])}: pass gin files with --gin_file "
+               "and settings with --gin_bindings (python -m irl_lm.main --help).")
+  if not FLAGS.value:
+    print(USAGE, file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
+  if flags.FLAGS.verbosity < 0:
+    _quiet_native_logs()
+  status = execute(FLAGS.value, BINDINGS.value, distributed=DISTRIBUTED.value)
+  if status:
+    sys.exit(status)
 
 
 def _choose_host_allocator() -> None:

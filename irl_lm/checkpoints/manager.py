@@ -33,10 +33,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from irl_lm import errors
 from irl_lm.checkpoints import integrity, storage
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """A checkpoint that cannot be used or written; the message says why and what to do."""
 
 
