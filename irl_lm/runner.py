@@ -138,6 +138,21 @@ def resolve_run_dir(run_dir: Optional[str], default_name: str, config_text: str)
   return sources.expand_path(run_dir)
 
 
+def check_train_data(task: str) -> None:
+  """Reads the train split of a task with an in-memory source (local files, ...) before the
+  run directory is touched or the model built, so a malformed data file stops the start at
+  once; the source keeps what it read for the batches.
+
+  Raises:
+    data.errors.DataError: a malformed data file (naming the file, the line and the fix).
+    data.errors.MissingDatasetError: a missing data file.
+  """
+  from irl_lm.data import pipeline, seqio_tasks  # pylint: disable=g-import-not-at-top
+  source = pipeline.get_task(task).source
+  if isinstance(source, seqio_tasks.ShardableFunctionDataSource):
+    source.get_dataset(split="train", shuffle=False)
+
+
 def _entries(run_dir: str) -> Optional[set[str]]:
   """The names in `run_dir`, or None when it does not exist."""
   path = epath.Path(run_dir)
@@ -228,7 +243,8 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
     if mode == "check":
       print(json.dumps(summary, indent=2))
     return summary
-  common.check_settings(training_settings(), training=True)
+  settings = common.check_settings(training_settings(), training=True)
+  check_train_data(settings["task"])
   checkpoint_dir = os.path.join(run_dir, "checkpoints")
   before = _entries(run_dir) if common.is_writer() else set()
   checkpoints_lib.probe_writable(run_dir)

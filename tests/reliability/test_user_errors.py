@@ -1,0 +1,225 @@
+"""Every mistake a user can make with a file, a flag or a binding ends in one `error:` line and
+exit status 2, with nothing left behind that a corrected run would trip over.
+
+Most rows run in-process through `main.execute` (what `python -m irl_lm.main` runs after its
+flags); a few run the real command line.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from irl_lm import main as main_lib
+from irl_lm import runner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ("train.batch_size = 8", "train.feature_lengths = {'inputs': 16, 'targets': 8}",
+        "train.num_train_steps = 2", "train.checkpoint_every = 2", "train.eval_examples = 0",
+        "train.tensorboard = False", "make_schedule.warmup_steps = 0")
+GOOD = {"prompt": "a", "completion": "b"}
+
+
+def _execute(capsys, *bindings, gin_file="gin/iqlearn_tiny.gin"):
+  status = main_lib.execute([gin_file], [*TINY, *bindings])
+  return status, capsys.readouterr().err
+
+
+def _assert_one_error_line(status, err, *fragments):
+  assert status == 2, err[-3000:]
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), err[-3000:]
+  assert "Traceback" not in err
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+def _jsonl(*records):
+  return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+
+
+DATA_FILES = {  # name -> (file name, content, what the line says)
+    "malformed line": ("t.jsonl", _jsonl(GOOD, '{"prompt": "a", "completion": '),
+                       "line 2 of {path} is not valid JSON"),
+    "missing field": ("t.jsonl", _jsonl(GOOD, {"prompt": "a"}),
+                      "line 2 of {path} has no field 'completion'"),
+    "no records": ("t.jsonl", "\n\n", "{path} holds no records"),
+    "TSV without header": ("t.tsv", "a\tb\nc\td\n",
+                           "the first line of {path}, ['a', 'b'], does not name the column(s)"),
+    "non-object line": ("t.jsonl", _jsonl(GOOD, "[1, 2]"),
+                        "line 2 of {path} is a JSON list, not an object"),
+    "null completion": ("t.jsonl", _jsonl(GOOD, {"prompt": "a", "completion": None}),
+                        "field 'completion' on line 2 of {path} is null, not text"),
+    "not UTF-8": ("t.jsonl", b"\xff\xfe{}\n", "line 1 of {path} is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_FILES))
+def test_a_bad_data_file_is_one_line_and_leaves_no_run_dir(case, tmp_path, capsys):
+  name, content, message = DATA_FILES[case]
+  path = tmp_path / name
+  if isinstance(content, bytes):
+    path.write_bytes(content)
+  else:
+    path.write_text(content)
+  run_dir = tmp_path / "run"
+  status, err = _execute(capsys, "train.task = @local_files_task()",
+                         f"local_files_task.train_path = '{path}'",
+                         "local_files_task.vocabulary = 'stdlib'",
+                         "t5_1_1_config.vocab_size = 4096", f"run.run_dir = '{run_dir}'")
+  _assert_one_error_line(status, err, message.format(path=path))
+  assert not run_dir.exists()  # no config.gin, no empty checkpoints/
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_user_error_after_the_start_removes_what_the_start_added(existed, tmp_path, capsys,
+                                                                   monkeypatch):
+  import gin  # pylint: disable=g-import-not-at-top
+  from irl_lm.jobs import common  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / "run"
+  if existed:
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+  get_configurable = gin.get_configurable
+
+  def failing_train(run_dir):
+    os.makedirs(os.path.join(run_dir, "tensorboard"))
+    raise common.JobError("train.init_from = '/nowhere': the path does not exist.")
+
+  monkeypatch.setattr(gin, "get_configurable", lambda name: failing_train if name == "train"
+                      else get_configurable(name))
+  status, err = _execute(capsys, f"run.run_dir = '{run_dir}'")
+  _assert_one_error_line(status, err, "train.init_from = '/nowhere'")
+  assert os.listdir(run_dir) == ["notes.txt"] if existed else not run_dir.exists()
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("run.mode = 'trian'", "unknown run.mode 'trian' (did you mean 'train'?): use one of train,"),
+    ("make_schedule.name = 'cosin'", "unknown schedule 'cosin' (make_schedule.name) (did you "
+     "mean 'cosine'?)"),
+    ("make_optimizer.name = 'adamm'", "unknown optimizer 'adamm' (make_optimizer.name) (did "
+     "you mean 'adamw'?)"),
+    ("make_schedule.learning_rate = -1.0", "make_schedule.learning_rate = -1.0 must be a "
+     "number >= 0"),
+    ("train.batch_size = 0", "train.batch_size = 0 is invalid: use an integer >= 1."),
+    ("train.seed = five", "binding 'train.seed = five' (--gin_bindings) has an unquoted value: "
+     "quote a string (train.seed = 'five')"),
+    ("IQLearnn.td_weight = 0.0", "unknown gin configurable 'IQLearnn' (bindings string line "),
+    ("train.sed = 1", "train has no parameter 'sed' (bindings string line 9) (did you mean "
+     "'seed'?)"),
+])
+def test_a_bad_binding_is_one_line_before_anything_is_written(binding, message, tmp_path,
+                                                              capsys):
+  run_dir = tmp_path / "run"
+  status, err = _execute(capsys, f"run.run_dir = '{run_dir}'", binding)
+  _assert_one_error_line(status, err, message)
+  assert not run_dir.exists()
+
+
+def test_infer_input_that_is_binary_garbage(tmp_path, capsys):
+  garbage = tmp_path / "inputs.jsonl"
+  garbage.write_bytes(b"ok\n\x80\x81\x00\xfe")
+  out = tmp_path / "out.jsonl"
+  status, err = _execute(capsys, "run.mode = 'infer'", f"infer.input_file = '{garbage}'",
+                         f"infer.output_file = '{out}'", f"run.run_dir = '{tmp_path}/run'")
+  _assert_one_error_line(status, err, f"line 2 of input file {garbage} is not UTF-8 text "
+                         "(byte 0x80 at offset 3)")
+  assert not out.exists()
+
+
+def test_evaluate_without_a_checkpoint_names_evaluate(tmp_path, capsys):
+  status, err = _execute(capsys, "run.mode = 'evaluate'", f"run.run_dir = '{tmp_path}/run'")
+  _assert_one_error_line(status, err, "no checkpoint in", "without run.mode = 'evaluate'")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("where", ["absolute path from elsewhere", "user file with a sibling"])
+def test_gin_includes_are_found_next_to_their_file(where, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  if where == "user file with a sibling":
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "base.gin").write_text("run.mode = 'nope'\n")
+    (tmp_path / "conf" / "user.gin").write_text(
+        f"include '{REPO}/gin/iqlearn_tiny.gin'\ninclude 'base.gin'\n")
+    gin_file = str(tmp_path / "conf" / "user.gin")
+  else:
+    gin_file = os.path.join(REPO, "gin", "iqlearn_tiny.gin")
+    (tmp_path / "models").mkdir()  # a same-named directory here must not shadow gin/'s
+  status, err = _execute(capsys, "run.mode = 'nope'", gin_file=gin_file)
+  # Parsing succeeded (every include found): the run stops at the unknown mode.
+  _assert_one_error_line(status, err, "unknown run.mode 'nope'")
+
+
+def test_a_missing_gin_file_suggests_the_closest_shipped_one(capsys):
+  status, err = _execute(capsys, gin_file="gin/iqlearn_tny.gin")
+  _assert_one_error_line(status, err, "gin file 'gin/iqlearn_tny.gin' not found",
+                         "did you mean --gin_file=gin/iqlearn_tiny.gin?")
+
+
+def test_an_empty_run_dir_means_the_default():
+  text = "train.seed = 0\n"
+  default = runner.resolve_run_dir(None, "iqlearn_tiny", text)
+  assert default.startswith(os.path.join("runs", "iqlearn_tiny-")) and len(default) == 26
+  assert runner.resolve_run_dir("", "iqlearn_tiny", text) == default
+  assert runner.resolve_run_dir("  ", "iqlearn_tiny", text) == default
+  assert runner.resolve_run_dir("/x/run", "iqlearn_tiny", text) == "/x/run"
+
+
+def test_a_run_dir_without_config_gin_is_not_resumed_silently(tmp_path):
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  with pytest.raises(runner.RunDirError, match="has checkpoints but no config.gin, so this "
+                     "configuration cannot be checked"):
+    runner.prepare_run_dir(str(tmp_path), "train.seed = 1\n", allow_config_change=False)
+  assert not (tmp_path / "config.gin").exists()
+  runner.prepare_run_dir(str(tmp_path), "train.seed = 1\n", allow_config_change=True)
+  assert (tmp_path / "config.gin").read_text() == "train.seed = 1\n"
+
+
+def test_the_config_change_refusal_shows_every_difference_or_counts_the_rest(tmp_path):
+  old = "".join(f"train.x{i} = {i}\n" for i in range(20))
+  runner.prepare_run_dir(str(tmp_path), old, allow_config_change=False)
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  new = old.replace("x3 = 3", "x3 = 4")
+  with pytest.raises(runner.RunDirError) as info:
+    runner.prepare_run_dir(str(tmp_path), new, allow_config_change=False)
+  assert "(-train.x3 = 3; +train.x3 = 4)" in str(info.value)
+  many = "".join(f"train.x{i} = {i + 1}\n" for i in range(20))
+  assert runner.config_diff(old, many) == "; ".join(
+      [f"-train.x{i} = {i}" for i in range(12)]) + "; … and 28 more"
+
+
+def _cli(*args, cwd=REPO):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, "-m", "irl_lm.main", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,status,stderr", [
+    (["--help"], 0, None),
+    ([], 2, main_lib.USAGE + "\n"),
+    (["--gin_fle=gin/iqlearn_tiny.gin"], 2, "error: Unknown command line flag 'gin_fle'. Did "
+     "you mean: gin_file ? (python -m irl_lm.main --help lists the flags).\n"),
+    (["--gin_file=gin/iqlearn_tiny.gin", "stray"], 2, "error: unexpected argument(s) stray: "
+     "pass gin files with --gin_file and settings with --gin_bindings (python -m irl_lm.main "
+     "--help).\n"),
+])
+def test_command_line_conventions(args, status, stderr, tmp_path):
+  result = _cli(*args, cwd=tmp_path)
+  assert result.returncode == status, result.stderr[-3000:]
+  if stderr is None:
+    assert "--gin_file" in result.stdout and result.stderr == ""
+  else:
+    assert result.stderr == stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_command_line_user_error_is_one_line(tmp_path):
+  result = _cli("--gin_file=gin/iqlearn_tiny.gin", "--gin_bindings=train.seed = five",
+                f"--gin_bindings=run.run_dir = '{tmp_path}/run'")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: binding 'train.seed = five' (--gin_bindings) has an unquoted value: quote a "
+      "string (train.seed = 'five'), or reference a configurable with @five() or a macro with "
+      "%five."]
+  assert not (tmp_path / "run").exists()
