@@ -223,3 +223,30 @@ def test_command_line_user_error_is_one_line(tmp_path):
       "string (train.seed = 'five'), or reference a configurable with @five() or a macro with "
       "%five."]
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_shipped_gin_files_resolve_from_anywhere_after_a_non_editable_install(tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  wheels, target, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+  for name in ("irl_lm", "gin"):  # a copy: building writes build/ and *.egg-info next to it
+    shutil.copytree(os.path.join(REPO, name), source / name,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copy(os.path.join(REPO, "setup.py"), source / "setup.py")
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                  "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=600,
+                 cwd=tmp_path)
+  (wheel,) = wheels.iterdir()
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                  str(target), str(wheel)], check=True, capture_output=True, timeout=600)
+  code = ("from irl_lm import config\n"
+          "config.parse(['gin/iqlearn_tiny.gin'], ['train.seed = 3'])\n"
+          "print(config.GIN_DIR)\n")
+  env = dict(os.environ, PYTHONPATH=str(target), JAX_PLATFORMS="cpu")
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == str(target / "irl_lm" / "gin_files")
+  assert os.listdir(elsewhere) == []
