@@ -7,9 +7,11 @@ else is a bug and keeps its traceback. Imports nothing of irl_lm, so every layer
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+import sys
+from typing import Callable, Iterable, NoReturn, Sequence
 
 EXIT_USER_ERROR = 2
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 
 
 class UserError(Exception):
@@ -24,3 +26,29 @@ def closest(name: str, valid: Iterable[str]) -> str:
 
 class SettingError(UserError, ValueError):
   """A setting (a gin binding) whose value cannot work; the message names the binding."""
+
+
+def exit_with(message: str) -> NoReturn:
+  """Prints `error: message` (one line) to stderr and exits 2."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def flags_parser(command: str, doc: str, module_name: str
+                 ) -> Callable[[Sequence[str]], list[str]]:
+  """absl's flag parsing for `app.run(main, flags_parser=...)` with the CLI conventions:
+  `--help` prints `doc` and the module's flags and exits 0; a flag error (unknown flag, bad
+  value) is one `error:` line and exit 2 (absl: "FATAL Flags parsing error", exit 1)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def parse(argv: Sequence[str]) -> list[str]:
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+      print(doc)
+      print(flags.FLAGS.module_help(sys.modules[module_name]))
+      sys.exit(0)
+    try:
+      return flags.FLAGS(list(argv))
+    except flags.Error as e:
+      exit_with(f"{e} ({command} --help lists the flags).")
+
+  return parse

@@ -77,26 +77,12 @@ for line in sys.stdin.buffer:
 USAGE = ("usage: python -m irl_lm.main --gin_file=FILE [--gin_file=...] "
          "[--gin_bindings='NAME.PARAM = VALUE' ...]\n"
          "e.g. python -m irl_lm.main --gin_file=gin/iqlearn_tiny.gin (--help lists every flag)")
-HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
-
-
-def user_error(message: str) -> None:
-  """Prints `error: message` (one line) and exits 2."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(errors.EXIT_USER_ERROR)
 
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's parser with the CLI conventions: `--help` prints and exits 0, a flag error is one
-  `error:` line and exit 2, and an unset --verbosity means WARNING (absl's app.run: INFO)."""
-  if any(arg in HELP_FLAGS for arg in argv[1:]):
-    print(__doc__)
-    print(flags.FLAGS.module_help(sys.modules[__name__]))
-    sys.exit(0)
-  try:
-    rest = flags.FLAGS(list(argv))
-  except flags.Error as e:
-    user_error(f"{e} (python -m irl_lm.main --help lists the flags).")
+  """The CLI conventions (`errors.flags_parser`), and an unset --verbosity means WARNING
+  (absl's app.run would make it INFO)."""
+  rest = errors.flags_parser("python -m irl_lm.main", __doc__, __name__)(argv)
   if flags.FLAGS["verbosity"].using_default_value:
     flags.FLAGS.verbosity = ABSL_WARNING
   return rest
@@ -170,7 +156,7 @@ def execute(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    user_error(f"unexpected argument(s) {' '.join(argv[1:])}: pass gin files with --gin_file "
+    errors.exit_with(f"unexpected argument(s) {' '.join(argv[1:])}: pass gin files with --gin_file "
                "and settings with --gin_bindings (python -m irl_lm.main --help).")
   if not FLAGS.value:
     print(USAGE, file=sys.stderr)
