@@ -215,10 +215,10 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
   files = [resolve_gin_file(f) for f in gin_files]
   prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
   saved, seen = list(prefixes), set()
-  for path in files:  # each file's includes are found next to it, from any directory
-    for directory in _include_dirs(path, seen):
-      if directory not in prefixes:
-        prefixes.append(directory)
+  own = []  # each file's includes are found next to it first, from any directory
+  for path in files:
+    own += [d for d in _include_dirs(path, seen) if d not in own]
+  prefixes[:0] = own
   try:
     gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
   except (ValueError, KeyError, SyntaxError, TypeError, OSError) as e:

@@ -17,6 +17,11 @@ HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 class UserError(Exception):
   """Something the user can fix (a file, a flag, a binding); `str(e)` is the one line to print."""
 
+  # TensorFlow's autograph re-raises an error from inside a tf.function (e.g. a tokenizer
+  # loaded by a tf.data map) as its own type only when that type's __init__ is Exception's;
+  # subclasses that also derive from ValueError etc. would otherwise become a StagingError.
+  __init__ = Exception.__init__
+
 
 def closest(name: str, valid: Iterable[str]) -> str:
   """' (did you mean 'x'?)' for the valid name closest to `name`, or '' when none is close."""

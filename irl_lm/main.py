@@ -1,7 +1,9 @@
 r"""Command-line entry point: `python -m irl_lm.main --gin_file=gin/iqlearn_tiny.gin`.
 
 Flags:
-  --gin_file      gin file(s), repeatable; found as given or under the repository's gin/.
+  --gin_file      gin file(s), repeatable; found as given or under the shipped gin/ (the
+                  checkout's, or the copy a non-editable install puts in irl_lm/gin_files);
+                  a file's `include`s are also looked for next to it.
   --gin_bindings  extra bindings, repeatable, e.g. --gin_bindings="IQLearn.td_weight = 0.0".
   --distributed   initialise multi-host JAX (every worker of a TPU pod runs the same command).
   -v / --verbosity  absl's flag. Default here: warnings and errors only, plus what irl_lm prints

@@ -134,21 +134,27 @@ def test_evaluate_without_a_checkpoint_names_evaluate(tmp_path, capsys):
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("where", ["absolute path from elsewhere", "user file with a sibling"])
+@pytest.mark.parametrize("where", ["a copy of a shipped file", "a user file with a sibling"])
 def test_gin_includes_are_found_next_to_their_file(where, tmp_path, monkeypatch, capsys):
-  monkeypatch.chdir(tmp_path)
-  if where == "user file with a sibling":
+  import shutil  # pylint: disable=g-import-not-at-top
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  monkeypatch.chdir(elsewhere)
+  if where == "a user file with a sibling":
     (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "base.gin").write_text("run.mode = 'nope'\n")
+    (tmp_path / "conf" / "base.gin").write_text("run.mode = 'from_the_sibling'\n")
     (tmp_path / "conf" / "user.gin").write_text(
         f"include '{REPO}/gin/iqlearn_tiny.gin'\ninclude 'base.gin'\n")
-    gin_file = str(tmp_path / "conf" / "user.gin")
-  else:
-    gin_file = os.path.join(REPO, "gin", "iqlearn_tiny.gin")
-    (tmp_path / "models").mkdir()  # a same-named directory here must not shadow gin/'s
-  status, err = _execute(capsys, "run.mode = 'nope'", gin_file=gin_file)
-  # Parsing succeeded (every include found): the run stops at the unknown mode.
-  _assert_one_error_line(status, err, "unknown run.mode 'nope'")
+    gin_file, mode = str(tmp_path / "conf" / "user.gin"), "from_the_sibling"
+  else:  # the copy's own models/ wins over the shipped gin/models/
+    shutil.copytree(os.path.join(REPO, "gin"), tmp_path / "copy")
+    with open(tmp_path / "copy" / "models" / "t5_1_1_tiny.gin", "a") as f:
+      f.write("run.mode = 'from_the_copy'\n")
+    gin_file, mode = str(tmp_path / "copy" / "iqlearn_tiny.gin"), "from_the_copy"
+  status, err = _execute(capsys, gin_file=gin_file)
+  # Parsing succeeded with the file's own includes: the run stops at the mode they bind.
+  _assert_one_error_line(status, err, f"unknown run.mode '{mode}'")
+  assert os.listdir(elsewhere) == []
 
 
 def test_a_missing_gin_file_suggests_the_closest_shipped_one(capsys):
