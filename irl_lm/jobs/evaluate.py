@@ -111,11 +111,11 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     ValueError: unknown setting names, metric family or reward score.
   """
   run = common.check_settings(training or {})
-  common.require_checkpoint(run_dir, "evaluate")
   configs = resolve_settings(settings, temperatures, beam_sizes, seed)
   if not configs and diversity_samples < 2:
     raise common.JobError("nothing to evaluate: give evaluate.settings (e.g. ['greedy']) or "
-                     "evaluate.diversity_samples >= 2.")
+                          "evaluate.diversity_samples >= 2.")
+  common.require_checkpoint(run_dir, "evaluate")
   task_name, lengths = run["task"], dict(run["feature_lengths"])
   split = split or run.get("eval_split") or "validation"
   if gamma is None:
