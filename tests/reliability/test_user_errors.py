@@ -256,3 +256,36 @@ def test_shipped_gin_files_resolve_from_anywhere_after_a_non_editable_install(tm
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip() == str(target / "irl_lm" / "gin_files")
   assert os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize("args,status,stderr", [
+    (["--help"], 0, None),
+    (["--fro=/x", "--to=/y"], 2, "error: Unknown command line flag 'fro'. Did you mean: from ? "
+     "(python -m irl_lm.convert --help lists the flags).\n"),
+    (["--from=/nowhere", "--to=out"], 2, "error: no checkpoint at /nowhere: the path does not "
+     "exist.\n"),
+])
+def test_convert_command_line(args, status, stderr, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=REPO,
+             TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run([sys.executable, "-m", "irl_lm.convert", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == status, result.stderr[-3000:]
+  if stderr is None:
+    assert "--from" in result.stdout
+  else:
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] + "\n" == stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_experiments_user_error_is_one_line(tmp_path, capsys):
+  from irl_lm.experiments import __main__ as experiments_cli  # pylint: disable=g-import-not-at-top
+  status = experiments_cli.main(["--sweep=gin/experiments/quick_cpuu.gin", "--print_commands",
+                                 f"--out_dir={tmp_path}"])
+  captured = capsys.readouterr()
+  assert status == 2 and captured.out == ""
+  assert captured.err == (
+      "error: gin file 'gin/experiments/quick_cpuu.gin' not found (looked in the working "
+      f"directory and {os.path.join(REPO, 'gin')}); did you mean "
+      "--gin_file=gin/experiments/quick_cpu.gin?\n")
