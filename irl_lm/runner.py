@@ -124,8 +124,8 @@ def config_diff(previous: str, current: str, limit: int = MAX_DIFF_LINES) -> str
   '… and N more'."""
   lines = [l for l in difflib.unified_diff(previous.splitlines(), current.splitlines(),
                                            lineterm="", n=0)
-           if l[:1] in "+-" and not l.startswith(("+++", "---"))
-           and not l[1:].startswith(NON_TRAINING_CONFIGURABLES)]
+           if l[:1] in "+-" and not l.startswith(("+++", "---")) and l[1:].strip()
+           and not l[1:].startswith(("#", *NON_TRAINING_CONFIGURABLES))]
   text = "; ".join(lines[:limit])
   return text + (f"; … and {len(lines) - limit} more" if len(lines) > limit else "")
 

@@ -289,3 +289,27 @@ def test_experiments_user_error_is_one_line(tmp_path, capsys):
       "error: gin file 'gin/experiments/quick_cpuu.gin' not found (looked in the working "
       f"directory and {os.path.join(REPO, 'gin')}); did you mean "
       "--gin_file=gin/experiments/quick_cpu.gin?\n")
+
+
+@pytest.mark.parametrize("differs", [False, True])
+def test_a_run_dir_whose_config_cannot_be_checked_or_differs(differs, tmp_path, capsys):
+  import gin  # pylint: disable=g-import-not-at-top
+  from irl_lm import config  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / "run"
+  (run_dir / "checkpoints" / "10").mkdir(parents=True)
+  config_gin = None
+  if differs:  # the run was trained with another seed and batch size
+    config.parse(["gin/iqlearn_tiny.gin"], [*TINY, f"run.run_dir = '{run_dir}'"])
+    config_gin = gin.config_str().replace("train.seed = 0", "train.seed = 12345").replace(
+        "train.batch_size = 8", "train.batch_size = 16")
+    (run_dir / "config.gin").write_text(config_gin)
+  status, err = _execute(capsys, f"run.run_dir = '{run_dir}'")
+  if not differs:
+    _assert_one_error_line(status, err, "has checkpoints but no config.gin")
+  else:
+    _assert_one_error_line(status, err, "holds a run with a different configuration (-train."
+                           "batch_size = 16; +train.batch_size = 8; -train.seed = 12345; "
+                           "+train.seed = 0); choose another directory")
+    assert (run_dir / "config.gin").read_text() == config_gin
+  assert sorted(os.listdir(run_dir)) == ["checkpoints"] + (["config.gin"] if config_gin else [])
+  assert os.listdir(run_dir / "checkpoints") == ["10"]
