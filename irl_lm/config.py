@@ -17,14 +17,13 @@ import gin
 import jax.numpy as jnp
 
 import irl_lm
-from irl_lm import errors, runner
+from irl_lm import errors, partitioning, runner
 from irl_lm.checkpoints import formats as checkpoint_formats
 from irl_lm.data import registry
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.jobs import check as check_job, evaluate as evaluate_job, infer as infer_job
 from irl_lm.jobs import train as train_job
 from irl_lm.models import decoder_only, lora, t5
-from irl_lm import partitioning
 from irl_lm.training import objectives, optimizers
 
 # The shipped gin files: the checkout's gin/ (a source tree or an editable install), else the
@@ -110,9 +109,9 @@ def resolve_gin_file(path: str) -> str:
       return candidate
   available = available_gin_files()
   relative = path[len("gin" + os.sep):] if path.startswith("gin" + os.sep) else path
-  match = errors.closest(relative, available) or errors.closest(os.path.basename(path),
-                                                                 available)
-  hint = (f"did you mean --gin_file=gin/{match.split(chr(39))[1]}?" if match else
+  match = errors.closest_name(relative, available) or errors.closest_name(
+      os.path.basename(path), available)
+  hint = (f"did you mean --gin_file=gin/{match}?" if match else
           "pass an existing file, e.g. one of "
           f"{', '.join('gin/' + f for f in available if os.sep not in f)}." if available else
           f"pass an existing file (no shipped gin files were found under {GIN_DIR}).")
@@ -147,10 +146,8 @@ def _parameters(configurable: str) -> list[str]:
 
 
 def _configurables() -> list[str]:
-  names = []
-  for selector in gin.config._REGISTRY._selector_map:  # pylint: disable=protected-access
-    names.append(selector.rsplit(".", 1)[-1])
-  return names
+  selectors = gin.config._REGISTRY._selector_map  # pylint: disable=protected-access
+  return [selector.rsplit(".", 1)[-1] for selector in selectors]
 
 
 def _bare_name_binding(files: Sequence[str], bindings: Sequence[str]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from typing import Callable, Iterable, NoReturn, Sequence
+from typing import Callable, Iterable, NoReturn, Optional, Sequence
 
 EXIT_USER_ERROR = 2
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
@@ -23,10 +23,16 @@ class UserError(Exception):
   __init__ = Exception.__init__
 
 
+def closest_name(name: str, valid: Iterable[str]) -> Optional[str]:
+  """The valid name closest to `name` (difflib's ratio >= 0.6), or None."""
+  match = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+  return match[0] if match else None
+
+
 def closest(name: str, valid: Iterable[str]) -> str:
   """' (did you mean 'x'?)' for the valid name closest to `name`, or '' when none is close."""
-  match = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
-  return f" (did you mean '{match[0]}'?)" if match else ""
+  match = closest_name(name, valid)
+  return f" (did you mean '{match}'?)" if match else ""
 
 
 class SettingError(UserError, ValueError):

@@ -313,3 +313,11 @@ def test_a_run_dir_whose_config_cannot_be_checked_or_differs(differs, tmp_path, 
     assert (run_dir / "config.gin").read_text() == config_gin
   assert sorted(os.listdir(run_dir)) == ["checkpoints"] + (["config.gin"] if config_gin else [])
   assert os.listdir(run_dir / "checkpoints") == ["10"]
+
+
+def test_closest_suggests_only_near_names():
+  from irl_lm import errors  # pylint: disable=g-import-not-at-top
+  assert errors.closest("cosin", ["constant", "cosine"]) == " (did you mean 'cosine'?)"
+  assert errors.closest("nucleus", ["greedy", "sample", "beam"]) == ""
+  assert errors.closest_name("iqlearn_tny.gin", ["iqlearn_tiny.gin", "gail_tiny.gin"]) == (
+      "iqlearn_tiny.gin")
