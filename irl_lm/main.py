@@ -158,8 +158,9 @@ def execute(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    errors.exit_with(f"unexpected argument(s) {' '.join(argv[1:])}: pass gin files with --gin_file "
-               "and settings with --gin_bindings (python -m irl_lm.main --help).")
+    errors.exit_with(f"unexpected argument(s) {' '.join(argv[1:])}: pass gin files with "
+                     "--gin_file and settings with --gin_bindings (python -m irl_lm.main "
+                     "--help).")
   if not FLAGS.value:
     print(USAGE, file=sys.stderr)
     sys.exit(errors.EXIT_USER_ERROR)

@@ -98,8 +98,9 @@ def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool
           "cannot be checked against the one they were trained with: restore config.gin, choose "
           "another directory with --gin_bindings=\"run.run_dir = '...'\", or resume on purpose "
           "with --gin_bindings=\"run.allow_config_change = True\".")
-    logging.warning("resuming %s without its config.gin: the configuration cannot be checked "
-                    "against the checkpoints'; this run's config.gin is written now.", run_dir)
+    logging.warning("resuming %s without its config.gin: this configuration cannot be checked "
+                    "against the one its checkpoints were trained with; it is recorded now.",
+                    run_dir)
   if path.exists():
     previous = path.read_text()
     if _config_fingerprint(previous) != _config_fingerprint(config_text):
