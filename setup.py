@@ -35,8 +35,12 @@ setuptools.setup(
     description="Imitating language via scalable inverse RL (IQLearn) in JAX/Flax.",
     long_description=README.read_text() if README.exists() else "",
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["irl_lm", "irl_lm.*"]),
-    package_data={"irl_lm": ["data/vocabularies/*.model", "data/vocabularies/*.vocab"]},
+    # gin/ is installed as the data package irl_lm.gin_files (irl_lm.config finds the shipped
+    # gin files there when there is no source checkout), so --gin_file=gin/... works anywhere.
+    packages=setuptools.find_packages(include=["irl_lm", "irl_lm.*"]) + ["irl_lm.gin_files"],
+    package_dir={"irl_lm.gin_files": "gin"},
+    package_data={"irl_lm": ["data/vocabularies/*.model", "data/vocabularies/*.vocab"],
+                  "irl_lm.gin_files": ["*.gin", "*/*.gin"]},
     include_package_data=True,
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,

@@ -7,34 +7,45 @@ Library code never imports gin; this module registers its classes and functions 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import gin
 import jax.numpy as jnp
 
 import irl_lm
-from irl_lm import partitioning, runner
-from irl_lm.checkpoints import formats as checkpoint_formats, manager as checkpoints
-from irl_lm.data import errors as data_errors, registry
+from irl_lm import errors, partitioning, runner
+from irl_lm.checkpoints import formats as checkpoint_formats
+from irl_lm.data import registry
 from irl_lm.decoding.config import DecodingConfig
-from irl_lm.jobs import check as check_job, common, evaluate as evaluate_job, infer as infer_job
+from irl_lm.jobs import check as check_job, evaluate as evaluate_job, infer as infer_job
 from irl_lm.jobs import train as train_job
 from irl_lm.models import decoder_only, lora, t5
 from irl_lm.training import objectives, optimizers
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__))), "gin")
+# The shipped gin files: the checkout's gin/ (a source tree or an editable install), else the
+# copy setup.py installs as the package `irl_lm.gin_files` (a non-editable install).
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(irl_lm.__file__))
+GIN_DIRS = (os.path.join(os.path.dirname(_PACKAGE_DIR), "gin"),
+            os.path.join(_PACKAGE_DIR, "gin_files"))
+GIN_DIR = next((d for d in GIN_DIRS if os.path.isdir(d)), GIN_DIRS[0])
+
+_INCLUDE = re.compile(r"^\s*include\s+(['\"])(.+?)\1", re.M)
+# A binding whose value is a bare name (`train.task = five`): gin's literal parser fails on it.
+_BARE_NAME = re.compile(r"^\s*([\w./]+)\s*=\s*([A-Za-z_][\w.]*)\s*$")
+_GIN_NAMES = {"True", "False", "None"}
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A gin file or binding that cannot be used; the message says how to fix it."""
 
 
-# Errors caused by the user's configuration or files: main prints them as one sentence.
-USER_ERRORS = (ConfigError, partitioning.PartitioningError, checkpoints.CheckpointError,
-               runner.RunDirError, common.JobError, data_errors.MissingDatasetError)
+# Errors caused by the user's configuration or files: main prints them as one sentence. Every
+# one derives from `errors.UserError` (the tuple stays for callers that name it).
+USER_ERRORS = (errors.UserError,)
 
 
 def _register() -> None:
@@ -76,11 +87,19 @@ class _HideGinSearchMisses(logging.Filter):
     return not record.getMessage().startswith(("Path not found:", "system_path_file_exists:"))
 
 
+def available_gin_files() -> list[str]:
+  """The shipped gin files, relative to the gin directory (e.g. 'iqlearn_tiny.gin')."""
+  if not os.path.isdir(GIN_DIR):
+    return []
+  return sorted(os.path.relpath(os.path.join(root, f), GIN_DIR)
+                for root, _, names in os.walk(GIN_DIR) for f in names if f.endswith(".gin"))
+
+
 def resolve_gin_file(path: str) -> str:
   """Finds a gin file as given, relative to the working directory, or under `gin/`.
 
   Raises:
-    ConfigError: naming the paths tried and where the shipped gin files live.
+    ConfigError: naming the paths tried and the closest shipped gin file.
   """
   candidates = [path, os.path.join(GIN_DIR, path)]
   if path.startswith("gin" + os.sep):
@@ -88,12 +107,93 @@ def resolve_gin_file(path: str) -> str:
   for candidate in candidates:
     if os.path.isfile(candidate):
       return candidate
-  available = sorted(f for f in os.listdir(GIN_DIR) if f.endswith(".gin")) if os.path.isdir(
-      GIN_DIR) else []
-  raise ConfigError(
-      f"gin file '{path}' not found (looked in the working directory and {GIN_DIR}); pass an "
-      f"existing file, e.g. --gin_file=gin/{available[0] if available else 'iqlearn_tiny.gin'}"
-      f" (available: {', '.join(available)}).")
+  available = available_gin_files()
+  relative = path[len("gin" + os.sep):] if path.startswith("gin" + os.sep) else path
+  match = errors.closest_name(relative, available) or errors.closest_name(
+      os.path.basename(path), available)
+  hint = (f"did you mean --gin_file=gin/{match}?" if match else
+          "pass an existing file, e.g. one of "
+          f"{', '.join('gin/' + f for f in available if os.sep not in f)}." if available else
+          f"pass an existing file (no shipped gin files were found under {GIN_DIR}).")
+  raise ConfigError(f"gin file '{path}' not found (looked in the working directory and "
+                    f"{GIN_DIR}); {hint}")
+
+
+def _include_dirs(path: str, seen: set[str]) -> Iterator[str]:
+  """The directories of `path` and of the files it includes, recursively (gin itself searches
+  only the working directory and its search path for an `include`)."""
+  path = os.path.abspath(path)
+  if path in seen or not os.path.isfile(path):
+    return
+  seen.add(path)
+  directory = os.path.dirname(path)
+  yield directory
+  with open(path, encoding="utf-8", errors="replace") as f:
+    text = f.read()
+  for match in _INCLUDE.finditer(text):
+    name = match.group(2)
+    for base in (directory, os.getcwd(), GIN_DIR):
+      if os.path.isfile(os.path.join(base, name)):
+        yield from _include_dirs(os.path.join(base, name), seen)
+        break
+
+
+def _parameters(configurable: str) -> list[str]:
+  match = gin.config._REGISTRY.get_match(configurable)  # pylint: disable=protected-access
+  if match is None:
+    return []
+  return list(inspect.signature(match.wrapped).parameters)
+
+
+def _configurables() -> list[str]:
+  selectors = gin.config._REGISTRY._selector_map  # pylint: disable=protected-access
+  return [selector.rsplit(".", 1)[-1] for selector in selectors]
+
+
+def _bare_name_binding(files: Sequence[str], bindings: Sequence[str]) -> str:
+  """Where a binding's value is a bare name: "'x.y = five' (--gin_bindings)" or '' if none."""
+  sources = [("--gin_bindings", b) for b in bindings]
+  for path in files:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      sources += [(f"{path}, line {n}", line) for n, line in enumerate(f, start=1)]
+  for where, line in sources:
+    match = _BARE_NAME.match(line.split("#")[0])
+    if match and match.group(2) not in _GIN_NAMES:
+      return (f"binding '{match.group(1)} = {match.group(2)}' ({where}) has an unquoted "
+              f"value: quote a string ({match.group(1)} = '{match.group(2)}'), or reference a "
+              f"configurable with @{match.group(2)}() or a macro with %{match.group(2)}.")
+  return ""
+
+
+def _user_error(e: Exception, files: Sequence[str], bindings: Sequence[str]) -> ConfigError:
+  """gin's exception as one sentence naming the name or binding and the fix."""
+  text = str(e)
+  first = text.splitlines()[0] if text else type(e).__name__
+  where = re.search(r"In (file \"[^\"]+\", line \d+|bindings string line \d+)", text)
+  place = f" ({where.group(1)})" if where else ""
+  match = re.search(r"No configurable matching '([^']+)'", text)
+  if match:
+    name = match.group(1)
+    return ConfigError(
+        f"unknown gin configurable '{name}'{place}{errors.closest(name, _configurables())}: "
+        "check the spelling against the names registered in irl_lm/config.py (e.g. train, "
+        "IQLearn, MLE, t5_1_1_config, Partitioner, make_optimizer, make_schedule, "
+        "DecodingConfig, run).")
+  match = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", text)
+  if match:
+    name, parameter = match.groups()
+    return ConfigError(f"{name} has no parameter '{parameter}'{place}"
+                       f"{errors.closest(parameter, _parameters(name))}: fix the binding "
+                       f"{name}.{parameter}.")
+  if "ast." in first or "malformed node" in first:
+    bare = _bare_name_binding(files, bindings)
+    if bare:
+      return ConfigError(bare)
+  if isinstance(e, OSError):
+    return ConfigError(f"{first} {place.strip()}: fix the include, or put the file next to the "
+                       "gin file that includes it.".replace("  ", " "))
+  return ConfigError(f"invalid gin configuration{place}: {first}. Fix the binding or gin file "
+                     "it names.")
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
@@ -110,15 +210,15 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
     logging.getLogger().addFilter(_HideGinSearchMisses())
     parse.search_path_added = True
   files = [resolve_gin_file(f) for f in gin_files]
+  prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
+  saved, seen = list(prefixes), set()
+  own = []  # each file's includes are found next to it first, from any directory
+  for path in files:
+    own += [d for d in _include_dirs(path, seen) if d not in own]
+  prefixes[:0] = own
   try:
     gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
-  except (ValueError, KeyError, SyntaxError, TypeError) as e:
-    message = str(e).splitlines()[0] if str(e) else type(e).__name__
-    match = re.search(r"No configurable matching '([^']+)'", str(e))
-    if match:
-      raise ConfigError(
-          f"unknown gin configurable '{match.group(1)}': check the spelling against the "
-          "names registered in irl_lm/config.py (e.g. train, IQLearn, MLE, t5_1_1_config, "
-          "Partitioner, make_optimizer, make_schedule, DecodingConfig, run).") from e
-    raise ConfigError(f"invalid gin configuration: {message}. Fix the binding or gin file "
-                      "it names.") from e
+  except (ValueError, KeyError, SyntaxError, TypeError, OSError) as e:
+    raise _user_error(e, files, bindings) from e
+  finally:
+    prefixes[:] = saved

@@ -1,7 +1,9 @@
 r"""Command-line entry point: `python -m irl_lm.main --gin_file=gin/iqlearn_tiny.gin`.
 
 Flags:
-  --gin_file      gin file(s), repeatable; found as given or under the repository's gin/.
+  --gin_file      gin file(s), repeatable; found as given or under the shipped gin/ (the
+                  checkout's, or the copy a non-editable install puts in irl_lm/gin_files);
+                  a file's `include`s are also looked for next to it.
   --gin_bindings  extra bindings, repeatable, e.g. --gin_bindings="IQLearn.td_weight = 0.0".
   --distributed   initialise multi-host JAX (every worker of a TPU pod runs the same command).
   -v / --verbosity  absl's flag. Default here: warnings and errors only, plus what irl_lm prints
@@ -12,7 +14,9 @@ What runs is `run(mode=...)`, configured in gin: `run.mode = 'train'` (default).
 Without `run.run_dir`, outputs go to `runs/<first gin file's name>-<hash of the config>`, so a
 changed configuration never resumes (or overwrites) another configuration's checkpoints.
 
-Exit status: 0 done; 2 a configuration/input error (one line, `error: ...`); 143 preempted by
+Exit status: 0 done (also `--help`); 2 a user error: a gin file, binding, flag or data file that
+cannot be used (one line, `error: ...`, naming it and the fix; no flags at all prints a two-line
+usage); 143 preempted by
 SIGTERM after saving a checkpoint at the current step (rerun the same command to resume); 130
 interrupted by Ctrl-C (the same, or killed at once by a second Ctrl-C); 3 stopped at a step
 whose loss, gradients or updated state were not finite (the line names the step and the last
@@ -38,6 +42,8 @@ import sys
 from typing import Sequence
 
 from absl import app, flags
+
+from irl_lm import errors
 
 FLAGS = flags.DEFINE_multi_string("gin_file", [], "Gin file(s) to parse, in order.")
 BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after files.")
@@ -70,9 +76,15 @@ for line in sys.stdin.buffer:
 """
 
 
+USAGE = ("usage: python -m irl_lm.main --gin_file=FILE [--gin_file=...] "
+         "[--gin_bindings='NAME.PARAM = VALUE' ...]\n"
+         "e.g. python -m irl_lm.main --gin_file=gin/iqlearn_tiny.gin (--help lists every flag)")
+
+
 def _parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's parser, but an unset --verbosity means WARNING (absl's app.run would make it INFO)."""
-  rest = app.parse_flags_with_usage(list(argv))
+  """The CLI conventions (`errors.flags_parser`), and an unset --verbosity means WARNING
+  (absl's app.run would make it INFO)."""
+  rest = errors.flags_parser("python -m irl_lm.main", __doc__, __name__)(argv)
   if flags.FLAGS["verbosity"].using_default_value:
     flags.FLAGS.verbosity = ABSL_WARNING
   return rest
@@ -111,36 +123,52 @@ def _sentence(e: BaseException) -> str:
   return str(e).split("\n  In call to configurable")[0]
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; use --gin_file and "
-                         "--gin_bindings.")
-  if flags.FLAGS.verbosity < 0:
-    _quiet_native_logs()
+def execute(gin_files: Sequence[str], bindings: Sequence[str] = (), *,
+            distributed: bool = False) -> int:
+  """Parses the gin files and bindings and runs `run` (what `main` does after its flags).
+
+  Returns:
+    The exit status; 2 after printing a user error (`errors.UserError`) as one `error:` line.
+    Any other exception is a bug and propagates with its traceback.
+  """
   import gin
   from irl_lm import config
   from irl_lm.training import stopping
-  if not FLAGS.value:
-    raise app.UsageError("no --gin_file given: try --gin_file=gin/iqlearn_tiny.gin")
-  if DISTRIBUTED.value:
+  if distributed:
     import jax
     jax.distributed.initialize()  # TPU VMs discover the coordinator themselves.
   try:
-    config.parse(FLAGS.value, BINDINGS.value)
-    gin.get_configurable("run")(default_name=os.path.splitext(os.path.basename(FLAGS.value[0]))[0])
-  except config.USER_ERRORS as e:  # Known user errors: one clear sentence, no traceback.
+    config.parse(gin_files, bindings)
+    gin.get_configurable("run")(default_name=os.path.splitext(os.path.basename(gin_files[0]))[0])
+  except errors.UserError as e:  # a file, flag or binding: one sentence, no traceback
     print(f"error: {_sentence(e)}", file=sys.stderr)
-    sys.exit(2)
+    return errors.EXIT_USER_ERROR
   except stopping.NonFiniteError as e:
     print(f"error: {_sentence(e)}", file=sys.stderr)
-    sys.exit(e.exit_code)
+    return e.exit_code
   except stopping.TrainingStopped as e:  # preempted or interrupted, after a checkpoint
     print(_sentence(e), file=sys.stderr)
-    sys.exit(e.exit_code)
+    return e.exit_code
   except KeyboardInterrupt:
     print("interrupted (Ctrl-C) outside the training loop; the checkpoints saved so far are "
           "kept: rerun the same command to resume.", file=sys.stderr)
-    sys.exit(stopping.EXIT_INTERRUPTED)
+    return stopping.EXIT_INTERRUPTED
+  return 0
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    errors.exit_with(f"unexpected argument(s) {' '.join(argv[1:])}: pass gin files with "
+                     "--gin_file and settings with --gin_bindings (python -m irl_lm.main "
+                     "--help).")
+  if not FLAGS.value:
+    print(USAGE, file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
+  if flags.FLAGS.verbosity < 0:
+    _quiet_native_logs()
+  status = execute(FLAGS.value, BINDINGS.value, distributed=DISTRIBUTED.value)
+  if status:
+    sys.exit(status)
 
 
 def _choose_host_allocator() -> None:

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from irl_lm import errors
+
 MESH_AXES = ("data", "model")
 
 LogicalRules = tuple[tuple[str, Optional[str]], ...]
@@ -41,7 +43,7 @@ FULLY_SHARDED_RULES: LogicalRules = tuple(
     ("embed", "data") if name == "embed" else (name, axis) for name, axis in DEFAULT_RULES)
 
 
-class PartitioningError(ValueError):
+class PartitioningError(errors.UserError, ValueError):
   """A mesh or batch that cannot be laid out over the available devices."""
 
 

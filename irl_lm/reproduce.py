@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from irl_lm import errors
 from irl_lm.data import sources
 from irl_lm.experiments import figures, report, results, sweeps
 from irl_lm.experiments import __main__ as experiments_cli
@@ -136,9 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     out = reproduce(out_dir, reduced=args.reduced, from_scratch=args.from_scratch,
                     run=not args.collect_only)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, errors.UserError) as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    return errors.EXIT_USER_ERROR
   print(f"\n{out['report']} ({out['seconds'] / 60:.1f} min); figures in "
         f"{os.path.join(out_dir, 'figures')}")
   return 1 if any(s["status"] == "failed" for s in out["statuses"]) else 0

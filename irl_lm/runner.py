@@ -10,7 +10,8 @@ Before a train job builds anything, the runner checks every setting it can
 `checkpoints/` can be written, and takes the run directory's lock (`checkpoints.lock`; in a
 multi-host job process 0 takes it and tells the others), released when the job ends, also on
 errors. `config.gin` guards a run's checkpoints: until the first checkpoint exists it is only
-provisional, so a start that failed early never blocks the corrected command.
+provisional, so a start that failed early never blocks the corrected command, and a start that
+fails with a user error before its first checkpoint removes what it added to the run directory.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Iterator, Optional
 from absl import logging
 from etils import epath
 
+from irl_lm import errors
 from irl_lm.checkpoints import lock as lock_lib
 from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.data import sources
@@ -37,9 +39,12 @@ from irl_lm.jobs import train as train_job
 # run.mode -> the gin configurable job `(run_dir, *, training) -> summary dict` it runs on a
 # training run (registered in irl_lm/config.py).
 RUN_READING_MODES = ("check", "infer", "evaluate")
+MODES = ("train", *RUN_READING_MODES)
+MAX_DIFF_LINES = 12  # differing config lines a refusal shows before counting the rest
+LOCK_FILE = "run.lock"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(errors.UserError, RuntimeError):
   """The run directory holds a different configuration's run."""
 
 
@@ -79,31 +84,91 @@ def prepare_run_dir(run_dir: str, config_text: str, *, allow_config_change: bool
       config is provisional (a start that failed before its first checkpoint) and is replaced.
 
   Raises:
-    RunDirError: `run_dir/config.gin` exists with different bindings, the run has a
-      checkpoint and `allow_config_change` is False; the message shows the first differing
-      lines.
+    RunDirError: the run has a checkpoint, `allow_config_change` is False, and
+      `run_dir/config.gin` exists with different bindings (the message shows every differing
+      line, or the count of the rest) or is missing (so the configuration cannot be checked).
   """
   epath.Path(run_dir).mkdir(parents=True, exist_ok=True)
   path = epath.Path(run_dir) / "config.gin"
+  if not path.exists() and has_checkpoint and checkpoints_lib.has_checkpoints(
+      os.path.join(run_dir, "checkpoints")):
+    if not allow_config_change:
+      raise RunDirError(
+          f"run directory {run_dir} has checkpoints but no config.gin, so this configuration "
+          "cannot be checked against the one they were trained with: restore config.gin, choose "
+          "another directory with --gin_bindings=\"run.run_dir = '...'\", or resume on purpose "
+          "with --gin_bindings=\"run.allow_config_change = True\".")
+    logging.warning("resuming %s without its config.gin: this configuration cannot be checked "
+                    "against the one its checkpoints were trained with; it is recorded now.",
+                    run_dir)
   if path.exists():
     previous = path.read_text()
     if _config_fingerprint(previous) != _config_fingerprint(config_text):
-      diff = [l for l in difflib.unified_diff(previous.splitlines(), config_text.splitlines(),
-                                               lineterm="", n=0)
-              if l[:1] in "+-" and not l.startswith(("+++", "---"))][:6]
+      diff = config_diff(previous, config_text)
       if not has_checkpoint:
         logging.info("replacing the config.gin of an earlier start that wrote no checkpoint: %s",
                      diff)
       elif not allow_config_change:
         raise RunDirError(
             f"run directory {run_dir} holds a run with a different configuration "
-            f"({'; '.join(diff)}); choose another directory with "
+            f"({diff}); choose another directory with "
             "--gin_bindings=\"run.run_dir = '...'\" or resume on purpose with "
             "--gin_bindings=\"run.allow_config_change = True\".")
       else:
         logging.warning("resuming %s with a changed configuration: %s", run_dir, diff)
   if common.is_writer():
     path.write_text(config_text)
+
+
+def config_diff(previous: str, current: str, limit: int = MAX_DIFF_LINES) -> str:
+  """The differing lines of two config texts ('-old; +new; ...'), at most `limit` of them, then
+  '… and N more'."""
+  lines = [l for l in difflib.unified_diff(previous.splitlines(), current.splitlines(),
+                                           lineterm="", n=0)
+           if l[:1] in "+-" and not l.startswith(("+++", "---")) and l[1:].strip()
+           and not l[1:].startswith(("#", *NON_TRAINING_CONFIGURABLES))]
+  text = "; ".join(lines[:limit])
+  return text + (f"; … and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+def resolve_run_dir(run_dir: Optional[str], default_name: str, config_text: str) -> str:
+  """`run_dir`, or (None or blank) the default `runs/<default_name>-<config hash>`, with
+  `{data_root}` expanded."""
+  if run_dir is None or not str(run_dir).strip():
+    run_dir = os.path.join("runs", f"{default_name}-{_config_fingerprint(config_text)}")
+  return sources.expand_path(run_dir)
+
+
+def check_train_data(task: str) -> None:
+  """Reads the train split of a task with an in-memory source (local files, ...) before the
+  run directory is touched or the model built, so a malformed data file stops the start at
+  once; the source keeps what it read for the batches.
+
+  Raises:
+    data.errors.DataError: a malformed data file (naming the file, the line and the fix).
+    data.errors.MissingDatasetError: a missing data file.
+  """
+  from irl_lm.data import pipeline, seqio_tasks  # pylint: disable=g-import-not-at-top
+  source = pipeline.get_task(task).source
+  if isinstance(source, seqio_tasks.ShardableFunctionDataSource):
+    source.get_dataset(split="train", shuffle=False)
+
+
+def _entries(run_dir: str) -> Optional[set[str]]:
+  """The names in `run_dir`, or None when it does not exist."""
+  path = epath.Path(run_dir)
+  return {p.name for p in path.iterdir()} if path.is_dir() else None
+
+
+def _remove_new_entries(run_dir: str, before: Optional[set[str]]) -> None:
+  """Removes what a failed start (no checkpoint) added to `run_dir` besides its lock file, so
+  the corrected command finds the directory as it was."""
+  for entry in epath.Path(run_dir).iterdir():
+    if entry.name != LOCK_FILE and (before is None or entry.name not in before):
+      if entry.is_dir():
+        entry.rmtree()
+      else:
+        entry.unlink()
 
 
 @contextlib.contextmanager
@@ -170,29 +235,39 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
   """
   import gin  # pylint: disable=g-import-not-at-top
   config_text = gin.config_str()
-  if run_dir is None:
-    run_dir = os.path.join("runs", f"{default_name}-{_config_fingerprint(config_text)}")
-  run_dir = sources.expand_path(run_dir)
+  run_dir = resolve_run_dir(run_dir, default_name, config_text)
+  if mode not in MODES:
+    raise errors.SettingError(f"unknown run.mode '{mode}'{errors.closest(mode, MODES)}: use "
+                              f"one of {', '.join(MODES)}.")
   if mode != "train":
-    if mode not in RUN_READING_MODES:
-      raise ValueError(f"unknown run.mode '{mode}': use one of "
-                       f"{', '.join(['train', *RUN_READING_MODES])}.")
     summary = gin.get_configurable(mode)(run_dir=run_dir, training=training_settings())
     if mode == "check":
       print(json.dumps(summary, indent=2))
     return summary
-  common.check_settings(training_settings(), training=True)
+  settings = common.check_settings(training_settings(), training=True)
+  check_train_data(settings["task"])
   checkpoint_dir = os.path.join(run_dir, "checkpoints")
+  before = _entries(run_dir) if common.is_writer() else set()
   checkpoints_lib.probe_writable(run_dir)
   checkpoints_lib.probe_writable(checkpoint_dir)
-  with run_lock(run_dir, stale_minutes=lock_stale_minutes):
-    prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change,
-                    has_checkpoint=checkpoints_lib.has_checkpoints(checkpoint_dir))
-    logging.info("run directory: %s", os.path.abspath(run_dir))
-    summary = gin.get_configurable("train")(run_dir=run_dir)
-    if common.is_writer():
-      _print_summary(run_dir, summary)
-      (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+  try:
+    with run_lock(run_dir, stale_minutes=lock_stale_minutes):
+      try:
+        prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change,
+                        has_checkpoint=checkpoints_lib.has_checkpoints(checkpoint_dir))
+        logging.info("run directory: %s", os.path.abspath(run_dir))
+        summary = gin.get_configurable("train")(run_dir=run_dir)
+      except errors.UserError:
+        if common.is_writer() and not checkpoints_lib.has_checkpoints(checkpoint_dir):
+          _remove_new_entries(run_dir, before)
+        raise
+      if common.is_writer():
+        _print_summary(run_dir, summary)
+        (epath.Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+  finally:
+    if before is None and common.is_writer() and epath.Path(run_dir).is_dir() and not any(
+        epath.Path(run_dir).iterdir()):
+      epath.Path(run_dir).rmdir()  # a failed start in a directory it created
   return summary
 
 

@@ -33,10 +33,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from irl_lm import errors
 from irl_lm.checkpoints import integrity, storage
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """A checkpoint that cannot be used or written; the message says why and what to do."""
 
 
@@ -357,6 +358,7 @@ class Checkpointer:
       raise self._save_error(step, e) from None
 
   def _save_error(self, step: int, error: BaseException) -> CheckpointError:
+    self._remove_partial(step)
     number = storage.error_number(error)
     fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
            errno.EROFS: "make it writable", errno.EACCES: "make it writable",
@@ -368,6 +370,20 @@ class Checkpointer:
         f"checkpoint step {step} could not be written to {self.directory}: "
         f"{storage.reason(error)}; {fix} (or choose another run directory, run.run_dir) and "
         f"rerun the same command to resume from {since}.")
+
+  def _remove_partial(self, step: int) -> None:
+    """Removes what a failed save of `step` left (Orbax's `<step>.orbax-checkpoint-tmp*`
+    directory), so the space the error asks to free is freed and a resume finds no remnant."""
+    if jax.process_index() != 0:
+      return
+    try:
+      for path in epath.Path(self.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+        if path.is_dir():
+          path.rmtree()
+        else:
+          path.unlink()
+    except OSError as e:  # e.g. a read-only file system: the remnant stays, the error is raised
+      logging.warning("could not remove the partial checkpoint %d: %s", step, storage.reason(e))
 
   def save(self, step: int, state: Any) -> None:
     """Saves `state` (and its checksums) as checkpoint `step`, in the background.

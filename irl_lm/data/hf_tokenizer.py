@@ -36,7 +36,7 @@ import seqio
 import tensorflow as tf
 import tokenizers
 
-from irl_lm.data.errors import MissingDatasetError
+from irl_lm.data.errors import DataError, MissingDatasetError
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -67,10 +67,10 @@ def load_tokenizer(path: str) -> tokenizers.Tokenizer:
   try:
     return tokenizers.Tokenizer.from_str(text)
   except Exception as e:  # tokenizers raises a bare Exception
-    raise ValueError(
-        f"{path} cannot be loaded as a Hugging Face tokenizer ({e}): pass a tokenizer.json "
-        f"written by tokenizers' Tokenizer.save or transformers' save_pretrained "
-        f"(tokenizers {tokenizers.__version__} reads it).") from e
+    raise DataError(
+       f"{path} cannot be loaded as a Hugging Face tokenizer ({e}): pass a tokenizer.json "
+       f"written by tokenizers' Tokenizer.save or transformers' save_pretrained "
+       f"(tokenizers {tokenizers.__version__} reads it).") from e
 
 
 def _read_json(path: str) -> Optional[dict[str, Any]]:
@@ -82,19 +82,19 @@ def _read_json(path: str) -> Optional[dict[str, Any]]:
   try:
     value = json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e.msg} on line {e.lineno}): fix or remove "
-                     "it.") from e
+    raise DataError(f"{path} is not valid JSON ({e.msg} on line {e.lineno}): fix or remove "
+                    "it.") from e
   if not isinstance(value, dict):
-    raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object: fix or remove "
-                     "it.")
+    raise DataError(f"{path} holds a JSON {type(value).__name__}, not an object: fix or remove "
+                    "it.")
   return value
 
 
 def _token_id(tokenizer: tokenizers.Tokenizer, token: str, where: str, path: str) -> int:
   token_id = tokenizer.token_to_id(token)
   if token_id is None:
-    raise ValueError(f"{where} names the end-of-sequence token {token!r}, which the tokenizer "
-                     f"{path} does not have: give one of its tokens instead.")
+    raise DataError(f"{where} names the end-of-sequence token {token!r}, which the tokenizer "
+                    f"{path} does not have: give one of its tokens instead.")
   return token_id
 
 
@@ -130,18 +130,18 @@ def resolve_eos_id(tokenizer: tokenizers.Tokenizer, path: str,
   size = tokenizer.get_vocab_size(with_added_tokens=True)
   if isinstance(token_id, int) and not isinstance(token_id, bool):
     if not 0 <= token_id < size:
-      raise ValueError(f"{model_config_path} gives eos_token_id {token_id}, outside the "
-                       f"tokenizer's {size} ids: fix it, or set the task's eos_token.")
+      raise DataError(f"{model_config_path} gives eos_token_id {token_id}, outside the "
+                      f"tokenizer's {size} ids: fix it, or set the task's eos_token.")
     return token_id
   for token in COMMON_EOS_TOKENS:
     token_id = tokenizer.token_to_id(token)
     if token_id is not None:
       return token_id
-  raise ValueError(
-      f"the tokenizer {path} has no end-of-sequence token irl_lm can find (no eos_token in "
-      f"{TOKENIZER_CONFIG_FILE}, no eos_token_id in {MODEL_CONFIG_FILE}, none of "
-      f"{list(COMMON_EOS_TOKENS)}): add \"eos_token\": \"<its EOS>\" to {config_path}, or set "
-      "the task's eos_token.")
+  raise DataError(
+     f"the tokenizer {path} has no end-of-sequence token irl_lm can find (no eos_token in "
+     f"{TOKENIZER_CONFIG_FILE}, no eos_token_id in {MODEL_CONFIG_FILE}, none of "
+     f"{list(COMMON_EOS_TOKENS)}): add \"eos_token\": \"<its EOS>\" to {config_path}, or set "
+     "the task's eos_token.")
 
 
 def _unk_id(tokenizer: tokenizers.Tokenizer) -> Optional[int]:

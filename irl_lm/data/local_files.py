@@ -28,7 +28,8 @@ subset of N of the remaining train examples (the same rule again, nested).
 
 Problems are one sentence naming the file, the line and the fix: a missing file, a record
 without a field, a template naming a field the record lacks, an empty completion, invalid JSON,
-a TSV file without a header, an unknown format.
+a TSV file without a header, an unknown format, a file that is not UTF-8 text (a UTF-8
+byte-order mark is dropped).
 
 Task ``local_files`` (metric family ``rouge`` unless ``metric`` says ``gsm8k`` or
 ``translation``); gin: ``train.task = @local_files_task()`` (see ``gin/tasks/local_files.gin``).
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from irl_lm.data import sources
 from irl_lm.data import spec
+from irl_lm.data.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
   import seqio
@@ -67,42 +69,42 @@ def file_format(path: str, format: Optional[str] = None) -> str:
   """The format of `path`: `format` if given, else from the extension.
 
   Raises:
-    ValueError: `format` is not ``'jsonl'``/``'tsv'``, or the extension tells neither.
+    DataError: `format` is not ``'jsonl'``/``'tsv'``, or the extension tells neither.
   """
   if format is not None:
     if format not in FORMATS:
-      raise ValueError(f"unknown format {format!r} for {path}: set local_files_task.format to "
-                       f"'jsonl' or 'tsv' (or None to tell it from the extension).")
+      raise DataError(f"unknown format {format!r} for {path}: set local_files_task.format to "
+                      f"'jsonl' or 'tsv' (or None to tell it from the extension).")
     return format
   for extension, name in EXTENSIONS.items():
     if path.lower().endswith(extension):
       return name
-  raise ValueError(f"cannot tell the format of {path} from its extension: name the file "
-                   f".jsonl or .tsv, or set local_files_task.format = 'jsonl' or 'tsv'.")
+  raise DataError(f"cannot tell the format of {path} from its extension: name the file "
+                  f".jsonl or .tsv, or set local_files_task.format = 'jsonl' or 'tsv'.")
 
 
 def template_fields(template: str) -> tuple[str, ...]:
   """The field names `template` uses (``'{a} {b.x}'`` -> ``('a', 'b')``), in order, once each.
 
   Raises:
-    ValueError: not a ``str.format`` template, or one with a positional field ``{}``/``{0}``.
+    DataError: not a ``str.format`` template, or one with a positional field ``{}``/``{0}``.
   """
   if not isinstance(template, str):
-    raise ValueError(f"local_files_task.template must be a str.format template such as "
-                     f"'Question: {{question}}\\nAnswer:', got {template!r}.")
+    raise DataError(f"local_files_task.template must be a str.format template such as "
+                    f"'Question: {{question}}\\nAnswer:', got {template!r}.")
   try:
     parsed = list(string.Formatter().parse(template))
   except ValueError as e:
-    raise ValueError(f"template {template!r} is not a valid str.format template ({e}): write "
-                     "literal braces as {{ and }}.") from e
+    raise DataError(f"template {template!r} is not a valid str.format template ({e}): write "
+                    "literal braces as {{ and }}.") from e
   fields = []
   for _, field, _, _ in parsed:
     if field is None:
       continue
     root = _FIELD_ROOT.match(field).group(0)
     if not root or root.isdigit():
-      raise ValueError(f"template {template!r} has a positional field {{{field}}}: name the "
-                       "record's field instead, e.g. {prompt} or {question}.")
+      raise DataError(f"template {template!r} has a positional field {{{field}}}: name the "
+                      "record's field instead, e.g. {prompt} or {question}.")
     if root not in fields:
       fields.append(root)
   return tuple(fields)
@@ -111,19 +113,19 @@ def template_fields(template: str) -> tuple[str, ...]:
 def _check_settings(paths: dict[str, Optional[str]], format: Optional[str],
                     prompt_field: str, completion_field: str, template: str,
                     metric: str) -> None:
-  """Checks what can be checked without reading a file (raises ValueError naming the fix)."""
+  """Checks what can be checked without reading a file (raises DataError naming the fix)."""
   for arg, path in paths.items():
     if path is not None:
       if not isinstance(path, str) or not path:
-        raise ValueError(f"local_files_task.{arg} must be a file path, got {path!r}.")
+        raise DataError(f"local_files_task.{arg} must be a file path, got {path!r}.")
       file_format(path, format)
   for arg, value in (("prompt_field", prompt_field), ("completion_field", completion_field)):
     if not isinstance(value, str) or not value:
-      raise ValueError(f"local_files_task.{arg} must be a field name, got {value!r}.")
+      raise DataError(f"local_files_task.{arg} must be a field name, got {value!r}.")
   template_fields(template)
   if metric not in spec.METRIC_FAMILIES:
-    raise ValueError(f"local_files_task.metric {metric!r} is not one of "
-                     f"{spec.METRIC_FAMILIES}: pick the family the evaluator scores with.")
+    raise DataError(f"local_files_task.metric {metric!r} is not one of "
+                    f"{spec.METRIC_FAMILIES}: pick the family the evaluator scores with.")
 
 
 def _jsonl_records(path: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -134,13 +136,13 @@ def _jsonl_records(path: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"line {number} of {path} is not valid JSON ({e.msg} at column "
-                       f"{e.colno}): write one JSON object per line, e.g. "
-                       '{"prompt": "...", "completion": "..."}.') from e
+      raise DataError(f"line {number} of {path} is not valid JSON ({e.msg} at column "
+                      f"{e.colno}): write one JSON object per line, e.g. "
+                      '{"prompt": "...", "completion": "..."}.') from e
     if not isinstance(record, dict):
-      raise ValueError(f"line {number} of {path} is a JSON {type(record).__name__}, not an "
-                       'object: write one JSON object per line, e.g. {"prompt": "...", '
-                       '"completion": "..."}.')
+      raise DataError(f"line {number} of {path} is a JSON {type(record).__name__}, not an "
+                      'object: write one JSON object per line, e.g. {"prompt": "...", '
+                      '"completion": "..."}.')
     yield number, record
 
 
@@ -149,21 +151,21 @@ def _tsv_records(path: str, text: str, required: tuple[str, ...]
   reader = csv.reader(io.StringIO(text, newline=""), dialect=csv.excel_tab)
   header = next(reader, None)
   if not header:
-    raise ValueError(f"{path} is empty or starts with a blank line: its first line must be a "
-                     f"header naming the columns, e.g. {'<TAB>'.join(required)}.")
+    raise DataError(f"{path} is empty or starts with a blank line: its first line must be a "
+                    f"header naming the columns, e.g. {'<TAB>'.join(required)}.")
   missing = [f for f in required if f not in header]
   if missing:
-    raise ValueError(f"the first line of {path}, {header}, does not name the column(s) "
-                     f"{missing}: a TSV file's first line must be a header naming its columns "
-                     f"(e.g. {'<TAB>'.join(required)}); add one, or set local_files_task's "
-                     "prompt_field, completion_field or template to the names it has.")
+    raise DataError(f"the first line of {path}, {header}, does not name the column(s) "
+                    f"{missing}: a TSV file's first line must be a header naming its columns "
+                    f"(e.g. {'<TAB>'.join(required)}); add one, or set local_files_task's "
+                    "prompt_field, completion_field or template to the names it has.")
   for row in reader:
     if not row:
       continue
     if len(row) != len(header):
-      raise ValueError(f"line {reader.line_num} of {path} has {len(row)} column(s) but the "
-                       f"header has {len(header)}: fix the line (a field holding a tab or a "
-                       "newline must be in double quotes).")
+      raise DataError(f"line {reader.line_num} of {path} has {len(row)} column(s) but the "
+                      f"header has {len(header)}: fix the line (a field holding a tab or a "
+                      "newline must be in double quotes).")
     yield reader.line_num, dict(zip(header, row))
 
 
@@ -173,34 +175,34 @@ def _text(record: dict[str, Any], key: str, where: str) -> str:
     return value
   if isinstance(value, (int, float)) and not isinstance(value, bool):
     return str(value)
-  raise ValueError(f"field {key!r} on {where} is {json.dumps(value)}, not text: give it a "
-                   "string (or a number).")
+  raise DataError(f"field {key!r} on {where} is {json.dumps(value)}, not text: give it a "
+                  "string (or a number).")
 
 
 def _example(record: dict[str, Any], where: str, *, prompt_field: str, completion_field: str,
              template: str, fields: tuple[str, ...]) -> dict[str, str]:
   if completion_field not in record:
-    raise ValueError(f"{where} has no field {completion_field!r} (it has {sorted(record)}): add "
-                     "it, or set local_files_task.completion_field to the field holding the "
-                     "completion.")
+    raise DataError(f"{where} has no field {completion_field!r} (it has {sorted(record)}): add "
+                    "it, or set local_files_task.completion_field to the field holding the "
+                    "completion.")
   values = {}
   for field in fields:
     key = prompt_field if field == PROMPT else field
     if key not in record:
       alias = " (the prompt_field)" if field == PROMPT else ""
-      raise ValueError(f"template {template!r} names {{{field}}}, but {where} has no field "
-                       f"{key!r}{alias} (it has {sorted(record)}): fix local_files_task.template"
-                       f"{' or prompt_field' if field == PROMPT else ''}, or the file.")
+      raise DataError(f"template {template!r} names {{{field}}}, but {where} has no field "
+                      f"{key!r}{alias} (it has {sorted(record)}): fix local_files_task.template"
+                      f"{' or prompt_field' if field == PROMPT else ''}, or the file.")
     values[field] = _text(record, key, where)
   completion = _text(record, completion_field, where)
   if not completion.strip():
-    raise ValueError(f"{where} has an empty completion ({completion_field!r}): give every "
-                     "record a non-empty completion, or remove the record.")
+    raise DataError(f"{where} has an empty completion ({completion_field!r}): give every "
+                    "record a non-empty completion, or remove the record.")
   try:
     inputs = template.format(**values)
   except (AttributeError, IndexError, KeyError, ValueError) as e:
-    raise ValueError(f"template {template!r} cannot be filled from {where} ({e!r}): use plain "
-                     "{field} names.") from e
+    raise DataError(f"template {template!r} cannot be filled from {where} ({e!r}): use plain "
+                    "{field} names.") from e
   return {"inputs": inputs, "targets": completion}
 
 
@@ -224,15 +226,21 @@ def read_file(path: str, *, format: Optional[str] = None,
 
   Raises:
     MissingDatasetError: the file does not exist.
-    ValueError: a malformed file (the message names the file, the line and the fix).
+    DataError: a malformed file (the message names the file, the line and the fix).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   kind = file_format(path, format)
   fields = template_fields(template)
   path = sources.expand_path(path)
   sources.require_file(path, what, how)
-  with tf.io.gfile.GFile(path, "r") as f:
-    text = f.read()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors) is dropped
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise DataError(f"line {line} of {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                   f"offset {e.start}): save the file as UTF-8 .jsonl or .tsv text.") from None
   if kind == "jsonl":
     records = _jsonl_records(path, text)
   else:
@@ -243,7 +251,7 @@ def read_file(path: str, *, format: Optional[str] = None,
                        completion_field=completion_field, template=template, fields=fields)
               for number, record in records]
   if not examples:
-    raise ValueError(f"{path} holds no records: add prompt/completion records to it.")
+    raise DataError(f"{path} holds no records: add prompt/completion records to it.")
   return examples
 
 
@@ -254,11 +262,11 @@ def hold_out(examples: list[dict[str, str]], path: str) -> tuple[list[dict[str, 
   order.
 
   Raises:
-    ValueError: fewer than 2 examples (nothing would be left to train on).
+    DataError: fewer than 2 examples (nothing would be left to train on).
   """
   if len(examples) < 2:
-    raise ValueError(f"{path} has only {len(examples)} example(s), too few to hold out a "
-                     "validation split: add records, or set local_files_task.validation_path.")
+    raise DataError(f"{path} has only {len(examples)} example(s), too few to hold out a "
+                    "validation split: add records, or set local_files_task.validation_path.")
   held = sources.train_subset(examples, max(1, len(examples) // HOLD_OUT_DIVISOR))
   held_ids = {id(ex) for ex in held}
   return [ex for ex in examples if id(ex) not in held_ids], held
@@ -280,12 +288,12 @@ def load_split(split: str, *, name: str = TASK, train_path: str = DEFAULT_TRAIN_
     Dicts with str ``inputs`` and ``targets``, in file order.
 
   Raises:
-    ValueError: unknown split, or a malformed file.
+    DataError: unknown split, or a malformed file.
     MissingDatasetError: a file is absent.
   """
   if split not in splits(test_path):
-    raise ValueError(f"task {name!r} has no split {split!r}: use one of {splits(test_path)} "
-                     "(a test split needs local_files_task.test_path).")
+    raise DataError(f"task {name!r} has no split {split!r}: use one of {splits(test_path)} "
+                    "(a test split needs local_files_task.test_path).")
   read = functools.partial(read_file, format=format, prompt_field=prompt_field,
                            completion_field=completion_field, template=template)
   if split == "test":
@@ -335,7 +343,7 @@ def register(name: str = TASK, *, train_path: str = DEFAULT_TRAIN_PATH,
     The registered ``seqio.Task`` (features ``inputs`` and ``targets``).
 
   Raises:
-    ValueError: a setting that cannot work (unknown format or extension, malformed template,
+    DataError: a setting that cannot work (unknown format or extension, malformed template,
       unknown metric, bad vocabulary), before any file is read.
   """
   _check_settings({"train_path": train_path, "validation_path": validation_path,
@@ -391,7 +399,7 @@ def local_files_task(name: str = TASK, train_path: Optional[str] = None,
     `name`, for ``train.task``.
 
   Raises:
-    ValueError: a setting that cannot work (checked without reading any file).
+    DataError: a setting that cannot work (checked without reading any file).
   """
   given = lambda value, default: default if value is None else value
   family = given(metric, SPEC.metric)

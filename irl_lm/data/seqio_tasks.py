@@ -96,10 +96,12 @@ def in_memory_source(load_split: Callable[[str], Sequence[Mapping[str, str]]],
       (:func:`irl_lm.data.sources.train_subset`); None keeps it whole.
 
   Returns:
-    A :class:`ShardableFunctionDataSource` of dicts of scalar tf.string.
+    A :class:`ShardableFunctionDataSource` of dicts of scalar tf.string. Each split is read
+    once per process and kept (the run's early data check and its batches share the read).
   """
   return ShardableFunctionDataSource(
-      dataset_fn=functools.partial(_in_memory_dataset, load_split=load_split, keys=tuple(keys),
+      dataset_fn=functools.partial(_in_memory_dataset, load_split=functools.lru_cache(None)(
+          load_split), keys=tuple(keys),
                                    train_examples=sources.check_train_examples(train_examples)),
       splits=tuple(splits))
 

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
-from irl_lm.data.errors import MissingDatasetError
+from irl_lm.data.errors import DataError, MissingDatasetError
 
 DATA_DIR_ENV_VAR = "IRL_LM_DATA_DIR"
 DEFAULT_DATA_ROOT = "~/irl_lm_data"
@@ -83,11 +83,11 @@ def read_jsonl(path: str, required: Sequence[str]) -> list[dict[str, Any]]:
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"line {number} of {path} is not valid JSON ({e.msg}).") from e
+        raise DataError(f"line {number} of {path} is not valid JSON ({e.msg}).") from e
       missing = [k for k in required if not isinstance(record, dict) or k not in record]
       if missing:
-        raise ValueError(f"line {number} of {path} lacks the field(s) {missing}: each line must "
-                         f"be a JSON object with {list(required)}.")
+        raise DataError(f"line {number} of {path} lacks the field(s) {missing}: each line must "
+                        f"be a JSON object with {list(required)}.")
       records.append(record)
   return records
 
@@ -101,8 +101,8 @@ def check_train_examples(train_examples: Optional[int]) -> Optional[int]:
     return None
   if isinstance(train_examples, bool) or int(train_examples) != train_examples or (
       train_examples < 1):
-    raise ValueError(f"train_examples must be a whole number >= 1 (or None for the whole "
-                     f"train split), got {train_examples!r}.")
+    raise DataError(f"train_examples must be a whole number >= 1 (or None for the whole "
+                    f"train split), got {train_examples!r}.")
   return int(train_examples)
 
 
@@ -131,7 +131,7 @@ def train_subset(examples: Sequence[Example], train_examples: int) -> list[Examp
   """
   n = check_train_examples(train_examples)
   if n > len(examples):
-    raise ValueError(f"train_examples={n} but the train split has only {len(examples)} "
-                     "examples: ask for fewer (or None for all of them).")
+    raise DataError(f"train_examples={n} but the train split has only {len(examples)} "
+                    "examples: ask for fewer (or None for all of them).")
   ranked = sorted(range(len(examples)), key=lambda i: (_subset_key(examples[i]), i))
   return [examples[i] for i in sorted(ranked[:n])]

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from irl_lm import errors
 from irl_lm.decoding import search
 from irl_lm.partitioning import Partitioner
 
@@ -54,11 +55,13 @@ class DecodingConfig:
           f"_p{self.top_p:g}" if self.top_p < 1 else "")
       name = f"sample_t{self.temperature:g}{extra}"
     else:
-      raise ValueError(f"unknown decoding method '{self.method}': use greedy, sample or beam.")
+      raise errors.SettingError(f"unknown decoding method '{self.method}'"
+                                f"{errors.closest(self.method, ('greedy', 'sample', 'beam'))}: "
+                                "use greedy, sample or beam.")
     if self.calculator:
       if self.method == "beam" or self.top_k or self.top_p < 1:
-        raise ValueError(f"the calculator works with greedy decoding and plain temperature "
-                         f"sampling, not with {name}.")
+        raise errors.SettingError(f"the calculator works with greedy decoding and plain "
+                                  f"temperature sampling, not with {name}.")
       name += "_calc"
     return name
 
@@ -80,8 +83,9 @@ class DecodingConfig:
     match = re.fullmatch(r"(greedy|beam(\d+)|sample_t([\d.]+)(?:_k(\d+))?(?:_p([\d.]+))?)"
                          r"(_calc)?", name.strip())
     if not match:
-      raise ValueError(f"unknown decoding setting {name!r}: use e.g. 'greedy', 'beam4', "
-                       "'sample_t0.7', 'sample_t1_k40', 'sample_t1_p0.9', 'greedy_calc'.")
+      raise errors.SettingError(f"unknown decoding setting {name!r}: use e.g. 'greedy', "
+                                "'beam4', 'sample_t0.7', 'sample_t1_k40', 'sample_t1_p0.9', "
+                                "'greedy_calc'.")
     fields: dict[str, Any] = {"calculator": bool(match.group(6))}
     if match.group(1) == "greedy":
       fields["method"] = "greedy"

@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from irl_lm import errors
 from irl_lm.experiments import results, sweeps
 
 
@@ -53,7 +54,16 @@ def write_results(out_dir: str) -> dict[str, str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs (or prints) the sweeps; returns the exit status (2 after a user error's one line)."""
   args = parse_args(argv)
+  try:
+    return _main(args)
+  except errors.UserError as e:  # a sweep file, binding or flag: one sentence
+    print(f"error: {e}", file=sys.stderr)
+    return errors.EXIT_USER_ERROR
+
+
+def _main(args: argparse.Namespace) -> int:
   loaded = [sweeps.load_sweep(path, args.sweep_bindings) for path in args.sweep]
   if args.print_commands:
     for sweep in loaded:

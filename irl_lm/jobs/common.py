@@ -16,6 +16,7 @@ import jax
 import optax
 from absl import logging
 
+from irl_lm import errors
 from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import state as state_lib
@@ -24,7 +25,7 @@ from irl_lm.training import state as state_lib
 REQUIRED_SETTINGS = ("model", "task", "feature_lengths", "optimizer", "schedule")
 
 
-class JobError(ValueError):
+class JobError(errors.UserError, ValueError):
   """A job's input or settings that cannot be used; the message says how to fix it."""
 
 
@@ -39,6 +40,7 @@ def check_settings(settings: Mapping[str, Any], *, training: bool = False) -> di
   Raises:
     JobError: naming the missing or invalid `train.*` bindings.
     partitioning.PartitioningError: `train.batch_size` does not split over the mesh or hosts.
+    errors.SettingError: a `make_schedule.*` / `make_optimizer.*` binding that cannot work.
   """
   missing = [k for k in REQUIRED_SETTINGS if settings.get(k) is None]
   if missing:
@@ -98,6 +100,9 @@ def _check_training(settings: Mapping[str, Any]) -> None:
     raise JobError(f"train.feature_lengths = {lengths!r} is invalid: use e.g. "
                    "{'inputs': 512, 'targets': 128} (positive integers).")
   partitioner.check_batch_size(settings["batch_size"])
+  schedule, optimizer = settings.get("schedule"), settings.get("optimizer")
+  if callable(schedule) and callable(optimizer):  # refuses make_schedule/make_optimizer settings
+    optimizer(schedule=schedule(total_steps=settings.get("num_train_steps")))
   objective = settings.get("objective")
   sampling = getattr(objective, "sampling", None)
   if sampling is not None:
@@ -164,7 +169,8 @@ def train_state_layout(*, model: Any, objective: Any, partitioner: Partitioner,
 
 def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitioner,
                    input_shapes: Mapping[str, Sequence[int]], step: Optional[int] = None,
-                   seed: int = 0, objective: Any = None) -> tuple[Any, Any, int]:
+                   seed: int = 0, objective: Any = None, mode: str = "infer"
+                   ) -> tuple[Any, Any, int]:
   """Restores the parameters of a training run's checkpoint, laid out as in training.
 
   Args:
@@ -176,6 +182,7 @@ def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitione
     step: checkpoint step (default: the newest).
     seed: the run's seed (only used to trace the initialiser; nothing is initialised).
     objective: the run's objective; online methods (GAIL) keep extra state in checkpoints.
+    mode: the `run.mode` restoring it (named in the message when there is no checkpoint).
 
   Returns:
     (params, param_shardings, step): sharded jax.Arrays, their NamedShardings, and the step.
@@ -185,10 +192,7 @@ def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitione
       train one), or one that does not match the configuration.
   """
   directory = os.path.join(run_dir, "checkpoints")
-  no_checkpoint = checkpoints_lib.CheckpointError(
-      f"no checkpoint in {os.path.abspath(directory)}: train one first with the same gin files "
-      "and bindings but without run.mode = 'infer' (python -m irl_lm.main --gin_file=...), or "
-      "point at a trained run with --gin_bindings=\"run.run_dir = '...'\".")
+  no_checkpoint = _no_checkpoint(run_dir, mode)
   if not os.path.isdir(directory):  # Checkpointer would create it.
     raise no_checkpoint
   layout = state_lib.build_state_layout(model, tx, partitioner, input_shapes, seed,
@@ -201,6 +205,24 @@ def restore_params(run_dir: str, *, model: Any, tx: Any, partitioner: Partitione
   finally:
     checkpointer.close()
   return restored.params, layout.param_shardings, int(restored.step)
+
+
+def _no_checkpoint(run_dir: str, mode: str) -> checkpoints_lib.CheckpointError:
+  directory = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+  return checkpoints_lib.CheckpointError(
+      f"no checkpoint in {directory}: train one first with the same gin files and bindings but "
+      f"without run.mode = '{mode}' (python -m irl_lm.main --gin_file=...), or point at a "
+      "trained run with --gin_bindings=\"run.run_dir = '...'\".")
+
+
+def require_checkpoint(run_dir: str, mode: str) -> None:
+  """Refuses a run directory without a checkpoint before a `mode` job reads any data.
+
+  Raises:
+    checkpoints.CheckpointError: naming the directory and how to train a checkpoint.
+  """
+  if not checkpoints_lib.has_checkpoints(os.path.join(run_dir, "checkpoints")):
+    raise _no_checkpoint(run_dir, mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +238,7 @@ class RestoredRun:
 
 def restore_run(run_dir: str, settings: Mapping[str, Any], *, rows: int,
                 batch_size: Optional[int] = None, checkpoint_step: Optional[int] = None,
-                max_decode_length: Optional[int] = None) -> RestoredRun:
+                max_decode_length: Optional[int] = None, mode: str = "infer") -> RestoredRun:
   """Restores a run from its training settings for a job over `rows` rows.
 
   Args:
@@ -226,6 +248,7 @@ def restore_run(run_dir: str, settings: Mapping[str, Any], *, rows: int,
     batch_size: rows at once (default the run's eval batch size, else its batch size).
     checkpoint_step: restore this step instead of the newest.
     max_decode_length: the decode length the shapes are traced with (default the targets').
+    mode: the `run.mode` restoring it (for the message when there is no checkpoint).
   """
   model = settings["model"]
   partitioner = settings.get("partitioner") or Partitioner()
@@ -240,7 +263,7 @@ def restore_run(run_dir: str, settings: Mapping[str, Any], *, rows: int,
   params, param_shardings, step = restore_params(
       run_dir, model=model, tx=tx, partitioner=partitioner,
       input_shapes=model.input_shapes(batch_size, lengths), step=checkpoint_step,
-      seed=settings.get("seed", 0), objective=settings.get("objective"))
+      seed=settings.get("seed", 0), objective=settings.get("objective"), mode=mode)
   return RestoredRun(params, param_shardings, step, model, partitioner, batch_size)
 
 

@@ -25,10 +25,11 @@ Only model parameters are converted (no optimiser state).
 
 from __future__ import annotations
 
-import sys
 from typing import Optional, Sequence
 
 from absl import app, flags
+
+from irl_lm import errors
 
 FROM = flags.DEFINE_string("from", None, "Source checkpoint (any supported format).")
 TO = flags.DEFINE_string("to", None, "Output directory.")
@@ -104,17 +105,17 @@ def convert(from_path: str, to_path: str, *, format: str = "hf", size: Optional[
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.exit_with(f"unexpected argument(s) {' '.join(argv[1:])}: name the checkpoints with "
+                     "--from and --to (python -m irl_lm.convert --help).")
   if not FROM.value or not TO.value:
-    raise app.UsageError("both --from and --to are required.")
+    errors.exit_with("both --from and --to are required, e.g. python -m irl_lm.convert "
+                     "--from=runs/<run> --to=/models/out (--help lists every flag).")
   from irl_lm.checkpoints import formats
-  from irl_lm.checkpoints.manager import CheckpointError
   try:
     summary = convert(FROM.value, TO.value, format=FORMAT.value, size=SIZE.value,
                       dtype=DTYPE.value, step=STEP.value)
-  except CheckpointError as e:  # a user error: one clear sentence, no traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except errors.UserError as e:  # a file or flag: one clear sentence, no traceback.
+    errors.exit_with(str(e))
   family = {"t5_1_1": "T5 1.1", "llama": "decoder-only"}.get(summary["family"],
                                                              summary["family"])
   size = f"{family} '{summary['size']}'" if summary["size"] else family
@@ -124,4 +125,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.flags_parser("python -m irl_lm.convert", __doc__, __name__))

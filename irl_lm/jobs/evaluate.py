@@ -115,8 +115,9 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
   run = common.check_settings(training or {})
   configs = resolve_settings(settings, temperatures, beam_sizes, seed)
   if not configs and diversity_samples < 2:
-    raise ValueError("nothing to evaluate: give evaluate.settings (e.g. ['greedy']) or "
-                     "evaluate.diversity_samples >= 2.")
+    raise common.JobError("nothing to evaluate: give evaluate.settings (e.g. ['greedy']) or "
+                          "evaluate.diversity_samples >= 2.")
+  common.require_checkpoint(run_dir, "evaluate")
   task_name, lengths = run["task"], dict(run["feature_lengths"])
   split = split or run.get("eval_split") or "validation"
   if gamma is None:
@@ -127,7 +128,7 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
                                    feature_lengths=lengths, seed=pipeline.EVAL_SUBSET_SEED)
   k = diversity_samples if diversity_samples >= 2 else 1
   restored = common.restore_run(run_dir, run, rows=len(examples) * k, batch_size=batch_size,
-                                checkpoint_step=checkpoint_step)
+                                checkpoint_step=checkpoint_step, mode="evaluate")
   evaluator = Evaluator(restored.model, task=task_name, split=split, feature_lengths=lengths,
                         batch_size=restored.batch_size, partitioner=restored.partitioner,
                         param_shardings=restored.param_shardings, metric=metric, gamma=gamma,

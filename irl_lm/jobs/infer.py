@@ -74,8 +74,17 @@ def read_inputs(path: str, input_format: str = "auto") -> list[dict[str, Any]]:
         "plain text with one input a line).")
   if input_format not in ("auto", "jsonl", "text"):
     raise common.JobError(f"unknown infer.input_format '{input_format}': use auto, jsonl or text.")
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().splitlines()
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise common.JobError(
+        f"line {line} of input file {path} is not UTF-8 text (byte "
+        f"0x{data[e.start]:02x} at offset {e.start}): pass a UTF-8 text or JSON-lines file with "
+        "--gin_bindings=\"infer.input_file = '...'\".") from None
+  lines = text.splitlines()
   if input_format == "auto":
     suffix = os.path.splitext(path)[1].lower()
     if suffix in JSON_SUFFIXES:
@@ -190,9 +199,10 @@ def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[
                          "'inputs.jsonl'\" (JSON lines with an \"input\" field, or plain text).")
   records = read_inputs(input_file, input_format)
   settings = common.check_settings(training or {})
+  common.require_checkpoint(run_dir, "infer")
   task_name, lengths = settings["task"], dict(settings["feature_lengths"])
   decoding = decoding or settings.get("decoding") or DecodingConfig()
-  decoding.describe()  # validates the method
+  common.check_decoding(decoding, "infer.decoding")
   max_decode_length = max_decode_length or lengths["targets"]
   restored = common.restore_run(run_dir, settings, rows=len(records), batch_size=batch_size,
                                 checkpoint_step=checkpoint_step,

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from irl_lm import errors
+
+SCHEDULES = ("constant", "rsqrt", "linear", "cosine")
+OPTIMIZERS = ("adafactor", "adamw")
+
+
+def _check(configurable: str, problems: dict[str, bool]) -> None:
+  """Raises one SettingError naming every `configurable.<setting>` whose check is True."""
+  found = [f"{configurable}.{problem}" for problem, failed in problems.items() if failed]
+  if found:
+    raise errors.SettingError(f"{'; '.join(found)}: fix the binding(s) before training.")
 
 
 def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3,
@@ -22,23 +35,36 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3,
     warmup_steps: linear warm-up length in steps.
     total_steps: the run's length; required by 'linear' and 'cosine'.
     end_fraction: final lr as a fraction of the peak for the decaying schedules.
+
+  Raises:
+    errors.SettingError: an unknown name, or a learning rate, warm-up or end fraction that
+      makes no sense (negative, not finite, ...), naming the `make_schedule.*` binding.
   """
+  if name not in SCHEDULES:
+    raise errors.SettingError(f"unknown schedule '{name}' (make_schedule.name)"
+                              f"{errors.closest(name, SCHEDULES)}: use one of "
+                              f"{', '.join(SCHEDULES)}.")
+  _check("make_schedule", {
+      f"learning_rate = {learning_rate!r} must be a number >= 0": not (
+          _number(learning_rate) and learning_rate >= 0),
+      f"warmup_steps = {warmup_steps!r} must be an integer >= 0": not (
+          isinstance(warmup_steps, int) and warmup_steps >= 0),
+      f"end_fraction = {end_fraction!r} must be in [0, 1]": not (
+          _number(end_fraction) and 0 <= end_fraction <= 1)})
   if name == "rsqrt":
     warmup = float(max(warmup_steps, 1))
     return lambda step: learning_rate * jax.lax.rsqrt(jnp.maximum(step, warmup) / warmup)
   if name == "constant":
     decay = optax.constant_schedule(learning_rate)
-  elif name in ("linear", "cosine"):
+  else:
     if total_steps is None:
-      raise ValueError(f"schedule '{name}' needs total_steps: bind make_schedule.total_steps.")
+      raise errors.SettingError(f"make_schedule.name = '{name}' needs total_steps: bind "
+                                "make_schedule.total_steps (or train.num_train_steps).")
     decay_steps = max(total_steps - warmup_steps, 1)
     if name == "linear":
       decay = optax.linear_schedule(learning_rate, learning_rate * end_fraction, decay_steps)
     else:
       decay = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=end_fraction)
-  else:
-    raise ValueError(
-        f"unknown schedule '{name}': use one of 'constant', 'rsqrt', 'linear', 'cosine'.")
   if warmup_steps <= 0:
     return decay
   warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
@@ -62,15 +88,36 @@ def make_optimizer(name: str = "adafactor", *, schedule: optax.Schedule,
 
   Returns:
     An optax GradientTransformation.
+
+  Raises:
+    errors.SettingError: an unknown name, or a weight decay, clipping norm or moment that makes
+      no sense, naming the `make_optimizer.*` binding.
   """
+  if name not in OPTIMIZERS:
+    raise errors.SettingError(f"unknown optimizer '{name}' (make_optimizer.name)"
+                              f"{errors.closest(name, OPTIMIZERS)}: use one of "
+                              f"{', '.join(OPTIMIZERS)}.")
+  _check("make_optimizer", {
+      f"weight_decay = {weight_decay!r} must be a number >= 0": not (
+          _number(weight_decay) and weight_decay >= 0),
+      f"grad_clip_norm = {grad_clip_norm!r} must be a number > 0 (or None)": (
+          grad_clip_norm is not None and not _positive(grad_clip_norm)),
+      f"b1 = {b1!r} must be in [0, 1)": not (_number(b1) and 0 <= b1 < 1),
+      f"b2 = {b2!r} must be in [0, 1)": not (_number(b2) and 0 <= b2 < 1)})
   if name == "adafactor":
     tx = optax.adafactor(schedule, decay_rate=adafactor_decay_rate,
                          multiply_by_parameter_scale=True, clipping_threshold=1.0,
                          weight_decay_rate=weight_decay or None)
-  elif name == "adamw":
-    tx = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
   else:
-    raise ValueError(f"unknown optimizer '{name}': use 'adafactor' or 'adamw'.")
+    tx = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
   if grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
   return tx
+
+
+def _number(value: object) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: object) -> bool:
+  return _number(value) and value > 0

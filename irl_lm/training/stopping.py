@@ -6,8 +6,8 @@ Signals (`StopRequest`, installed by `trainer.fit` for the duration of the loop)
   `checkpoint_every` grid) and raises `Preempted`. The job waits for the checkpoint to commit;
   `main` then prints one line and exits with `Preempted.exit_code`: 143 after SIGTERM ("preempted:
   rerun the same command to resume"), 130 after Ctrl-C.
-- The first signal restores the default action, so a second Ctrl-C (or SIGTERM) ends the
-  process at once, without the checkpoint (the previous one stays).
+- A second Ctrl-C (or SIGTERM) ends the process at once, without the checkpoint: it prints one
+  line naming the newest complete checkpoint, which stays and which a rerun resumes from.
 - Multi-host: every process must stop at the same step (checkpoints are saved collectively).
   With `jax.distributed` and its preemption service (the default), JAX's own SIGTERM notifier
   agrees on the step (`multihost_utils.reached_preemption_sync_point`, asked every step), and a
@@ -69,6 +69,18 @@ def _preemption_service() -> bool:
   return getattr(distributed.global_state, "preemption_sync_manager", None) is not None
 
 
+def kept_checkpoint(directory: Optional[str]) -> str:
+  """'checkpoint N in DIR is kept: rerun the same command to resume from it.' for the newest
+  complete checkpoint (Orbax renames a step's directory to `<step>` once it is written)."""
+  steps = []
+  if directory and os.path.isdir(directory):
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
+  if not steps:
+    return "no checkpoint was saved yet: rerunning the same command starts from the beginning."
+  return (f"checkpoint {max(steps)} in {directory} is kept: rerun the same command to resume "
+          "from it.")
+
+
 class StopRequest:
   """A context manager that turns SIGTERM/SIGINT into a stop at an agreed step.
 
@@ -77,8 +89,9 @@ class StopRequest:
   thread (signals cannot be caught there) or with `enabled=False` it never requests a stop.
   """
 
-  def __init__(self, enabled: bool = True):
+  def __init__(self, enabled: bool = True, directory: Optional[str] = None):
     self._enabled = enabled and threading.current_thread() is threading.main_thread()
+    self._directory = directory
     self._previous: dict[int, object] = {}
     self._multi = False
     self._service = False
@@ -102,12 +115,14 @@ class StopRequest:
 
   def _handle(self, signum: int, frame) -> None:
     del frame
-    if self.signum is None:
-      self.signum = signum
     name = signal.Signals(signum).name
+    if self.signum is not None:  # the second signal: exit at once
+      os.write(2, (f"{name} received again: exiting now without saving; "
+                   f"{kept_checkpoint(self._directory)}\n").encode())
+      os._exit(128 + signum)  # pylint: disable=protected-access
+    self.signum = signum
     os.write(2, f"{name} received: finishing this step, saving a checkpoint, then exiting "
                 f"(send {name} again to exit at once, without it).\n".encode())
-    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
     if self._service and signum == signal.SIGINT:
       os.kill(os.getpid(), signal.SIGTERM)  # JAX's notifier tells every worker
 

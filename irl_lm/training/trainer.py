@@ -235,7 +235,8 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
     checkpointer.save(done, state)
     saved.append(done)
 
-  with stopping.StopRequest(enabled=handle_signals) as stop:
+  with stopping.StopRequest(enabled=handle_signals,
+                            directory=getattr(checkpointer, "directory", None)) as stop:
     for step in range(start_step, num_train_steps):
       state, metrics = train_step(state, global_batch(next(batches), batch_sharding))
       done = step + 1

@@ -53,12 +53,11 @@ def test_sigterm_then_ctrl_c_save_where_they_stop_and_resume_exactly(tmp_path, c
 _TWICE = textwrap.dedent("""
     import os, signal, sys, time
     from irl_lm.training import stopping
-    with stopping.StopRequest() as stop:
+    with stopping.StopRequest(directory=sys.argv[1]) as stop:
       assert not stop.requested(1)
       os.kill(os.getpid(), signal.SIGINT)
       time.sleep(0.1)  # the Python handler runs
       assert stop.requested(2) and stop.signum == signal.SIGINT
-      assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
       print("first handled", flush=True)
       os.kill(os.getpid(), signal.SIGINT)  # the second one ends the process here
       time.sleep(5)
@@ -66,12 +65,23 @@ _TWICE = textwrap.dedent("""
 """)
 
 
-def test_second_ctrl_c_ends_the_process_at_once():
-  done = subprocess.run([sys.executable, "-c", _TWICE], cwd=helpers.REPO, env=helpers.env(),
-                        capture_output=True, text=True, timeout=120)
-  assert done.returncode == -signal.SIGINT, done.stderr[-2000:]
+def test_second_ctrl_c_ends_the_process_at_once_naming_the_kept_checkpoint(tmp_path):
+  for name in ("10", "20", "30.orbax-checkpoint-tmp-1"):  # 30 was being written
+    (tmp_path / name).mkdir()
+  done = subprocess.run([sys.executable, "-c", _TWICE, str(tmp_path)], cwd=helpers.REPO,
+                        env=helpers.env(), capture_output=True, text=True, timeout=120)
+  assert done.returncode == 130, done.stderr[-2000:]
   assert done.stdout == "first handled\n"
-  assert "SIGINT received: finishing this step, saving a checkpoint, then exiting" in done.stderr
+  lines = done.stderr.strip().splitlines()
+  assert "SIGINT received: finishing this step, saving a checkpoint, then exiting" in lines[-2]
+  assert lines[-1] == (f"SIGINT received again: exiting now without saving; checkpoint 20 in "
+                       f"{tmp_path} is kept: rerun the same command to resume from it.")
+  assert "Traceback" not in done.stderr
+
+
+def test_kept_checkpoint_without_any():
+  assert stopping.kept_checkpoint(None) == (
+      "no checkpoint was saved yet: rerunning the same command starts from the beginning.")
 
 
 def test_handlers_are_restored_and_unused_requests_say_no():

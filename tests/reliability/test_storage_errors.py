@@ -63,6 +63,7 @@ def test_failed_background_save_stops_with_one_sentence(tmp_path, surface):
       "run.run_dir) and rerun the same command to resume from step 1, the newest complete "
       "checkpoint."], result.stderr[-3000:]
   assert sorted(os.listdir(directory))[0] == "1"
+  assert not [name for name in os.listdir(directory) if name.startswith("2")]  # no remnant
 
 
 def _state():
@@ -76,8 +77,10 @@ def test_synchronous_save_failure_is_raised_at_once(tmp_path):
     raise OSError(errno.ENOSPC, "No space left on device")
 
   ckpt._manager.save = disk_full  # pylint: disable=protected-access
+  (tmp_path / "5.orbax-checkpoint-tmp-1765000000").mkdir()  # what the failed write left
   with pytest.raises(manager.CheckpointError) as info:
     ckpt.save(5, _state())
+  assert os.listdir(tmp_path) == []
   assert str(info.value) == (
       f"checkpoint step 5 could not be written to {tmp_path}: the disk is full (ENOSPC); free "
       "some space (or choose another run directory, run.run_dir) and rerun the same command to "
