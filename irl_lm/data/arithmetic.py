@@ -21,8 +21,8 @@ validation and test questions never occur in train, and test questions never in 
 Generating the default 20,000 / 500 / 1,000 examples takes well under a second.
 
 Task ``arithmetic_word_problems`` (metric family ``gsm8k``): ``question`` -> inputs, ``answer``
--> targets (``final_answer`` kept), with the shipped stdlib vocabulary, which round-trips this
-text exactly; gin: ``train.task = @arithmetic_task()``. ``train_examples`` = N trains on a fixed
+-> targets (``final_answer`` kept), with its own shipped 480-piece vocabulary (digits split),
+which round-trips this text exactly; gin: ``train.task = @arithmetic_task()``. ``train_examples`` = N trains on a fixed
 subset of N of the generated train problems (:func:`irl_lm.data.sources.train_subset`: the same
 N for every run and seed, nested); ``sizes`` instead changes the generated data set itself.
 This module is pure Python: :func:`register` imports seqio (and TensorFlow) when called.
@@ -305,8 +305,9 @@ def register(name: str = TASK, *, sizes: Optional[Mapping[str, int]] = None, see
     name: task name.
     sizes: examples per split (default :data:`DEFAULT_SIZES`: 20000 / 500 / 1000).
     seed: offsets the split seeds (0: the standard data set).
-    vocabulary_path: SentencePiece model (default: the shipped stdlib model, which round-trips
-      this text exactly; questions average ~56 and answers ~92 of its tokens).
+    vocabulary_path: SentencePiece model (default: the task's shipped 480-piece model with
+      digits split, :data:`irl_lm.data.vocabularies.ARITHMETIC_VOCAB_PATH`; questions take at
+      most 96 and answers at most 128 of its tokens).
     train_examples: keep a fixed subset of this many train problems (None: all).
     replace: re-register a task already registered under `name`.
 
@@ -324,7 +325,8 @@ def register(name: str = TASK, *, sizes: Optional[Mapping[str, int]] = None, see
       name, source=source,
       preprocessors=[seqio_tasks.rekey(inputs="question", targets="answer",
                                        final_answer="final_answer")],
-      vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path or vocabularies.STDLIB_VOCAB_PATH),
+      vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path
+                                                or vocabularies.ARITHMETIC_VOCAB_PATH),
       metric=SPEC.metric, replace=replace)
 
 
@@ -340,7 +342,7 @@ def arithmetic_task(name: str = TASK, sizes: Optional[Mapping[str, int]] = None,
     name: the task name to register.
     sizes: examples per split (default train 20000, validation 500, test 1000).
     seed: generation seed offset (default 0).
-    vocabulary_path: SentencePiece model (default the shipped stdlib model).
+    vocabulary_path: SentencePiece model (default the task's shipped 480-piece model).
     train_examples: train on a fixed subset of N generated train problems (default: all).
 
   Returns:

@@ -32,7 +32,7 @@ def test_all_tasks_registered_with_metric_families():
     vocab = pipeline.get_vocabulary(name)
     assert vocab.sentencepiece_model_file == vocabularies.T5_VOCAB_PATH
     assert vocab.extra_ids == 100 and vocab._model is None  # pylint: disable=protected-access
-  assert pipeline.get_vocabulary("arithmetic_word_problems").vocab_size == 4096
+  assert pipeline.get_vocabulary("arithmetic_word_problems").vocab_size == 480
   assert pipeline.get_task("pypackages_docstrings").splits == ("train", "validation")
   assert pipeline.get_task("gsm8k").splits == ("train", "test")
   assert pipeline.get_task("wmt22_en_de").splits == ("train", "validation", "test")
