@@ -78,7 +78,7 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   return rest
 
 
-def _quiet_native_logs() -> None:
+def quiet_native_logs() -> None:
   """Routes fd 2 through the NATIVE_INFO filter (see the module docstring)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   try:
@@ -116,7 +116,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}; use --gin_file and "
                          "--gin_bindings.")
   if flags.FLAGS.verbosity < 0:
-    _quiet_native_logs()
+    quiet_native_logs()
   import gin
   from irl_lm import config
   from irl_lm.training import stopping
