@@ -10,16 +10,15 @@ IQLearn (λ = 0.1), `--steps` steps of batch 8, the end-of-training evaluation a
 mode (greedy plus K = 2 samples for Self-BLEU) on `--eval_examples` validation examples.
 
 Prints per runner the wall time, the CPU time of its processes (user + system; less affected
-by other work on a shared machine) and the load average, the speed-up ratios, and whether
-every run reported the same numbers both ways (`sweeps.run_numbers`: losses and training
-metrics per logged step, evaluation scores, rewards, Self-BLEU; not times).
+by other work on a shared machine), the load average and peak memory, the speed-up ratios, and
+whether every run reported the same numbers both ways (`sweeps.run_numbers`: losses and
+training metrics per logged step, evaluation scores, rewards, Self-BLEU; not times).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,20 +57,35 @@ def write_sweep(folder: str, *, points: int, seeds: int, steps: int, eval_exampl
   return path
 
 
+# Runs argv[2:] and writes the CPU seconds and peak resident set of it and its descendants
+# (getrusage of the children of this wrapper alone) to the file argv[1].
+MEASURE = """
+import json, resource, subprocess, sys
+code = subprocess.run(sys.argv[2:]).returncode
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+json.dump({"cpu_s": r.ru_utime + r.ru_stime, "max_rss_gb": r.ru_maxrss / 2**20},
+          open(sys.argv[1], "w"))
+sys.exit(code)
+"""
+
+
 def run_sweep(sweep_file: str, out_dir: str, runner: str) -> dict[str, float]:
-  """Runs the sweep with `runner` as one command; its wall and CPU seconds, load average."""
-  argv = [sys.executable, "-m", "irl_lm.experiments", f"--sweep={sweep_file}",
-          f"--out_dir={out_dir}", f"--runner={runner}"]
+  """Runs the sweep with `runner` as one command: its wall and CPU seconds, the load average
+  after it and the largest resident set of its processes (in-process: the sweep's one
+  process; with subprocesses: the largest phase's)."""
+  usage = out_dir + ".usage.json"
+  argv = [sys.executable, "-c", MEASURE, usage, sys.executable, "-m", "irl_lm.experiments",
+          f"--sweep={sweep_file}", f"--out_dir={out_dir}", f"--runner={runner}"]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(
       p for p in (sweeps.REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}
-  before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+  start = time.time()
   done = subprocess.run(argv, env=env, cwd=sweeps.REPO_ROOT, text=True,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-  wall, after = time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+  wall = time.time() - start
   if done.returncode != 0:
     raise RuntimeError(f"{runner} sweep failed (exit {done.returncode}):\n{done.stdout[-3000:]}")
-  cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-  return {"wall_s": wall, "cpu_s": cpu, "load_1min_after": os.getloadavg()[0]}
+  with open(usage) as f:
+    return {"wall_s": wall, **json.load(f), "load_1min_after": os.getloadavg()[0]}
 
 
 def compare(out_dirs: dict[str, str], sweep_file: str) -> list[dict[str, object]]:
@@ -110,7 +124,7 @@ def main() -> int:
     timings[runner] = run_sweep(sweep_file, out_dirs[runner], runner)
     t = timings[runner]
     print(f"{runner:>10}: wall {t['wall_s']:7.1f} s, CPU {t['cpu_s']:7.1f} s "
-          f"(load after {t['load_1min_after']:.1f})")
+          f"(load after {t['load_1min_after']:.1f}, max RSS {t['max_rss_gb']:.2f} GB)")
   sub, inp = timings["subprocess"], timings["inprocess"]
   wall_ratio, cpu_ratio = sub["wall_s"] / inp["wall_s"], sub["cpu_s"] / inp["cpu_s"]
   print(f"speed-up (subprocess / in-process): wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x")

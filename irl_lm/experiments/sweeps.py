@@ -1,4 +1,4 @@
-"""Sweeps: gin files + bindings × points × seeds, run one after another as subprocesses.
+"""Sweeps: gin files + bindings × points × seeds, run one after another.
 
 A sweep file (``gin/experiments/*.gin``) imports this module (which registers ``Sweep`` with
 gin) and binds only ``Sweep.*``:
@@ -21,7 +21,9 @@ expands to one point per value, named ``<method>_<column><value>``.
 
 Each run trains with ``run.run_dir = '<out_dir>/<sweep>/<point>/seed<k>'`` and
 ``train.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on the
-same directory. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
+same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
+irl_lm.main`` (what pods run), or `irl_lm.experiments.inprocess.InProcessRunner` in this
+process; both write the same files. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
 starts) and per run ``status.json`` ({'status': 'ok' | 'failed', 'phase' (the failed one),
 'returncode', 'seconds', 'train_wall_seconds' / 'evaluate_wall_seconds' (each command)})
 and ``sweep.log`` (the failed command and its stderr tail).
