@@ -6,7 +6,8 @@ a run writes the same files (run directory, ``summary.json``, ``eval/``) and the
 ``status.json`` / ``sweep.log``. An exception is what main's exit status would say: 2 for a
 configuration or input error, 3 for a non-finite step, 1 for anything else (the traceback goes
 to ``sweep.log``); the sweep records the run as failed and goes on. A preemption or Ctrl-C
-(the train job saves a checkpoint first) ends the sweep, like a signal to the subprocess runner.
+during training (the train job saves a checkpoint first) ends the sweep with main's exit status
+(143 / 130), like a signal to the subprocess runner; a rerun resumes.
 
 Compilation: each run builds its jitted programs afresh (new closures, so jax's in-memory
 caches miss), but with jax's persistent compilation cache (`enable_compilation_cache`) a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import traceback
 from typing import Any, Mapping, Optional, Sequence
 
@@ -88,8 +90,9 @@ class InProcessRunner:
       gin.get_configurable("run")(default_name=default_name)
     except stopping.NonFiniteError as e:
       return _failed(e.exit_code, header, f"error: {_sentence(e)}\n")
-    except stopping.TrainingStopped:
-      raise  # preempted or interrupted after a checkpoint: the sweep stops (rerun resumes)
+    except stopping.TrainingStopped as e:  # preempted / interrupted after a checkpoint
+      print(f"{_sentence(e)} The sweep stops here; rerun it to resume.", file=sys.stderr)
+      raise SystemExit(e.exit_code) from e
     except config.USER_ERRORS as e:
       return _failed(2, header, f"error: {_sentence(e)}\n")
     except Exception:  # pylint: disable=broad-except  (recorded; the sweep goes on)

@@ -49,6 +49,28 @@ def test_failed_phases_are_recorded_and_the_sweep_goes_on(tmp_path):
   assert gin.config_str() == ""  # cleared after every phase
 
 
+def test_nonfinite_is_a_failed_run_and_a_preemption_stops_the_sweep(tmp_path, monkeypatch):
+  from irl_lm.training import stopping
+  sweep = sweeps.make_sweep("stops", ["gin/iqlearn_tiny.gin"], seeds=[0],
+                            points=[{"name": "a", "bindings": []}])
+  [run] = sweeps.expand(sweep, str(tmp_path))
+  errors = iter([stopping.NonFiniteError("step 3 is not finite", step=3),
+                 stopping.Preempted("preempted at step 5", step=5, exit_code=143)])
+
+  def fake_run(**_):
+    raise next(errors)
+
+  real = gin.get_configurable
+  monkeypatch.setattr(gin, "get_configurable",
+                      lambda name: fake_run if name == "run" else real(name))
+  runner = inprocess.InProcessRunner()
+  result = runner(run, "train")
+  assert result.returncode == 3 and "error: step 3 is not finite" in result.log
+  with pytest.raises(SystemExit) as stopped:
+    runner(run, "train")
+  assert stopped.value.code == 143 and gin.config_str() == ""
+
+
 def test_finished_runs_are_skipped(tmp_path):
   sweep = sweeps.make_sweep("done", ["gin/iqlearn_tiny.gin"], seeds=[0, 1],
                             points=[{"name": "mle", "bindings": []}])
