@@ -18,6 +18,12 @@ beam_size, rouge1/rouge2/rougeLsum or accuracy or bleu/chrf, num_examples, self_
 self_bleu_k, self_bleu_temperature, self_bleu_tokenize, distinct_1, distinct_2,
 mean_entropy, reward_spearman_rho, reward_spearman_p, mean_summed_reward, checkpoint_step.
 
+Known-distribution runs add `KNOWN_DISTRIBUTION_COLUMNS` (forward_kl, reverse_kl, coverage,
+reward_teacher_spearman, logprob_teacher_spearman, teacher_entropy, model_sample_entropy) to
+the rows of the summaries that report them, plus a row of setting ``known_distribution`` for
+evaluate mode's top-level numbers; `collect_positions(out_dir)` gives
+``known_distribution_positions.csv`` (the teacher's log-probability of samples by position).
+
 `collect_curves(out_dir)` gives ``curves.csv`` rows (sweep, point, method, the swept columns,
 seed, step, metric, value) from each run's ``metrics.jsonl`` evaluation records
 (``eval_<split>/<metric>``: the periodic ones when ``train.eval_every`` is set, and the final).
