@@ -90,7 +90,7 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   return rest
 
 
-def _quiet_native_logs() -> None:
+def quiet_native_logs() -> None:
   """Routes fd 2 through the NATIVE_INFO filter (see the module docstring)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   try:
@@ -165,7 +165,7 @@ def main(argv: Sequence[str]) -> None:
     print(USAGE, file=sys.stderr)
     sys.exit(errors.EXIT_USER_ERROR)
   if flags.FLAGS.verbosity < 0:
-    _quiet_native_logs()
+    quiet_native_logs()
   status = execute(FLAGS.value, BINDINGS.value, distributed=DISTRIBUTED.value)
   if status:
     sys.exit(status)

@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 from irl_lm import errors
 from irl_lm.data import sources
-from irl_lm.experiments import figures, report, results, sweeps
+from irl_lm.experiments import figures, inprocess, report, results, sweeps
 from irl_lm.experiments import __main__ as experiments_cli
 
 QUICK = "gin/experiments/quick_cpu.gin"
@@ -65,7 +65,8 @@ def measure_timing(out_path: str, *, repeats: int = 3, batch: int = 16) -> dict[
 
 
 def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
-              from_scratch: bool = False, run: bool = True) -> dict[str, Any]:
+              from_scratch: bool = False, run: bool = True,
+              runner: Optional[str] = None) -> dict[str, Any]:
   """Runs the quick (or reduced) sweep and writes every CSV, figure and ``results.md``.
 
   Args:
@@ -74,6 +75,8 @@ def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
     from_scratch: train without the pretrained checkpoint (also when `reduced` and it is
       missing).
     run: False: only collect what is there and redraw (no training, no timing).
+    runner: 'inprocess' or 'subprocess' (default `inprocess.default_runner`: in-process on a
+      single-host CPU or GPU machine, compilation cache in ``<out_dir>/.jax_cache``).
 
   Returns:
     {'results', 'aggregate', 'curves', 'report', 'timing' (paths), 'figures': {item:
@@ -101,7 +104,10 @@ def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
   statuses = []
   timing_path = os.path.join(out_dir, "timing.json")
   if run:
-    statuses = sweeps.execute(sweep, out_dir,
+    phase_runner = None
+    if inprocess.choose_runner(runner) == "inprocess":
+      phase_runner = inprocess.InProcessRunner(os.path.join(out_dir, ".jax_cache"))
+    statuses = sweeps.execute(sweep, out_dir, phase_runner=phase_runner,
                               extra_bindings=[FROM_SCRATCH] if from_scratch else [])
     os.makedirs(out_dir, exist_ok=True)
     measure_timing(timing_path, repeats=1 if reduced else 3)
@@ -132,11 +138,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--out_dir", default=None)
   parser.add_argument("--collect_only", action="store_true",
                       help="redraw from existing runs; train nothing")
+  parser.add_argument("--runner", choices=inprocess.RUNNERS, default=None,
+                      help="run the sweep in this process or as subprocesses (default: "
+                           "in-process unless on a TPU host or a multi-process launch)")
   args = parser.parse_args(argv)
   out_dir = args.out_dir or ("results/reduced" if args.reduced else "results/quick")
   try:
     out = reproduce(out_dir, reduced=args.reduced, from_scratch=args.from_scratch,
-                    run=not args.collect_only)
+                    run=not args.collect_only, runner=args.runner)
   except (FileNotFoundError, errors.UserError) as e:
     print(f"error: {e}", file=sys.stderr)
     return errors.EXIT_USER_ERROR
@@ -146,4 +155,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+  from irl_lm import main as main_lib  # as `irl_lm.main`: native INFO lines off stderr
+  main_lib.quiet_native_logs()
   sys.exit(main())

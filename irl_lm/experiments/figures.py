@@ -11,6 +11,10 @@ Self-BLEU's K, temperature and tokenisation.
 * `score_vs_temperature`: task score vs sampling temperature, with greedy and beam search.
 * `training_curves`: validation score over training (``curves.csv``), e.g. on data subsets.
 * `spearman_table`: Spearman rho of summed implicit reward vs task score, by method and λ.
+* Known-distribution sweeps (`gin/experiments/known_distribution_quick.gin`):
+  `known_distribution_kl` (forward vs reverse KL per method), `known_distribution_positions`
+  (the teacher's log-probability of samples by position), `known_distribution_spearman`
+  (implicit reward's and log π's Spearman ρ with the teacher's log-probability).
 """
 from __future__ import annotations
 
@@ -242,11 +246,118 @@ def spearman_table(rows: Sequence[Row], out_dir: str, setting: str = "greedy"
   return _finish(fig, table, out_dir, "spearman_table")
 
 
+def known_distribution_runs(rows: Sequence[Row]) -> list[Row]:
+  """One row per run with known-distribution numbers (`results.KNOWN_DISTRIBUTION_COLUMNS`):
+  the evaluate summary's top-level row (setting 'known_distribution') when there is one, else
+  the run's first such row. Pure."""
+  ranked = sorted((r for r in rows if r.get("forward_kl") is not None),
+                  key=lambda r: r.get("setting") != results.KNOWN_DISTRIBUTION_SETTING)
+  return results.per_run(ranked)
+
+
+def _by_point(rows: Sequence[Row]) -> list[Row]:
+  """`results.aggregate` per (sweep, point), ordered by method, then strength."""
+  agg = results.aggregate(rows, by=("sweep", "point"))
+  return sorted(agg, key=lambda p: (str(p.get("method")),
+                                    p.get(STRENGTH.get(p.get("method", ""), ""), 0) or 0))
+
+
+def known_distribution_kl(rows: Sequence[Row], out_dir: str) -> dict[str, Any]:
+  """Figure: forward KL(teacher ‖ model) vs reverse KL(model ‖ teacher) per point, mean ± SEM
+  over seeds on both axes, one colour per method."""
+  points = [p for p in _by_point(known_distribution_runs(rows))
+            if p.get("forward_kl_mean") is not None and p.get("reverse_kl_mean") is not None]
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for i, method in enumerate(sorted({p.get("method") for p in points}, key=str)):
+    mine = [p for p in points if p.get("method") == method]
+    ax.errorbar([p["forward_kl_mean"] for p in mine], [p["reverse_kl_mean"] for p in mine],
+                xerr=[p["forward_kl_sem"] or 0 for p in mine],
+                yerr=[p["reverse_kl_sem"] or 0 for p in mine], marker="o", capsize=3,
+                color=f"C{i}", label=method, ls="-" if len(mine) > 1 else "none")
+    for p in mine:
+      ax.annotate(label(p).replace(f"{method} ", ""), (p["forward_kl_mean"],
+                                                       p["reverse_kl_mean"]),
+                  fontsize=7, xytext=(3, 3), textcoords="offset points")
+  ax.set_xlabel("forward KL(teacher ‖ model) (nats; lower = more coverage)")
+  ax.set_ylabel("reverse KL(model ‖ teacher) (nats; lower = fewer bad samples)")
+  ax.set_title("Known distribution: forward vs reverse KL, mean ± SEM over seeds", fontsize=9)
+  if points:
+    ax.legend(fontsize=8)
+  table = [{k: p.get(k) for k in ("sweep", "point", "method", *STRENGTH.values(), "n_ok",
+                                  "forward_kl_mean", "forward_kl_sem", "reverse_kl_mean",
+                                  "reverse_kl_sem", "coverage_mean", "coverage_sem")
+            if k in p} for p in points]
+  return _finish(fig, table, out_dir, "known_distribution_kl")
+
+
+def known_distribution_positions(positions: Sequence[Row], out_dir: str,
+                                 setting: str = results.KNOWN_DISTRIBUTION_SETTING
+                                 ) -> dict[str, Any]:
+  """Figure: the teacher's log-probability of the model's samples at each position, per point
+  (mean ± SEM band over seeds), from `results.collect_positions` rows of `setting` (the first
+  setting present when it has none)."""
+  settings = [p["setting"] for p in positions]
+  chosen_setting = setting if setting in settings else (settings[0] if settings else setting)
+  chosen = [p for p in positions if p["setting"] == chosen_setting]
+  agg = results.aggregate(chosen, by=("sweep", "point", "position"))
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for i, point in enumerate(p["point"] for p in _by_point(chosen)):
+    curve = sorted((p for p in agg if p["point"] == point), key=lambda p: p["position"])
+    x = [p["position"] for p in curve]
+    y = [p["teacher_logprob_mean"] for p in curve]
+    sem = [p["teacher_logprob_sem"] or 0.0 for p in curve]
+    ax.plot(x, y, marker=".", color=f"C{i % 10}", label=label(curve[0]))
+    ax.fill_between(x, [a - b for a, b in zip(y, sem)], [a + b for a, b in zip(y, sem)],
+                    color=f"C{i % 10}", alpha=0.2)
+  ax.set_xlabel("position in the sample")
+  ax.set_ylabel("teacher log-probability of the sampled token")
+  ax.set_title(f"Known distribution: teacher log-prob of samples by position ({chosen_setting})"
+               ", mean ± SEM over seeds", fontsize=9)
+  if agg:
+    ax.legend(fontsize=7)
+  return _finish(fig, agg, out_dir, "known_distribution_positions")
+
+
+def known_distribution_spearman(rows: Sequence[Row], out_dir: str) -> dict[str, Any]:
+  """Figure: per point, Spearman ρ between the teacher's log-probability of a sample and the
+  model's summed implicit reward, beside the same for the model's log π (bars, mean ± SEM)."""
+  points = [p for p in _by_point(known_distribution_runs(rows))
+            if p.get("reward_teacher_spearman_mean") is not None or
+            p.get("logprob_teacher_spearman_mean") is not None]
+  fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(points) + 2), 4.5))
+  x = list(range(len(points)))
+  for offset, column, name in ((-0.2, "reward_teacher_spearman", "implicit reward"),
+                               (0.2, "logprob_teacher_spearman", "log π")):
+    ax.bar([i + offset for i in x], [p.get(f"{column}_mean") or 0.0 for p in points], 0.4,
+           yerr=[p.get(f"{column}_sem") or 0.0 for p in points], capsize=3, label=name)
+  ax.set_xticks(x)
+  ax.set_xticklabels([label(p) for p in points], rotation=30, ha="right", fontsize=7)
+  ax.axhline(0.0, color="grey", lw=0.8)
+  ax.set_ylabel("Spearman ρ with the teacher's log-probability")
+  ax.set_title("Known distribution: implicit reward vs log π as a teacher score, "
+               "mean ± SEM over seeds", fontsize=9)
+  if points:
+    ax.legend(fontsize=8)
+  table = [{k: p.get(k) for k in ("sweep", "point", "method", *STRENGTH.values(), "n_ok",
+                                  "reward_teacher_spearman_mean", "reward_teacher_spearman_sem",
+                                  "logprob_teacher_spearman_mean",
+                                  "logprob_teacher_spearman_sem") if k in p} for p in points]
+  return _finish(fig, table, out_dir, "known_distribution_spearman")
+
+
 def make_all(rows: Sequence[Row], curves: Sequence[Row], out_dir: str,
-             timing: Optional[Mapping[str, Any]] = None) -> dict[str, dict[str, Any]]:
-  """Every item above into `out_dir`; {item name: {'png', 'csv', 'rows'}}."""
-  return {"table1_timing": table1_timing(rows, timing, out_dir),
-          "score_vs_self_bleu": score_vs_self_bleu(rows, out_dir),
-          "score_vs_temperature": score_vs_temperature(rows, out_dir),
-          "training_curves": training_curves(curves, out_dir, rows),
-          "spearman_table": spearman_table(rows, out_dir)}
+             timing: Optional[Mapping[str, Any]] = None,
+             positions: Sequence[Row] = ()) -> dict[str, dict[str, Any]]:
+  """Every item above into `out_dir`; {item name: {'png', 'csv', 'rows'}}. The
+  known-distribution items only when `rows` have its numbers (`positions`:
+  `results.collect_positions` rows)."""
+  items = {"table1_timing": table1_timing(rows, timing, out_dir),
+           "score_vs_self_bleu": score_vs_self_bleu(rows, out_dir),
+           "score_vs_temperature": score_vs_temperature(rows, out_dir),
+           "training_curves": training_curves(curves, out_dir, rows),
+           "spearman_table": spearman_table(rows, out_dir)}
+  if known_distribution_runs(rows):
+    items.update(known_distribution_kl=known_distribution_kl(rows, out_dir),
+                 known_distribution_positions=known_distribution_positions(positions, out_dir),
+                 known_distribution_spearman=known_distribution_spearman(rows, out_dir))
+  return items

@@ -25,6 +25,12 @@ index, score, length, reward, log_prob): every example of every per-example reco
 final evaluation's ``eval_<split>_<setting>.jsonl``, setting ``final_<setting>``, and evaluate
 mode's), so statistics over examples can be recomputed.
 
+Known-distribution runs add `KNOWN_DISTRIBUTION_COLUMNS` (forward_kl, reverse_kl, coverage,
+reward_teacher_spearman, logprob_teacher_spearman, teacher_entropy, model_sample_entropy) to
+the rows of the summaries that report them, plus a row of setting ``known_distribution`` for
+evaluate mode's top-level numbers; `collect_positions(out_dir)` gives
+``known_distribution_positions.csv`` (the teacher's log-probability of samples by position).
+
 `collect_curves(out_dir)` gives ``curves.csv`` rows (sweep, point, method, the swept columns,
 seed, step, metric, value) from each run's ``metrics.jsonl`` evaluation records
 (``eval_<split>/<metric>``: the periodic ones when ``train.eval_every`` is set, and the final).
@@ -51,6 +57,15 @@ METRIC_COLUMNS = ("baseline", "margin", "repeated_3gram_rate", "num_examples", "
                   "reward_spearman_rho", "reward_spearman_p", "mean_summed_reward",
                   "checkpoint_step")
 FINAL_SETTING, DIVERSITY_SETTING = "final_greedy", "diversity"
+# A known-distribution evaluation (a teacher whose probabilities are known): top-level floats
+# of a summary, then those of its 'known_distribution' block.
+KNOWN_DISTRIBUTION_TOP = ("forward_kl", "reverse_kl", "coverage", "reward_teacher_spearman")
+KNOWN_DISTRIBUTION_BLOCK = ("logprob_teacher_spearman", "teacher_entropy",
+                            "model_sample_entropy")
+KNOWN_DISTRIBUTION_COLUMNS = (*KNOWN_DISTRIBUTION_TOP, *KNOWN_DISTRIBUTION_BLOCK)
+# The setting of the row holding evaluate mode's top-level known-distribution numbers.
+KNOWN_DISTRIBUTION_SETTING = "known_distribution"
+POSITIONS_FILE = "known_distribution_positions.csv"
 
 
 def _read_json(path: str) -> Optional[Any]:
@@ -128,6 +143,7 @@ def _setting_metrics(summary: Mapping[str, Any]) -> Row:
   spearman = reward.get("spearman") or {}
   row.update(reward_spearman_rho=spearman.get("rho"), reward_spearman_p=spearman.get("p_value"),
              mean_summed_reward=reward.get("mean_summed_reward"))
+  row.update(known_distribution_metrics(summary))
   return row
 
 
@@ -179,6 +195,9 @@ def run_rows(entry: Mapping[str, Any]) -> list[Row]:
     if evaluation.get("diversity"):
       rows.append({**base, "setting": DIVERSITY_SETTING,
                    **_setting_metrics(evaluation["diversity"]), **common})
+    if known_distribution_metrics(evaluation):
+      rows.append({**base, "setting": KNOWN_DISTRIBUTION_SETTING,
+                   **known_distribution_metrics(evaluation), **common})
   return rows or [{**base, "setting": ""}]
 
 
@@ -276,13 +295,14 @@ BASELINE_SCORE_COLUMNS = tuple(f"baseline_{s}" for s in SCORE_NAMES)
 def results_columns(rows: Sequence[Row]) -> list[str]:
   """The results CSV's column order (see the module docstring); swept columns after `seed`."""
   known = {*RUN_COLUMNS, *SETTING_COLUMNS, *METRIC_COLUMNS, *SCORE_NAMES,
-           *BASELINE_SCORE_COLUMNS}
+           *BASELINE_SCORE_COLUMNS, *KNOWN_DISTRIBUTION_COLUMNS}
   seen = columns(rows)
   scores = [c for c in SCORE_NAMES if c in seen]
   baseline_scores = [c for c in BASELINE_SCORE_COLUMNS if c in seen]
   swept = [c for c in seen if c not in known]
+  known_distribution = [c for c in KNOWN_DISTRIBUTION_COLUMNS if c in seen]
   return [*RUN_COLUMNS[:4], *swept, *RUN_COLUMNS[4:], *SETTING_COLUMNS, *scores,
-          METRIC_COLUMNS[0], *baseline_scores, *METRIC_COLUMNS[1:]]
+          METRIC_COLUMNS[0], *baseline_scores, *METRIC_COLUMNS[1:], *known_distribution]
 
 
 def write_csv(rows: Sequence[Row], path: str, fieldnames: Optional[Sequence[str]] = None) -> str:
@@ -332,7 +352,8 @@ MEASURED = frozenset({*SCORE_NAMES, *BASELINE_SCORE_COLUMNS, "margin", "repeated
                       "step", "train_steps_per_second", "train_seconds",
                       "loss_first", "loss_last", "num_examples", "self_bleu", "distinct_1",
                       "distinct_2", "mean_entropy", "reward_spearman_rho", "reward_spearman_p",
-                      "mean_summed_reward", "value"})
+                      "mean_summed_reward", "value", *KNOWN_DISTRIBUTION_COLUMNS,
+                      "teacher_logprob"})
 PER_RUN = ("seed", "status", "failed_phase", "checkpoint_step")
 
 
@@ -411,3 +432,53 @@ def start_scales(curves: Sequence[Row], td_column: str = "td_weight") -> list[Ro
       row.update({f"{name}_mean": mean, f"{name}_sem": sem, f"{name}_n": n})
     out.append(row)
   return out
+
+
+def _number(value: Any) -> Optional[float]:
+  """A float, or a correlation's / metric's dict ({'rho': ...} or {'value': ...}) as one."""
+  if isinstance(value, Mapping):
+    value = value.get("rho", value.get("value"))
+  return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def known_distribution_metrics(summary: Mapping[str, Any]) -> Row:
+  """The `KNOWN_DISTRIBUTION_COLUMNS` a summary has ({} for a summary without them). Pure."""
+  block = summary.get("known_distribution")
+  block = block if isinstance(block, Mapping) else {}
+  row = {c: _number(summary.get(c)) for c in KNOWN_DISTRIBUTION_TOP}
+  row.update({c: _number(block.get(c)) for c in KNOWN_DISTRIBUTION_BLOCK})
+  return {k: v for k, v in row.items() if v is not None}
+
+
+def teacher_logprob_positions(summary: Mapping[str, Any]) -> list[Row]:
+  """Rows (position, teacher_logprob) of a summary's
+  ``known_distribution.teacher_logprob_by_position`` (the teacher's mean log-probability of the
+  model's sampled token at each position); [] without one. Pure."""
+  block = summary.get("known_distribution")
+  values = block.get("teacher_logprob_by_position") if isinstance(block, Mapping) else None
+  return [{"position": i, "teacher_logprob": _number(v)} for i, v in enumerate(values or ())
+          if _number(v) is not None]
+
+
+def collect_positions(out_dir: str) -> list[Row]:
+  """``known_distribution_positions.csv`` rows (sweep, point, method, swept columns, seed,
+  setting, position, teacher_logprob) of every run's evaluate-mode summary: its top-level
+  block (setting `KNOWN_DISTRIBUTION_SETTING`) and each setting's and the diversity
+  summary's."""
+  rows = []
+  for m in manifests(out_dir):
+    for entry in m["runs"]:
+      path = sweeps.eval_summary_path(entry["run_dir"])
+      evaluation = _read_json(path) if path else None
+      if not evaluation:
+        continue
+      ident = {"sweep": entry["sweep"], "point": entry["point"],
+               "method": entry["columns"].get("method", ""),
+               **{k: v for k, v in entry["columns"].items() if k != "method"},
+               "seed": entry["seed"]}
+      summaries = [(KNOWN_DISTRIBUTION_SETTING, evaluation),
+                   *(evaluation.get("settings") or {}).items(),
+                   (DIVERSITY_SETTING, evaluation.get("diversity") or {})]
+      for setting, summary in summaries:
+        rows += [{**ident, "setting": setting, **p} for p in teacher_logprob_positions(summary)]
+  return rows

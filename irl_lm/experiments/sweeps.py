@@ -1,4 +1,4 @@
-"""Sweeps: gin files + bindings × points × seeds, run one after another as subprocesses.
+"""Sweeps: gin files + bindings × points × seeds, run one after another.
 
 A sweep file (``gin/experiments/*.gin``) imports this module (which registers ``Sweep`` with
 gin) and binds only ``Sweep.*``:
@@ -21,7 +21,9 @@ expands to one point per value, named ``<method>_<column><value>``.
 
 Each run trains with ``run.run_dir = '<out_dir>/<sweep>/<point>/seed<k>'`` and
 ``train.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on the
-same directory. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
+same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
+irl_lm.main`` (what pods run), or `irl_lm.experiments.inprocess.InProcessRunner` in this
+process; both write the same files. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
 starts) and per run ``status.json`` ({'status': 'ok' | 'failed', 'phase' (the failed one),
 'returncode', 'seconds', 'train_wall_seconds' / 'evaluate_wall_seconds' (each command)})
 and ``sweep.log`` (the failed command and its stderr tail).
@@ -187,32 +189,45 @@ def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> li
   return runs
 
 
-def main_args(run: Run, mode: str) -> list[str]:
-  """`python -m irl_lm.main` flags (without the run directory) for 'train' or 'evaluate'."""
+def phase_bindings(run: Run, mode: str) -> list[str]:
+  """The gin bindings (without the run directory) of `run`'s 'train' or 'evaluate' phase."""
   bindings = list(run.train_bindings)
   if mode == "evaluate":
     bindings += ["run.mode = 'evaluate'", *(run.evaluate_bindings or ())]
+  return bindings
+
+
+def run_dir_binding(run: Run) -> str:
+  return f"run.run_dir = '{run.run_dir}'"
+
+
+def phases(run: Run) -> list[str]:
+  """'train', then 'evaluate' unless the run is train-only."""
+  return ["train"] + (["evaluate"] if run.evaluate_bindings is not None else [])
+
+
+def main_args(run: Run, mode: str) -> list[str]:
+  """`python -m irl_lm.main` flags (without the run directory) for 'train' or 'evaluate'."""
   return ([f"--gin_file={f}" for f in run.gin_files] +
-          [f"--gin_bindings={b}" for b in bindings])
+          [f"--gin_bindings={b}" for b in phase_bindings(run, mode)])
 
 
 def command(run: Run, mode: str) -> list[str]:
   """The argv of one phase of `run` ('train' or 'evaluate') on this machine."""
   return [sys.executable, "-m", "irl_lm.main", *main_args(run, mode),
-          f"--gin_bindings=run.run_dir = '{run.run_dir}'"]
+          f"--gin_bindings={run_dir_binding(run)}"]
 
 
 def shell_line(run: Run, pod: bool = False) -> str:
   """One shell line for `run`: train, then evaluate (``&&``); `pod`: as ``launch/run.sh
   GIN_FILE NAME [FLAGS...]`` takes it (run directory ``$BUCKET/<sweep>/<point>/seed<k>``)."""
-  phases = ["train"] + (["evaluate"] if run.evaluate_bindings is not None else [])
   if pod:
     name = f"{run.sweep}/{run.point}/seed{run.seed}"
     lines = [_join(["launch/run.sh", run.gin_files[0], name,
                     *[f"--gin_file={f}" for f in run.gin_files[1:]],
-                    *main_args(run, mode)[len(run.gin_files):]]) for mode in phases]
+                    *main_args(run, mode)[len(run.gin_files):]]) for mode in phases(run)]
   else:
-    lines = [_join(["python", *command(run, mode)[1:]]) for mode in phases]
+    lines = [_join(["python", *command(run, mode)[1:]]) for mode in phases(run)]
   return " && ".join(lines)
 
 
@@ -249,6 +264,39 @@ def is_finished(run: Run) -> bool:
   if not os.path.isfile(train_summary_path(run.run_dir)):
     return False
   return run.evaluate_bindings is None or eval_summary_path(run.run_dir) is not None
+
+
+# Keys of a run's summaries that differ between two executions of the same configuration.
+UNREPRODUCIBLE_KEYS = ("seconds", "per_second", "run_dir", "output_dir")
+
+
+def run_numbers(run_dir: str) -> dict[str, Any]:
+  """Every number a finished run reports, as {dotted key: value}: its training summary
+  (``history.<step>.<metric>``, ``eval.<score>``, ...) and evaluate mode's summary
+  (``evaluate.settings.<setting>.<...>``), without wall times, rates and paths
+  (`UNREPRODUCIBLE_KEYS`), so two runners' runs of one configuration compare equal."""
+  out: dict[str, Any] = {}
+
+  def walk(prefix: str, value: Any) -> None:
+    if prefix.rsplit(".", 1)[-1].endswith(UNREPRODUCIBLE_KEYS):
+      return
+    if isinstance(value, dict):
+      for key, item in value.items():
+        walk(f"{prefix}.{key}", item)
+    elif isinstance(value, list):
+      for i, item in enumerate(value):
+        walk(f"{prefix}.{item.get('step', i) if isinstance(item, dict) else i}", item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[prefix] = value
+
+  for name, path in (("train", train_summary_path(run_dir)),
+                     ("evaluate", eval_summary_path(run_dir))):
+    try:
+      with open(path or "") as f:
+        walk(name, json.load(f))
+    except (OSError, ValueError):
+      pass
+  return out
 
 
 def read_status(run_dir: str) -> dict[str, Any]:
@@ -291,27 +339,50 @@ def default_executor(argv: list[str]) -> "subprocess.CompletedProcess[str]":
                         stdout=None, stderr=subprocess.PIPE, check=False)
 
 
-def execute_run(run: Run, executor: Executor = default_executor) -> dict[str, Any]:
-  """Trains then evaluates `run` (skipping a finished one); records and returns its status."""
+@dataclasses.dataclass(frozen=True)
+class PhaseResult:
+  """How one phase of a run ended: its exit status (0 ok; what `python -m irl_lm.main` would
+  exit with) and, on failure, the text ``sweep.log`` records (command, stderr tail or
+  traceback)."""
+  returncode: int
+  log: str = ""
+
+
+# Runs one phase ('train' or 'evaluate') of a run: a subprocess or in this process.
+PhaseRunner = Callable[[Run, str], PhaseResult]
+
+
+def subprocess_phases(executor: Executor = default_executor) -> PhaseRunner:
+  """A `PhaseRunner` that runs each phase as `command(run, phase)` through `executor`."""
+  def run_phase(run: Run, phase: str) -> PhaseResult:
+    argv = command(run, phase)
+    result = executor(argv)
+    return PhaseResult(result.returncode, f"$ {shlex.join(argv)}\n(exit {result.returncode})\n"
+                       f"{(result.stderr or '')[-STDERR_TAIL_CHARS:]}\n")
+  return run_phase
+
+
+def execute_run(run: Run, executor: Executor = default_executor,
+                phase_runner: Optional[PhaseRunner] = None) -> dict[str, Any]:
+  """Trains then evaluates `run` (skipping a finished one) with `phase_runner` (default:
+  subprocesses through `executor`); records and returns its status."""
   if is_finished(run):
     status = {**read_status(run.run_dir), "skipped": True}
     status.setdefault("status", "ok")
     return status
+  phase_runner = phase_runner or subprocess_phases(executor)
   os.makedirs(run.run_dir, exist_ok=True)
   start, status = time.time(), {"status": "ok", "phase": None, "returncode": 0}
-  phases = ["train"] + (["evaluate"] if run.evaluate_bindings is not None else [])
-  for phase in phases:
+  for phase in phases(run):
     if phase == "train" and os.path.isfile(train_summary_path(run.run_dir)):
       continue  # trained before; only the evaluation is missing
-    argv = command(run, phase)
     phase_start = time.time()
-    result = executor(argv)
+    result = phase_runner(run, phase)
     status[f"{phase}_wall_seconds"] = time.time() - phase_start
     if result.returncode != 0:
       status.update(status="failed", phase=phase, returncode=result.returncode)
       with open(os.path.join(run.run_dir, LOG_FILE), "a") as f:
-        f.write(f"$ {shlex.join(argv)}\n(exit {result.returncode})\n"
-                f"{(result.stderr or '')[-STDERR_TAIL_CHARS:]}\n")
+        f.write(result.log)
       break
   status["seconds"] = time.time() - start
   _write_json(os.path.join(run.run_dir, STATUS_FILE), status)
@@ -319,10 +390,18 @@ def execute_run(run: Run, executor: Executor = default_executor) -> dict[str, An
 
 
 def execute(sweep: Sweep, out_dir: str, executor: Executor = default_executor,
-            log: Callable[[str], None] = print,
-            extra_bindings: Sequence[str] = ()) -> list[dict[str, Any]]:
+            log: Callable[[str], None] = print, extra_bindings: Sequence[str] = (),
+            phase_runner: Optional[PhaseRunner] = None) -> list[dict[str, Any]]:
   """Runs every run of `sweep` in order (finished ones skipped); a failure is recorded in the
   run's ``status.json`` and ``sweep.log`` and the sweep goes on.
+
+  Args:
+    sweep, out_dir: what to run, and where (``<out_dir>/<sweep>/<point>/seed<k>``).
+    executor: runs one command (the subprocess runner's, when `phase_runner` is None).
+    log: gets one line per run.
+    extra_bindings: last bindings of every run's training bindings.
+    phase_runner: runs one phase of a run (e.g. `inprocess.InProcessRunner`); default
+      subprocesses of `python -m irl_lm.main` through `executor`.
 
   Returns:
     One dict per run: the manifest entry plus its status.
@@ -330,7 +409,7 @@ def execute(sweep: Sweep, out_dir: str, executor: Executor = default_executor,
   runs, out = expand(sweep, out_dir, extra_bindings), []
   write_manifest(sweep, runs, out_dir)
   for i, run in enumerate(runs):
-    status = execute_run(run, executor)
+    status = execute_run(run, executor, phase_runner)
     if status.get("skipped"):
       state = "skipped (finished)"
     elif status["status"] == "failed":

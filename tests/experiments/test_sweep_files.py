@@ -19,6 +19,14 @@ def test_there_are_cpu_and_paper_sweeps():
           "xsum_subsets_base.gin"} <= names
 
 
+def _gin_file_exists(path: str) -> bool:
+  try:
+    config.resolve_gin_file(path)
+  except config.ConfigError:
+    return False
+  return True
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=os.path.basename)
 def test_sweep_parses_and_its_first_run_builds(path, tmp_path):
   sweep = sweeps.load_sweep(path)
@@ -28,6 +36,8 @@ def test_sweep_parses_and_its_first_run_builds(path, tmp_path):
   with open(path) as f:
     head = f.read(2000)
   assert "python -m irl_lm." in head  # its exact command at the top
+  missing = sorted({f for r in runs for f in r.gin_files if not _gin_file_exists(f)})
+  assert not missing, f"the sweep names gin files that do not exist: {missing}"
   run = runs[0]
   config.parse(run.gin_files, [*run.train_bindings, "run.mode = 'check'",
                                f"run.run_dir = '{tmp_path}/check'"])
