@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from irl_lm.decoding.config import DecodingConfig, make_decode_fn, make_sampler
+from irl_lm.evaluation import arithmetic as arithmetic_lib
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import predict
 from irl_lm.evaluation import rewards as rewards_lib
@@ -95,6 +96,8 @@ class Evaluator:
         model, gamma=gamma, partitioner=partitioner, param_shardings=param_shardings)
                       if statistics else None)
     self._decoders: dict[Any, Any] = {}
+    self.arithmetic = (arithmetic_lib.reference_for(task, split) if self.metric == "gsm8k"
+                       else None)
 
   @property
   def num_examples(self) -> int:
@@ -195,6 +198,8 @@ class Evaluator:
       for record in records:
         record["answer"] = metrics_lib.gsm8k_final_number(record["output"])
         record["reference_answer"] = metrics_lib.gsm8k_final_number(record["reference"])
+    if self.arithmetic is not None:
+      summary["arithmetic"] = self.arithmetic.outputs_summary(records)
     summary["mean_output_tokens"] = float(np.mean(lengths))
     summary["seconds"] = time.time() - start
     return summary, records
@@ -245,11 +250,13 @@ class Evaluator:
       summary["reward"] = self._reward_summary(stats, per_example)
       for j, sample in enumerate(samples):
         sample.update(implicit_reward=float(stats["reward"][j]),
-                      num_tokens=int(stats["num_tokens"][j]))
+                      log_prob=float(stats["log_prob"][j]), num_tokens=int(stats["num_tokens"][j]))
     summary["seconds"] = time.time() - start
     records = [{"index": i, "input": self.examples[i]["inputs_text"],
                 "reference": self.references[i], "samples": samples[i * k:(i + 1) * k]}
                for i in range(n)]
+    if self.arithmetic is not None and self._stats_fn is not None:
+      summary["arithmetic"] = self.arithmetic.samples_summary(records)
     return summary, records
 
 
