@@ -16,6 +16,11 @@ after multiplying, ...); every example picks one at random, so the targets are m
 way human solutions are. Results are written with
 :func:`irl_lm.data.calculator.format_number`, so a calculator that forces results reproduces the targets' annotations exactly.
 
+Every example's problem is kept with all its valid solutions: :func:`solution_records` gives,
+per example of a split, every valid solution text and the order its target used (what
+:mod:`irl_lm.evaluation.arithmetic` measures diversity against), and :func:`train_order_counts`
+how often each order is a train target, per template.
+
 Splits are generated deterministically (one seed per split, Python's ``random.Random``); the
 validation and test questions never occur in train, and test questions never in validation.
 Generating the default 20,000 / 500 / 1,000 examples takes well under a second.
@@ -408,12 +413,9 @@ def task_settings(name: str) -> Optional[dict[str, Any]]:
     default name when no factory was called), or None for any other task.
   """
   recorded = spec.configured(name)
-  if recorded is None:
-    settings: dict[str, Any] = {} if name == TASK else None
-  else:
-    settings = dict(recorded[1]) if recorded[0] is SPEC else None
-  if settings is None:
+  if recorded is None and name != TASK or recorded is not None and recorded[0] is not SPEC:
     return None
+  settings = recorded[1] if recorded else {}
   return {"sizes": settings.get("sizes"), "seed": settings.get("seed", 0),
           "train_examples": settings.get("train_examples")}
 

@@ -112,15 +112,17 @@ def plugin_entropy(counts: Sequence[float]) -> float:
 
 def expected_plugin_entropy(probs: Sequence[float], n: int) -> float:
   """E[plug-in entropy of n draws from `probs`] (nats), exact over every count vector."""
-  probs = np.asarray(probs, dtype=np.float64)
+  return _expected_plugin_entropy(tuple(float(p) for p in probs), int(n))
+
+
+@functools.lru_cache(maxsize=256)  # a handful of (template distribution, n) pairs per split
+def _expected_plugin_entropy(probs: tuple[float, ...], n: int) -> float:
   if n == 0:
     return 0.0
-  total = 0.0
-  for counts in itertools.product(range(n + 1), repeat=len(probs) - 1):
-    if sum(counts) <= n:
-      full = list(counts) + [n - sum(counts)]
-      total += scipy.stats.multinomial.pmf(full, n, probs) * plugin_entropy(full)
-  return float(total)
+  vectors = [list(c) + [n - sum(c)] for c in itertools.product(range(n + 1), repeat=len(probs) - 1)
+             if sum(c) <= n]
+  pmf = scipy.stats.multinomial.pmf(np.array(vectors), n, np.array(probs))
+  return float(sum(p * plugin_entropy(v) for p, v in zip(pmf, vectors)))
 
 
 def expected_distinct(probs: Sequence[float], n: int) -> float:

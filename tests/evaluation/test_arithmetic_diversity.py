@@ -186,4 +186,40 @@ def test_printed_line(capsys):
   line = evaluate_job._arithmetic_line(samples)  # pylint: disable=protected-access
   assert "accuracy 50.00 +- 0.00" in line and "AUROC reward 1.000 log pi 0.000 (1 q)" in line
   assert "distinct valid orders 2.00 (data 1.50)" in line
-  assert evaluate_job._arithmetic_line(greedy).endswith("valid per order [1, 0]")  # pylint: disable=protected-access
+  line = evaluate_job._arithmetic_line(greedy)  # pylint: disable=protected-access
+  assert line.endswith("valid per order [1, 0]")
+
+
+@pytest.mark.slow
+def test_evaluator_adds_the_arithmetic_figures():
+  """A random tiny T5 through `Evaluator` on the arithmetic task: the `arithmetic` entries agree
+  with the records they were computed from."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from irl_lm.decoding.config import DecodingConfig  # pylint: disable=g-import-not-at-top
+  from irl_lm.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+  from irl_lm.models import t5  # pylint: disable=g-import-not-at-top
+  from irl_lm.partitioning import Partitioner  # pylint: disable=g-import-not-at-top
+  model = t5.EncoderDecoderModel(t5.t5_1_1_config(
+      "tiny", vocab_size=4096, activation_dtype=jnp.float32, num_encoder_layers=1,
+      num_decoder_layers=1))
+  lengths = {"inputs": 96, "targets": 12}
+  params = model.init(jax.random.PRNGKey(0), model.input_shapes(4, lengths))
+  evaluator = Evaluator(model, task=arithmetic_data.TASK, split="validation",
+                        feature_lengths=lengths, batch_size=4, num_examples=4,
+                        partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+                        param_shardings=None)
+  summary, _ = evaluator.evaluate(params, DecodingConfig("greedy"))
+  assert summary["arithmetic"]["num_questions"] == 4
+  assert summary["arithmetic"]["unmatched_questions"] == 0
+  assert summary["arithmetic"]["accuracy"] == pytest.approx(summary["scores"]["accuracy"])
+  summary, records = evaluator.diversity(params, samples_per_input=3, temperature=1.0)
+  got = summary["arithmetic"]
+  assert (got["num_questions"], got["samples_per_input"], got["unmatched_questions"]) == (4, 3, 0)
+  assert got["accuracy"] == pytest.approx(summary["scores"]["accuracy"])
+  samples = [r["samples"] for r in records]
+  correct = [[s["scores"]["correct"] > 0 for s in row] for row in samples]
+  assert (got["logprob_auroc"], got["auroc_questions"]) == arithmetic.within_question_auroc(
+      [[s["log_prob"] for s in row] for row in samples], correct)
+  # 12 tokens of a random model are no valid solution, so no order entropy is defined.
+  assert got["valid_rate"] == 0.0 and got["order_entropy"] is None
