@@ -8,7 +8,10 @@ diversity on this task is measured exactly instead of through Self-BLEU:
   newlines become one space, ends stripped), it equals one of the question's valid solution
   texts; its *order* is that solution's index. The lenient ``'calculations'`` criterion instead
   compares the sequence of calculator annotations ``<<expr=result>>`` and the ``#### final``
-  answer, ignoring the words around them (the first matching order wins);
+  answer, ignoring the words around them, and ``'structure'`` the whitespace-normalised text
+  with every number replaced by ``#`` (the order a sample follows even when its arithmetic or
+  copied numbers are wrong; the figures under ``structure`` use it). Under both lenient
+  criteria the first matching order wins;
 * accuracy is the final answer's (GSM8k's ``####`` number); its standard error treats questions
   as independent and the K samples of a question as not: the standard deviation (ddof 0) of the
   per-question accuracies over sqrt(N), which for K = 1 is the binomial sqrt(p(1-p)/N);
@@ -39,8 +42,9 @@ import scipy.stats
 from irl_lm.data import arithmetic as arithmetic_data
 from irl_lm.evaluation import metrics as metrics_lib
 
-CRITERIA = ("text", "calculations")
+CRITERIA = ("text", "calculations", "structure")
 _ANNOTATION = re.compile(r"<<([^=>]*)=([^>]*)>>")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 Orders = Sequence[Sequence[Optional[int]]]
 """Per question, the order of each of its samples (None: not a valid solution)."""
@@ -64,12 +68,16 @@ def solution_order(text: str, solutions: Sequence[str], criterion: str = "text"
   Args:
     text: a model output.
     solutions: the question's valid solution texts, by order.
-    criterion: 'text' (equal after :func:`normalise_whitespace`) or 'calculations' (same
+    criterion: 'text' (equal after :func:`normalise_whitespace`), 'calculations' (same
       annotations in the same order and the same final number; an output without any
-      annotation matches nothing).
+      annotation matches nothing) or 'structure' (equal after whitespace normalisation with
+      every number replaced by '#').
   """
   if criterion == "text":
     key, keys = normalise_whitespace(text), [normalise_whitespace(s) for s in solutions]
+  elif criterion == "structure":
+    mask = lambda t: normalise_whitespace(_NUMBER.sub("#", t))
+    key, keys = mask(text), [mask(s) for s in solutions]
   elif criterion == "calculations":
     key, keys = calculations(text), [calculations(s) for s in solutions]
     if not key[0]:
@@ -200,11 +208,11 @@ def samples_summary(texts: Sequence[Sequence[str]], correct_NK: Any, rewards_NK:
   Returns:
     'accuracy', 'accuracy_se', 'valid_rate' (percent), 'valid_rate_calculations', the keys of
     :func:`order_diversity`, 'reward_auroc', 'logprob_auroc', 'auroc_questions',
-    'num_questions', 'samples_per_input'.
+    'num_questions', 'samples_per_input', and 'structure': 'valid_rate' and the keys of
+    :func:`order_diversity` under the 'structure' criterion.
   """
-  orders = [[solution_order(t, sols) for t in row] for row, sols in zip(texts, solutions)]
-  lenient = [[solution_order(t, sols, "calculations") for t in row]
-             for row, sols in zip(texts, solutions)]
+  orders, lenient, structure = ([[solution_order(t, sols, criterion) for t in row]
+                                 for row, sols in zip(texts, solutions)] for criterion in CRITERIA)
   accuracy, se = accuracy_with_se(correct_NK)
   reward_auroc, questions = within_question_auroc(rewards_NK, correct_NK)
   logprob_auroc, _ = within_question_auroc(log_probs_NK, correct_NK)
@@ -212,22 +220,26 @@ def samples_summary(texts: Sequence[Sequence[str]], correct_NK: Any, rewards_NK:
           "valid_rate_calculations": valid_rate(lenient), **order_diversity(orders, data_probs),
           "reward_auroc": reward_auroc, "logprob_auroc": logprob_auroc,
           "auroc_questions": questions, "num_questions": len(texts),
-          "samples_per_input": len(texts[0]) if texts else 0}
+          "samples_per_input": len(texts[0]) if texts else 0,
+          "structure": {"valid_rate": valid_rate(structure),
+                        **order_diversity(structure, data_probs)}}
 
 
 def outputs_summary(texts: Sequence[str], correct: Sequence[bool],
                     solutions: Sequence[Sequence[str]]) -> dict[str, Any]:
   """One output per question (greedy, greedy_calc, ...): 'accuracy', 'accuracy_se' (binomial),
-  'valid_rate', 'valid_rate_calculations' (percent) and 'order_counts' (valid outputs per
-  order index)."""
-  orders = [[solution_order(t, sols)] for t, sols in zip(texts, solutions)]
-  lenient = [[solution_order(t, sols, "calculations")] for t, sols in zip(texts, solutions)]
+  'valid_rate', 'valid_rate_calculations', 'valid_rate_structure' (percent), 'order_counts'
+  and 'structure_order_counts' (outputs per order index, under 'text' and 'structure')."""
+  orders, lenient, structure = ([[solution_order(t, sols, criterion)]
+                                 for t, sols in zip(texts, solutions)] for criterion in CRITERIA)
   accuracy, se = accuracy_with_se(np.asarray(correct, bool)[:, None])
-  counts = np.bincount([row[0] for row in orders if row[0] is not None],
-                       minlength=max(map(len, solutions), default=0))
+  count = lambda rows: [int(c) for c in np.bincount(
+      [row[0] for row in rows if row[0] is not None],
+      minlength=max(map(len, solutions), default=0))]
   return {"accuracy": accuracy, "accuracy_se": se, "valid_rate": valid_rate(orders),
           "valid_rate_calculations": valid_rate(lenient),
-          "order_counts": [int(c) for c in counts], "num_questions": len(texts)}
+          "valid_rate_structure": valid_rate(structure), "order_counts": count(orders),
+          "structure_order_counts": count(structure), "num_questions": len(texts)}
 
 
 @dataclasses.dataclass

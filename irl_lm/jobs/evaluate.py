@@ -197,13 +197,16 @@ def _print_table(result: Mapping[str, Any]) -> None:
 
 def _arithmetic_line(a: Mapping[str, Any]) -> str:
   """The arithmetic task's exact figures (`irl_lm.evaluation.arithmetic`) in one line."""
-  fmt = lambda v, spec=".3f": "n/a" if v is None else format(v, spec)
+  fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
   line = (f"accuracy {a['accuracy']:.2f} +- {a['accuracy_se']:.2f}, valid solutions "
           f"{a['valid_rate']:.1f}% (calculations {a['valid_rate_calculations']:.1f}%)")
   if "order_counts" in a:
-    return f"{line}, valid per order {a['order_counts']}"
-  return (f"{line}, distinct valid orders {a['distinct_valid_orders']:.2f} (data "
-          f"{a['data_distinct_valid_orders']:.2f}), order entropy {fmt(a['order_entropy'])} "
-          f"(data {fmt(a['data_order_entropy'])}, at n {fmt(a['data_order_entropy_at_n'])}; "
-          f"{a['order_entropy_questions']} q), AUROC reward {fmt(a['reward_auroc'])} "
-          f"log pi {fmt(a['logprob_auroc'])} ({a['auroc_questions']} q)")
+    return (f"{line}, valid per order {a['order_counts']}; structure "
+            f"{a['valid_rate_structure']:.1f}%, per order {a['structure_order_counts']}")
+  orders = lambda o: (f"distinct valid orders {o['distinct_valid_orders']:.2f} (data "
+                      f"{o['data_distinct_valid_orders']:.2f}), order entropy "
+                      f"{fmt(o['order_entropy'])} (data {fmt(o['data_order_entropy'])}, at n "
+                      f"{fmt(o['data_order_entropy_at_n'])}; {o['order_entropy_questions']} q)")
+  return (f"{line}, {orders(a)}, AUROC reward {fmt(a['reward_auroc'])} "
+          f"log pi {fmt(a['logprob_auroc'])} ({a['auroc_questions']} q); structure "
+          f"{a['structure']['valid_rate']:.1f}%: {orders(a['structure'])}")

@@ -27,6 +27,12 @@ def test_solution_order_text_and_calculations():
   assert arithmetic.solution_order(reworded[:-1] + "8", SOLUTIONS, "calculations") is None
   assert arithmetic.solution_order("#### 7", SOLUTIONS, "calculations") is None
   assert arithmetic.solution_order("A costs 2*3", SOLUTIONS) is None
+  # 'structure': the same text but for the numbers, so wrong arithmetic still shows its order.
+  miscounted = "B costs 4 = <<4=4>>4.\nTotal 4+6.5 = <<4+6.5=11>>11.\n####  11"
+  assert arithmetic.solution_order(miscounted, SOLUTIONS) is None
+  assert arithmetic.solution_order(miscounted, SOLUTIONS, "calculations") is None
+  assert arithmetic.solution_order(miscounted, SOLUTIONS, "structure") == 1
+  assert arithmetic.solution_order(reworded, SOLUTIONS, "structure") is None
   with pytest.raises(ValueError, match="unknown criterion 'words'"):
     arithmetic.solution_order("x", SOLUTIONS, "words")
 
@@ -121,6 +127,11 @@ def test_samples_summary():
   assert got["reward_auroc"] == 1.0 and got["logprob_auroc"] == 0.5
   assert got["auroc_questions"] == 1
   assert (got["num_questions"], got["samples_per_input"]) == (2, 3)
+  # The wrong sample follows order 0's structure: question 1 has orders 0, 1, 0.
+  assert got["structure"]["valid_rate"] == 100.0
+  assert got["structure"]["distinct_valid_orders"] == 1.5
+  assert got["structure"]["order_entropy"] == pytest.approx(
+      (-(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3)) / 2)
 
 
 def test_outputs_summary():
@@ -130,6 +141,8 @@ def test_outputs_summary():
   assert got["accuracy_se"] == pytest.approx(100 * math.sqrt(2 / 9 / 3))
   assert got["valid_rate"] == pytest.approx(100 * 2 / 3)
   assert got["order_counts"] == [0, 2] and got["num_questions"] == 3
+  assert got["valid_rate_structure"] == pytest.approx(100 * 2 / 3)
+  assert got["structure_order_counts"] == [0, 2]
 
 
 SIZES = {"train": 300, "validation": 40, "test": 40}
@@ -186,8 +199,9 @@ def test_printed_line(capsys):
   line = evaluate_job._arithmetic_line(samples)  # pylint: disable=protected-access
   assert "accuracy 50.00 +- 0.00" in line and "AUROC reward 1.000 log pi 0.000 (1 q)" in line
   assert "distinct valid orders 2.00 (data 1.50)" in line
+  assert "structure 100.0%: distinct valid orders 2.00" in line
   line = evaluate_job._arithmetic_line(greedy)  # pylint: disable=protected-access
-  assert line.endswith("valid per order [1, 0]")
+  assert line.endswith("valid per order [1, 0]; structure 100.0%, per order [1, 0]")
 
 
 @pytest.mark.slow
