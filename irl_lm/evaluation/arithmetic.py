@@ -23,7 +23,9 @@ diversity on this task is measured exactly instead of through Self-BLEU:
 * within-question AUROC: for each question with both correct and incorrect samples, the
   probability that a correct sample scores higher than an incorrect one (ties count one half;
   Mann-Whitney U / (n_correct n_incorrect)), averaged over those questions; for the summed
-  implicit reward and, as a baseline, for log pi.
+  implicit reward and, as a baseline, for log pi. With gamma = 1 the summed implicit reward is
+  log pi(y|x) + V(s_0), and V(s_0) is the same for every sample of a question, so the two
+  AUROCs agree (up to float rounding); they can differ only for gamma < 1.
 
 The metric functions are pure (numbers and texts in, numbers out); :class:`Reference` reads
 the task's solution records and adapts the Evaluator's record dicts.
