@@ -16,6 +16,11 @@ after multiplying, ...); every example picks one at random, so the targets are m
 way human solutions are. Results are written with
 :func:`irl_lm.data.calculator.format_number`, so a calculator that forces results reproduces the targets' annotations exactly.
 
+Every example's problem is kept with all its valid solutions: :func:`solution_records` gives,
+per example of a split, every valid solution text and the order its target used (what
+:mod:`irl_lm.evaluation.arithmetic` measures diversity against), and :func:`train_order_counts`
+how often each order is a train target, per template.
+
 Splits are generated deterministically (one seed per split, Python's ``random.Random``); the
 validation and test questions never occur in train, and test questions never in validation.
 Generating the default 20,000 / 500 / 1,000 examples takes well under a second.
@@ -33,9 +38,9 @@ import dataclasses
 import functools
 import random
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-from irl_lm.data import spec
+from irl_lm.data import sources, spec
 from irl_lm.data.calculator import calculate, format_number
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,6 +222,17 @@ TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (
     _purchases, _workers, _spending, _discount, _comparison, _stock)
 
 
+def _draw(rng: random.Random) -> tuple[Problem, int]:
+  problem = rng.choice(TEMPLATES)(rng)
+  return problem, rng.randrange(len(problem.solutions))
+
+
+def _example(problem: Problem, order: int) -> dict[str, str]:
+  return {"question": problem.question, "answer": problem.answer(order),
+          "final_answer": problem.final_answer, "template": problem.template,
+          "order": str(order)}
+
+
 def generate_example(rng: random.Random) -> dict[str, str]:
   """Draws one example: a template, its numbers and one of its solution orders.
 
@@ -226,14 +242,36 @@ def generate_example(rng: random.Random) -> dict[str, str]:
   Returns:
     ``{'question', 'answer', 'final_answer', 'template', 'order'}`` (all str).
   """
-  problem = rng.choice(TEMPLATES)(rng)
-  order = rng.randrange(len(problem.solutions))
-  return {"question": problem.question, "answer": problem.answer(order),
-          "final_answer": problem.final_answer, "template": problem.template,
-          "order": str(order)}
+  return _example(*_draw(rng))
 
 
-def _generate(num: int, seed: int, exclude: frozenset[str]) -> list[dict[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class SolutionRecord:
+  """An example's problem with every valid solution, and the order its target used.
+
+  Attributes:
+    problem: the generated problem.
+    order: index of the target's solution in ``problem.solutions``.
+  """
+  problem: Problem
+  order: int
+
+  @property
+  def question(self) -> str:
+    return self.problem.question
+
+  @property
+  def template(self) -> str:
+    return self.problem.template
+
+  @property
+  def solutions(self) -> tuple[str, ...]:
+    """Every valid answer text, indexed by order (``solutions[order]`` is the target)."""
+    return tuple(self.problem.answer(i) for i in range(len(self.problem.solutions)))
+
+
+def _generate(num: int, seed: int, exclude: frozenset[str]
+              ) -> list[tuple[dict[str, str], SolutionRecord]]:
   rng = random.Random(seed)
   out, seen = [], set(exclude)
   attempts = 0
@@ -241,23 +279,32 @@ def _generate(num: int, seed: int, exclude: frozenset[str]) -> list[dict[str, st
     attempts += 1
     if attempts > 20 * num + 1000:
       raise ValueError(f"cannot generate {num} distinct problems; ask for fewer.")
-    example = generate_example(rng)
-    if example["question"] in seen:
+    problem, order = _draw(rng)
+    if problem.question in seen:
       continue
-    seen.add(example["question"])
-    out.append(example)
+    seen.add(problem.question)
+    out.append((_example(problem, order), SolutionRecord(problem, order)))
   return out
 
 
 @functools.lru_cache(maxsize=8)
-def _splits(sizes: tuple[tuple[str, int], ...], seed: int) -> dict[str, tuple[dict, ...]]:
+def _splits(sizes: tuple[tuple[str, int], ...], seed: int
+            ) -> dict[str, tuple[tuple[dict[str, str], SolutionRecord], ...]]:
   size = dict(sizes)
   test = _generate(size["test"], SPLIT_SEEDS["test"] + seed, frozenset())
-  test_q = frozenset(ex["question"] for ex in test)
+  test_q = frozenset(ex["question"] for ex, _ in test)
   validation = _generate(size["validation"], SPLIT_SEEDS["validation"] + seed, test_q)
-  held_out = test_q | frozenset(ex["question"] for ex in validation)
+  held_out = test_q | frozenset(ex["question"] for ex, _ in validation)
   train = _generate(size["train"], SPLIT_SEEDS["train"] + seed, held_out)
   return {"train": tuple(train), "validation": tuple(validation), "test": tuple(test)}
+
+
+def _split(split: str, sizes: Optional[Mapping[str, int]], seed: int
+           ) -> tuple[tuple[dict[str, str], SolutionRecord], ...]:
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r} of the arithmetic data set: use one of {SPLITS}.")
+  merged = {**DEFAULT_SIZES, **(sizes or {})}
+  return _splits(tuple(sorted(merged.items())), seed)[split]
 
 
 def load_examples(split: str, sizes: Optional[Mapping[str, int]] = None,
@@ -276,10 +323,18 @@ def load_examples(split: str, sizes: Optional[Mapping[str, int]] = None,
   Raises:
     ValueError: unknown split.
   """
-  if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r} of the arithmetic data set: use one of {SPLITS}.")
-  merged = {**DEFAULT_SIZES, **(sizes or {})}
-  return [dict(ex) for ex in _splits(tuple(sorted(merged.items())), seed)[split]]
+  return [dict(ex) for ex, _ in _split(split, sizes, seed)]
+
+
+def solution_records(split: str, sizes: Optional[Mapping[str, int]] = None,
+                     seed: int = 0) -> list[SolutionRecord]:
+  """The :class:`SolutionRecord` of every example of a split, in :func:`load_examples` order
+  (the same generation: ``records[i].solutions[records[i].order] == examples[i]['answer']``).
+
+  Raises:
+    ValueError: unknown split.
+  """
+  return [record for _, record in _split(split, sizes, seed)]
 
 
 def corpus(sizes: Optional[Mapping[str, int]] = None, seed: int = 0,
@@ -350,3 +405,41 @@ def arithmetic_task(name: str = TASK, sizes: Optional[Mapping[str, int]] = None,
   """
   return spec.configure(SPEC, name, sizes=spec.as_dict(sizes), seed=seed,
                         vocabulary_path=vocabulary_path, train_examples=train_examples)
+
+
+def task_settings(name: str) -> Optional[dict[str, Any]]:
+  """The generation settings of task `name` when it is this arithmetic task, else None.
+
+  Returns:
+    ``{'sizes', 'seed', 'train_examples'}`` as the gin factory recorded them (defaults for the
+    default name when no factory was called), or None for any other task.
+  """
+  recorded = spec.configured(name)
+  if recorded is None and name != TASK or recorded is not None and recorded[0] is not SPEC:
+    return None
+  settings = recorded[1] if recorded else {}
+  return {"sizes": settings.get("sizes"), "seed": settings.get("seed", 0),
+          "train_examples": settings.get("train_examples")}
+
+
+def train_order_counts(sizes: Optional[Mapping[str, int]] = None, seed: int = 0,
+                       train_examples: Optional[int] = None) -> dict[str, dict[int, int]]:
+  """How often each solution order is the target in the train examples, per template.
+
+  Args:
+    sizes, seed: as for :func:`load_examples`.
+    train_examples: count only the fixed subset the task trains on
+      (:func:`irl_lm.data.sources.train_subset`); None: the whole train split.
+
+  Returns:
+    ``{template: {order: count}}`` over every order of the template (zero counts included).
+  """
+  examples = load_examples("train", sizes, seed)
+  if train_examples is not None:
+    examples = sources.train_subset(examples, train_examples)
+  num_orders = {record.template: len(record.problem.solutions)
+                for record in solution_records("train", sizes, seed)}
+  counts = {template: dict.fromkeys(range(n), 0) for template, n in num_orders.items()}
+  for ex in examples:
+    counts[ex["template"]][int(ex["order"])] += 1
+  return counts

@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from irl_lm.decoding.config import DecodingConfig, make_decode_fn, make_sampler
+from irl_lm.evaluation import arithmetic as arithmetic_lib
 from irl_lm.evaluation import baselines as baselines_lib
 from irl_lm.evaluation import known_distribution
 from irl_lm.evaluation import metrics as metrics_lib
@@ -134,6 +135,8 @@ class Evaluator:
     self._baselines = baselines
     self._baseline_scores: Optional[dict[str, Any]] = None
     self._known = known_distribution.KnownDistributionAnalysis.for_task(task, self, gamma=gamma)
+    self.arithmetic = (arithmetic_lib.reference_for(task, split) if self.metric == "gsm8k"
+                       else None)
 
   @property
   def num_examples(self) -> int:
@@ -254,6 +257,8 @@ class Evaluator:
       for record in records:
         record["answer"] = metrics_lib.gsm8k_final_number(record["output"])
         record["reference_answer"] = metrics_lib.gsm8k_final_number(record["reference"])
+    if self.arithmetic is not None:
+      summary["arithmetic"] = self.arithmetic.outputs_summary(records)
     summary["mean_output_tokens"] = float(np.mean(lengths))
     if self._known is not None:  # exact metrics against the task's known teacher
       sampling = DecodingConfig("sample", temperature=1.0, seed=config.seed)
@@ -307,12 +312,14 @@ class Evaluator:
       summary["reward"] = self._reward_summary(stats, per_example)
       for j, sample in enumerate(samples):
         sample.update(implicit_reward=float(stats["reward"][j]),
-                      num_tokens=int(stats["num_tokens"][j]))
+                      log_prob=float(stats["log_prob"][j]), num_tokens=int(stats["num_tokens"][j]))
     summary["seconds"] = time.time() - start
     records = [{"index": self.examples[i].get("index", i),
                 "input": self.examples[i]["inputs_text"],
                 "reference": self.references[i], "samples": samples[i * k:(i + 1) * k]}
                for i in range(n)]
+    if self.arithmetic is not None and self._stats_fn is not None:
+      summary["arithmetic"] = self.arithmetic.samples_summary(records)
     return summary, records
 
 

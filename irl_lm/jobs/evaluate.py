@@ -27,6 +27,13 @@ temperature 1.0) give Self-BLEU, distinct-1/2 over all samples, the mean entropy
 reward-score correlation over all K*N samples, in ``diversity_K<K>_t<temp>.jsonl`` and
 ``..._summary.json``. Each diversity number is written with the K, temperature and tokenisation
 it was measured with. ``summary.json`` collects every summary.
+
+On the built-in arithmetic task every summary also has an ``arithmetic`` entry
+(:mod:`irl_lm.evaluation.arithmetic`): for each setting the accuracy with its binomial standard
+error, the rate of exactly valid solutions and how many used each solution order; for the
+diversity samples the accuracy, the valid rate, distinct valid orders and order entropy per
+question against the train data's, and the within-question AUROC of the summed implicit reward
+and of log pi for correct vs incorrect samples.
 """
 from __future__ import annotations
 
@@ -192,3 +199,24 @@ def _print_table(result: Mapping[str, Any]) -> None:
           f"(K={d['self_bleu']['samples_per_input']}, T={d['self_bleu']['temperature']:g}, "
           f"tokenize {d['self_bleu']['tokenize']}), distinct-1 {d['distinct_1']['value']:.3f}, "
           f"distinct-2 {d['distinct_2']['value']:.3f}")
+  rows = list(result["settings"].items()) + ([(d["setting"], d)] if d else [])
+  for name, summary in rows:
+    if summary.get("arithmetic", {}).get("num_questions"):
+      print(f"  {name:>22}: {_arithmetic_line(summary['arithmetic'])}")
+
+
+def _arithmetic_line(a: Mapping[str, Any]) -> str:
+  """The arithmetic task's exact figures (`irl_lm.evaluation.arithmetic`) in one line."""
+  fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+  line = (f"accuracy {a['accuracy']:.2f} +- {a['accuracy_se']:.2f}, valid solutions "
+          f"{a['valid_rate']:.1f}% (calculations {a['valid_rate_calculations']:.1f}%)")
+  if "order_counts" in a:
+    return (f"{line}, valid per order {a['order_counts']}; structure "
+            f"{a['valid_rate_structure']:.1f}%, per order {a['structure_order_counts']}")
+  orders = lambda o: (f"distinct valid orders {o['distinct_valid_orders']:.2f} (data "
+                      f"{o['data_distinct_valid_orders']:.2f}), order entropy "
+                      f"{fmt(o['order_entropy'])} (data {fmt(o['data_order_entropy'])}, at n "
+                      f"{fmt(o['data_order_entropy_at_n'])}; {o['order_entropy_questions']} q)")
+  return (f"{line}, {orders(a)}, AUROC reward {fmt(a['reward_auroc'])} "
+          f"log pi {fmt(a['logprob_auroc'])} ({a['auroc_questions']} q); structure "
+          f"{a['structure']['valid_rate']:.1f}%: {orders(a['structure'])}")

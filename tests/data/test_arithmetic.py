@@ -88,3 +88,27 @@ def test_task_through_the_pipeline():
   vocab = pipeline.get_vocabulary("arithmetic_word_problems")
   ids = vocab.encode(raw[0]["answer"]) + [1]
   assert examples[0]["target_tokens"][:len(ids)].tolist() == ids
+
+
+def test_solution_records_match_the_generator(splits):
+  for split, examples in splits.items():
+    records = arithmetic.solution_records(split, SIZES)
+    assert len(records) == len(examples)
+    for record, ex in zip(records, examples):
+      assert (record.question, record.template, str(record.order)) == (
+          ex["question"], ex["template"], ex["order"])
+      assert record.solutions[record.order] == ex["answer"]  # the target is one of them
+      assert len(set(record.solutions)) == len(record.solutions) >= 2
+      assert {metrics.gsm8k_final_number(s) for s in record.solutions} == {ex["final_answer"]}
+  # generate_example draws exactly what the split generator records.
+  rng = random.Random(arithmetic.SPLIT_SEEDS["test"])
+  assert arithmetic.generate_example(rng) == splits["test"][0]
+
+
+def test_train_order_counts(splits):
+  counts = arithmetic.train_order_counts(SIZES)
+  expected = collections.Counter((ex["template"], int(ex["order"])) for ex in splits["train"])
+  assert {(t, o): c for t, by in counts.items() for o, c in by.items() if c} == dict(expected)
+  assert sorted(counts["spending"]) == [0, 1] and sorted(counts["stock"]) == [0, 1, 2]
+  subset = arithmetic.train_order_counts(SIZES, train_examples=100)
+  assert sum(sum(by.values()) for by in subset.values()) == 100
