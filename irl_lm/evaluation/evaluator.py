@@ -209,7 +209,8 @@ class Evaluator:
 
     Returns:
       (summary, records). summary: 'setting', 'decoding', 'num_examples', 'scores' (corpus
-      task scores), 'diversity' (distinct-1/2 of the outputs), 'repeated_3gram_rate',
+      task scores), 'diversity' (distinct-1/2 of the outputs), 'repeated_3gram_rate' (and
+      'reference_repeated_3gram_rate', the same share among the references),
       'mean_output_tokens', 'seconds', with statistics 'entropy' and 'reward', and (when the
       task has baselines) 'baselines' ({name: {'output' or 'rule', 'scores'}}),
       'best_baseline' ({'name', 'score', 'metric'}) and 'margin' (model − best baseline on
@@ -231,7 +232,8 @@ class Evaluator:
         "diversity": {f"distinct_{n}": diversity_entry(
             metrics_lib.distinct_n(outputs, n, tokenize=self.tokenize), samples_per_input=1,
             temperature=temperature, tokenize=self.tokenize) for n in DISTINCT_ORDERS},
-        "repeated_3gram_rate": metrics_lib.repeated_3gram_rate(outputs)}
+        "repeated_3gram_rate": metrics_lib.repeated_3gram_rate(outputs),
+        "reference_repeated_3gram_rate": metrics_lib.repeated_3gram_rate(self.references)}
     scored = self.baseline_scores()
     if scored:
       summary["baselines"] = scored
@@ -353,4 +355,6 @@ def describe(summary: Mapping[str, Any]) -> str:
              f"{summary['best_baseline']['score']:.2f} | margin {summary['margin']:+.2f}")
   if "repeated_3gram_rate" in summary:
     line += f" | repeated 3-grams {summary['repeated_3gram_rate']:.2f}"
+    if "reference_repeated_3gram_rate" in summary:
+      line += f" (references {summary['reference_repeated_3gram_rate']:.2f})"
   return line

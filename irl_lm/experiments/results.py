@@ -52,8 +52,8 @@ Row = dict[str, Any]
 RUN_COLUMNS = ("sweep", "point", "method", "seed", "status", "failed_phase", "step",
                "train_steps_per_second", "train_seconds", "loss_first", "loss_last")
 SETTING_COLUMNS = ("setting", "temperature", "beam_size")
-METRIC_COLUMNS = ("baseline", "margin", "repeated_3gram_rate", "num_examples", "self_bleu", "self_bleu_k", "self_bleu_temperature",
-                  "self_bleu_tokenize", "distinct_1", "distinct_2", "mean_entropy",
+METRIC_COLUMNS = ("baseline", "margin", "repeated_3gram_rate", "num_examples", "self_bleu",
+                  "self_bleu_k", "self_bleu_temperature", "self_bleu_tokenize", "distinct_1", "distinct_2", "mean_entropy",
                   "reward_spearman_rho", "reward_spearman_p", "mean_summed_reward",
                   "checkpoint_step")
 FINAL_SETTING, DIVERSITY_SETTING = "final_greedy", "diversity"

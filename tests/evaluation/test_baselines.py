@@ -80,3 +80,12 @@ def test_compare_rouge_margin():
   scored = {"constant": {"scores": {"rouge1": 20.0}}, "name_template": {"scores": {"rouge1": 27.5}}}
   best, margin = baselines.compare({"rouge1": 34.0, "rouge2": 1.0}, scored, "rouge")
   assert best["name"] == "name_template" and margin == pytest.approx(6.5)
+
+
+def test_describe_puts_the_model_next_to_its_best_baseline():
+  from irl_lm.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  line = evaluator.describe({
+      "scores": {"accuracy": 40.0}, "best_baseline": {"name": "numbers_rule", "score": 18.5},
+      "margin": 21.5, "repeated_3gram_rate": 0.25, "reference_repeated_3gram_rate": 0.125})
+  assert line == ("accuracy 40.00 | best baseline (numbers_rule) 18.50 | margin +21.50 | "
+                  "repeated 3-grams 0.25 (references 0.12)")

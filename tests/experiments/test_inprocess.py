@@ -27,11 +27,20 @@ def test_default_runner_is_inprocess_unless_tpu_or_multi_process(tmp_path):
     inprocess.choose_runner("threads")
 
 
-def test_failed_phases_are_recorded_and_the_sweep_goes_on(tmp_path):
+def test_failed_phases_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+  real = gin.get_configurable
+
+  def run_or_crash(**kwargs):  # a bug (not a user error) in the point whose mode is 'crash'
+    if gin.query_parameter("run.mode") == "crash":
+      raise RuntimeError("a bug in run 'crash'")
+    return real("run")(**kwargs)
+
+  monkeypatch.setattr(gin, "get_configurable",
+                      lambda name: run_or_crash if name == "run" else real(name))
   sweep = sweeps.make_sweep(
       "fails", ["gin/iqlearn_tiny.gin"], seeds=[0],
       points=[{"name": "typo", "bindings": ["IQLearnn.td_weight = 0.0"]},
-              {"name": "crash", "bindings": ["run.mode = 'nope'"]},
+              {"name": "crash", "bindings": ["run.mode = 'crash'"]},
               {"name": "typo_again", "bindings": ["IQLearnn.td_weight = 1.0"],
                "evaluate": False}])
   lines = []
@@ -44,7 +53,7 @@ def test_failed_phases_are_recorded_and_the_sweep_goes_on(tmp_path):
   assert "error: unknown gin configurable 'IQLearnn'" in typo and "(exit 2)" in typo
   assert "train.seed = 0" in typo
   crash = open(os.path.join(tmp_path, "fails", "crash", "seed0", sweeps.LOG_FILE)).read()
-  assert "Traceback" in crash and "unknown run.mode 'nope'" in crash
+  assert "Traceback" in crash and "a bug in run 'crash'" in crash
   assert sweeps.read_status(os.path.join(tmp_path, "fails", "crash", "seed0"))["phase"] == "train"
   assert gin.config_str() == ""  # cleared after every phase
 

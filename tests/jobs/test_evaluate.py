@@ -125,6 +125,8 @@ def test_files_and_summaries(evaluated):
     assert summary["entropy"]["mean_token_entropy"] == pytest.approx(entropy, rel=1e-5)
     assert summary["checkpoint_step"] == STEPS and summary["metric"] == "gsm8k"
     assert summary["repeated_3gram_rate"] == metrics.repeated_3gram_rate(outs)
+    assert summary["reference_repeated_3gram_rate"] == metrics.repeated_3gram_rate(
+        [r["reference"] for r in records])
     # Baselines chosen on train (every answer twice: the first, 5, is the most frequent; the
     # first rule with the best train accuracy, 1 of 4, is the sum), scored on the 4 examples.
     assert summary["baselines"] == {
