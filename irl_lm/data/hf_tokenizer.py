@@ -149,6 +149,15 @@ def _unk_id(tokenizer: tokenizers.Tokenizer) -> Optional[int]:
   return tokenizer.token_to_id(token) if token else None
 
 
+def decode_tf_with(decode_rows: Any, ids: tf.Tensor) -> tf.Tensor:
+  """int ids ``[T]`` or ``[B, T]`` -> tf.string ``[]`` or ``[B]`` through a numpy function
+  ``decode_rows(ids [..., T]) -> object array [...]`` of texts."""
+  ids = tf.convert_to_tensor(ids)
+  texts = tf.numpy_function(decode_rows, [ids], tf.string, stateful=False)
+  texts.set_shape(ids.shape[:-1])
+  return texts
+
+
 class HfTokenizerVocabulary(seqio.Vocabulary):
   """A seqio vocabulary over a Hugging Face ``tokenizer.json`` (see the module docstring).
 
@@ -235,10 +244,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
     """int ids ``[T]`` or ``[B, T]`` -> tf.string ``[]`` or ``[B]``, as :meth:`decode` does."""
-    ids = tf.convert_to_tensor(ids)
-    texts = tf.numpy_function(self._decode_rows, [ids], tf.string, stateful=False)
-    texts.set_shape(ids.shape[:-1])
-    return texts
+    return decode_tf_with(self._decode_rows, ids)
 
   def __eq__(self, other: Any) -> bool:
     return (isinstance(other, HfTokenizerVocabulary) and

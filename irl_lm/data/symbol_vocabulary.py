@@ -14,6 +14,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from irl_lm.data import hf_tokenizer
 from irl_lm.data.vocabularies import EOS_ID, PAD_ID
 
 FIRST_SYMBOL_ID = 2
@@ -71,10 +72,7 @@ class SymbolVocabulary(seqio.Vocabulary):
 
   def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
     """int ids ``[T]`` or ``[B, T]`` -> tf.string ``[]`` or ``[B]``, as :meth:`decode` does."""
-    ids = tf.convert_to_tensor(ids)
-    texts = tf.numpy_function(self._decode_rows, [ids], tf.string, stateful=False)
-    texts.set_shape(ids.shape[:-1])
-    return texts
+    return hf_tokenizer.decode_tf_with(self._decode_rows, ids)
 
   def __eq__(self, other: Any) -> bool:
     return isinstance(other, SymbolVocabulary) and other.num_symbols == self.num_symbols

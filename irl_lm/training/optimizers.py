@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,12 @@ from irl_lm import errors
 
 SCHEDULES = ("constant", "rsqrt", "linear", "cosine")
 OPTIMIZERS = ("adafactor", "adamw")
+
+
+def _check_name(kind: str, binding: str, name: str, choices: Sequence[str]) -> None:
+  if name not in choices:
+    raise errors.SettingError(f"unknown {kind} '{name}' ({binding}){errors.closest(name, choices)}"
+                              f": use one of {', '.join(choices)}.")
 
 
 def _check(configurable: str, problems: dict[str, bool]) -> None:
@@ -40,10 +46,7 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3,
     errors.SettingError: an unknown name, or a learning rate, warm-up or end fraction that
       makes no sense (negative, not finite, ...), naming the `make_schedule.*` binding.
   """
-  if name not in SCHEDULES:
-    raise errors.SettingError(f"unknown schedule '{name}' (make_schedule.name)"
-                              f"{errors.closest(name, SCHEDULES)}: use one of "
-                              f"{', '.join(SCHEDULES)}.")
+  _check_name("schedule", "make_schedule.name", name, SCHEDULES)
   _check("make_schedule", {
       f"learning_rate = {learning_rate!r} must be a number >= 0": not (
           _number(learning_rate) and learning_rate >= 0),
@@ -93,10 +96,7 @@ def make_optimizer(name: str = "adafactor", *, schedule: optax.Schedule,
     errors.SettingError: an unknown name, or a weight decay, clipping norm or moment that makes
       no sense, naming the `make_optimizer.*` binding.
   """
-  if name not in OPTIMIZERS:
-    raise errors.SettingError(f"unknown optimizer '{name}' (make_optimizer.name)"
-                              f"{errors.closest(name, OPTIMIZERS)}: use one of "
-                              f"{', '.join(OPTIMIZERS)}.")
+  _check_name("optimizer", "make_optimizer.name", name, OPTIMIZERS)
   _check("make_optimizer", {
       f"weight_decay = {weight_decay!r} must be a number >= 0": not (
           _number(weight_decay) and weight_decay >= 0),
