@@ -10,9 +10,12 @@ Flags:
   --out_dir          runs go to <out_dir>/<sweep>/<point>/seed<k> (default results).
   --print_commands   print one shell line per run (train && evaluate) and run nothing.
   --pod              with --print_commands: lines for launch/run.sh (run dir on the bucket).
-  --results          after running, write <out_dir>/results.csv, aggregate.csv, curves.csv
-                     (and known_distribution_positions.csv when the runs report it).
-  --figures          also draw figures.make_all into <out_dir>/figures (implies --results).
+  --no-results       skip what is written by default after running: <out_dir>/results.csv,
+                     aggregate.csv, curves.csv, examples.csv (and
+                     known_distribution_positions.csv when the runs report it).
+  --no-figures       skip the figures drawn by default (figures.make_all into
+                     <out_dir>/figures; skipped with a note when matplotlib,
+                     irl_lm[experiments], is not installed).
   --runner           'inprocess': every run in this process (one start-up; compiled programs
                      reused through jax's persistent compilation cache); 'subprocess': each
                      phase as `python -m irl_lm.main`. Default: in-process on a single-host
@@ -23,6 +26,7 @@ Flags:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from typing import Optional, Sequence
@@ -40,8 +44,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--out_dir", default="results")
   parser.add_argument("--print_commands", action="store_true")
   parser.add_argument("--pod", action="store_true")
-  parser.add_argument("--results", action="store_true")
-  parser.add_argument("--figures", action="store_true")
+  parser.add_argument("--results", action=argparse.BooleanOptionalAction, default=True)
+  parser.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True)
   parser.add_argument("--runner", choices=inprocess.RUNNERS, default=None)
   parser.add_argument("--compilation_cache", default=None)
   return parser.parse_args(argv)
@@ -117,7 +121,9 @@ def _main(args: argparse.Namespace, quiet_native_logs: bool) -> int:
     paths = write_results(args.out_dir)
     for name, path in paths.items():
       print(f"{name}: {path}")
-    if args.figures:
+    if args.figures and importlib.util.find_spec("matplotlib") is None:
+      print("figures skipped: matplotlib is not installed (pip install 'irl_lm[experiments]').")
+    elif args.figures:
       for name, item in write_figures(args.out_dir, paths).items():
         print(f"{name}: {item['png']}")
   return 1 if failed else 0

@@ -103,3 +103,11 @@ def test_print_commands_prints_one_line_per_run_and_runs_nothing(tmp_path, capsy
   assert argv[:3] == ["launch/run.sh", "gin/iqlearn_tiny.gin", "toy/mle/seed0"]
   assert argv[-1] == "--gin_bindings=train.init_from = None"
   assert not any("run.run_dir" in a for a in argv)  # run.sh names the bucket's run dir
+
+
+def test_the_cli_writes_results_and_figures_unless_told_not_to():
+  from irl_lm.experiments import __main__ as experiments_cli  # pylint: disable=g-import-not-at-top
+  args = experiments_cli.parse_args(["--sweep=gin/experiments/known_distribution_quick.gin"])
+  assert args.results and args.figures
+  args = experiments_cli.parse_args(["--sweep=x.gin", "--no-results", "--no-figures"])
+  assert not args.results and not args.figures
