@@ -117,7 +117,6 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *,
       remove_extra_whitespaces=False,
       allow_whitespace_only_pieces=True,
       split_by_whitespace=True,
-      split_digits=split_digits,
       character_coverage=1.0,
       byte_fallback=True,
       max_sentence_length=16384,
@@ -125,6 +124,8 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *,
       shuffle_input_sentence=False,
       num_threads=1,
       minloglevel=2,
+      # Only when asked: an explicit False changes the stored trainer spec (the model's bytes).
+      **({"split_digits": True} if split_digits else {}),
   )
   return model.getvalue()
 

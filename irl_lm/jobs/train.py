@@ -189,7 +189,7 @@ def train(*, run_dir: str, model: Any, task: str, feature_lengths: Mapping[str, 
                                                 step % eval_decode_every == 0):
         summary, records = evaluator.evaluate(params, decoding)
         summary["teacher_forced"] = dict(metrics)
-        metrics.update(evaluator_lib.log_metrics(summary))
+        metrics = {**evaluator_lib.log_metrics(summary), **metrics}  # task scores first
         line = evaluator_lib.describe(summary) + (f" | {line}" if line else "")
       if summary is not None and eval_diversity_examples > 0:
         diversity, _ = evaluator.diversity(params, samples_per_input=eval_diversity_samples,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from irl_lm.data import known_distribution as kd
+from irl_lm.data import spec
 
 SMALL = kd.TeacherConfig(num_symbols=3, prompt_length=2, max_length=4, seed=5,
                          eos_bias=-1.0, eos_slope=0.5)
@@ -124,6 +125,7 @@ def test_known_task_follows_the_factory_settings():
   assert len(task.train_continuations()) == 7
   assert kd.known_task("gsm8k") is None
   assert kd.known_task(kd.TASK).teacher.num_symbols == 32
+  spec.forget(name)  # other test files in this process see only the default tasks
 
 
 def test_registered_task_tokenises_one_symbol_per_id():
@@ -147,3 +149,5 @@ def test_registered_task_tokenises_one_symbol_per_id():
   assert vocab.vocab_size == 8
   assert vocab.decode([4, 7, 1, 3]) == "2 5"
   assert vocab.encode("0 5") == [2, 7]
+  from irl_lm.data import registry  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  registry.forget(name)  # other test files in this process see only the default tasks
