@@ -138,7 +138,7 @@ def test_inprocess_and_subprocess_runners_give_the_same_files_and_numbers(tmp_pa
   for runner in ("subprocess", "inprocess"):
     done = subprocess.run(
         [sys.executable, "-m", "irl_lm.experiments", f"--sweep={sweep_file}",
-         f"--out_dir={tmp_path / runner}", f"--runner={runner}", "--results"],
+         f"--out_dir={tmp_path / runner}", f"--runner={runner}", "--no-figures"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert f"runner: {runner}" in done.stdout
