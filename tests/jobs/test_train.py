@@ -160,17 +160,8 @@ def test_init_from_starts_training_from_the_given_params(tmp_path):
 @pytest.mark.slow
 def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
   """`eval_every` runs the same Evaluator as the final evaluation, every K steps."""
-  model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096,
-                                                  activation_dtype=jnp.float32,
-                                                  num_encoder_layers=1, num_decoder_layers=1))
-  summary = train_job.train(
-      run_dir=str(tmp_path), model=model, task="stdlib_docstrings",
-      feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, num_train_steps=4,
-      objective=objectives.MLE(), partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-      optimizer=lambda schedule: optax.adam(schedule),
-      schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
-      log_every=2, eval_examples=8, eval_batch_size=8, eval_every=2, eval_diversity_examples=2,
-      tensorboard=False)
+  summary = _train_tiny_t5(tmp_path, objective=objectives.MLE(), eval_examples=8,
+                           eval_diversity_examples=2)
   with open(tmp_path / "metrics.jsonl") as f:
     evals = [r for r in map(json.loads, f) if "eval_validation/rouge1" in r]
   assert [r["step"] for r in evals] == [2, 4]
@@ -190,18 +181,8 @@ def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
 def test_validation_loss_every_eval_decoding_only_at_the_end(tmp_path):
   """`eval_decode_every = 0`: the periodic evaluations log only the teacher-forced validation
   loss; the final one also decodes, shows the baselines and writes per-example records."""
-  model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096,
-                                                  activation_dtype=jnp.float32,
-                                                  num_encoder_layers=1, num_decoder_layers=1))
-  summary = train_job.train(
-      run_dir=str(tmp_path), model=model, task="stdlib_docstrings",
-      feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, num_train_steps=4,
-      objective=objectives.IQLearn(td_weight=0.5),
-      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-      optimizer=lambda schedule: optax.adam(schedule),
-      schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
-      log_every=2, eval_examples=16, eval_batch_size=8, eval_every=2, eval_decode_every=0,
-      tensorboard=False)
+  summary = _train_tiny_t5(tmp_path, objective=objectives.IQLearn(td_weight=0.5),
+                           eval_examples=16, eval_decode_every=0)
   with open(tmp_path / "metrics.jsonl") as f:
     evals = [r for r in map(json.loads, f) if "eval_validation/nll" in r]
   assert [r["step"] for r in evals] == [2, 4]
@@ -227,3 +208,17 @@ def test_validation_loss_every_eval_decoding_only_at_the_end(tmp_path):
   for r in records:
     assert r["log_prob"] <= 0.0 and r["num_tokens"] >= 1 and "implicit_reward" in r
   assert summary["eval"]["margin"] == last["eval_validation/margin"]
+
+
+def _train_tiny_t5(tmp_path, **settings):
+  """4 steps of a 1-layer T5 on the docstring task, evaluated every 2 steps."""
+  model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096,
+                                                  activation_dtype=jnp.float32,
+                                                  num_encoder_layers=1, num_decoder_layers=1))
+  return train_job.train(
+      run_dir=str(tmp_path), model=model, task="stdlib_docstrings",
+      feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, num_train_steps=4,
+      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      optimizer=lambda schedule: optax.adam(schedule),
+      schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
+      log_every=2, eval_batch_size=8, eval_every=2, tensorboard=False, **settings)
