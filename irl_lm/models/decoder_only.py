@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers
+from irl_lm.models import base, layers, precision
 
 Array = jax.Array
 Params = base.Params
@@ -61,7 +61,8 @@ class DecoderOnlyConfig:
     tie_embeddings: logits = x @ embedding.T (no logits_dense).
     parallel_block: PaLM-style x + attn(norm(x)) + mlp(norm(x)) with one norm per layer.
     dropout_rate: dropout on residual branches (0 in every preset).
-    activation_dtype: dtype of activations (parameters and logits are float32).
+    activation_dtype: dtype of activations (parameters and logits are float32); by default
+      bfloat16 on GPUs and TPUs, float32 on CPUs (`precision.default_activation_dtype`).
     eos_id: end-of-sequence id (seqio's SentencePiece EOS = 1; an imported checkpoint's own).
     remat_policy: what each layer keeps for the backward pass ('none', 'minimal', 'dots',
       'full': `layers.REMAT_POLICIES`); the rest is recomputed, saving activation memory.
@@ -81,7 +82,8 @@ class DecoderOnlyConfig:
   tie_embeddings: bool = False
   parallel_block: bool = False
   dropout_rate: float = 0.0
-  activation_dtype: Any = jnp.bfloat16
+  activation_dtype: Any = dataclasses.field(
+      default_factory=precision.default_activation_dtype)
   eos_id: int = 1
   remat_policy: str = "none"
 

@@ -46,11 +46,14 @@ def train_flops(config: Any, batch_size: int, feature_lengths: Mapping[str, int]
   return 3.0 * forward_flops(config, batch_size, feature_lengths)
 
 
-# Peak dense bfloat16 FLOP/s of one chip (vendor figures), by words in jax's `device_kind`.
+# Peak dense (not sparse) bfloat16 FLOP/s of one chip from vendor data sheets, by words in jax's
+# `device_kind`; the first match wins, so variants come before the name they contain.
 PEAK_BF16_FLOPS = (
     ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12),
     ("TPU v5", 459e12), ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
-    ("A100", 312e12), ("H100", 989e12), ("H200", 989e12), ("B200", 2250e12),
+    ("A100", 312e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
+    ("H200", 989e12), ("B200", 2250e12), ("L40S", 362e12), ("L40", 181e12),
+    ("L4", 121e12),
 )
 
 

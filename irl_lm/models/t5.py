@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers
+from irl_lm.models import base, layers, precision
 
 Array = jax.Array
 Params = base.Params
@@ -42,7 +42,8 @@ class T5Config:
   num_decoder_layers: int = 8
   mlp_dim: int = 1024
   dropout_rate: float = 0.0
-  activation_dtype: Any = jnp.bfloat16
+  activation_dtype: Any = dataclasses.field(
+      default_factory=precision.default_activation_dtype)
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   # What each layer keeps for the backward pass: 'none', 'minimal', 'dots' or 'full'

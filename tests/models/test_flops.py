@@ -46,4 +46,9 @@ def test_peak_flops_by_device_kind():
   assert flops.peak_flops("TPU v5p") == 459e12
   assert flops.peak_flops("TPU v4") == 275e12
   assert flops.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+  assert flops.peak_flops("NVIDIA H100 PCIe") == 756e12
+  assert flops.peak_flops("NVIDIA H200") == 989e12
+  assert flops.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+  assert flops.peak_flops("NVIDIA L40S") == 362e12
   assert flops.peak_flops("cpu") is None
+  assert flops.peak_flops("NVIDIA GeForce GTX 1080") is None
