@@ -27,6 +27,11 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20",
     "numpy>=2.0",
     "scipy>=1.13",
+    # Imported directly (orbax-checkpoint and jax bring them too).
+    "etils[epath]>=1.5",
+    "tensorstore>=0.1.60",
+    "ml_dtypes>=0.4",
+    "tqdm>=4.60",
 ]
 
 EXTRAS_REQUIRE = {
