@@ -153,6 +153,9 @@ def run_torch(model_name: str, shape: tuple, rounds: int, dry_run: bool) -> dict
   _, B, L, T, V = shape
   cfg = _config(model_name, shape, jnp.float32)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  if device.type == "cpu":  # the dry run checks code, not speed: one thread, no denormals
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
   torch.manual_seed(0)
   if model_name == "t5":
     hf_config = transformers.T5Config(

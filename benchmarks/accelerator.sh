@@ -28,7 +28,9 @@ if ! "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
 fi
 "$PY" -m pip install -q --no-index --find-links "$WHEELS" "$WHEELS"/irl_lm-*.whl
 "$PY" -m pip list 2>/dev/null | grep -E -i '^(irl.lm|jax|jaxlib|jax-cuda1[23]-plugin|flax|optax|orbax-checkpoint|torch|transformers) ' || true
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+fi
 
 # accelerator.py keeps to --budget_s (450 s by default); the timeout is the backstop.
 timeout 480 "$PY" benchmarks/accelerator.py "$@"

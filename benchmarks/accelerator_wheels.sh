@@ -14,11 +14,12 @@ LIMIT_MIB=64
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-# Binary wheels for CPython 3.12 on x86-64 Linux (regex is compiled; the rest are pure Python).
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+# Wheels for CPython 3.12 on x86-64 Linux, with their requirements (nltk, which rouge-score
+# needs, brings click, joblib, regex, tqdm, defusedxml).
+"$PY" -m pip download -q --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux_2_28_x86_64 -c constraints/py313.txt -d "$OUT" \
-  gin-config nltk click joblib regex tqdm six absl-py
+  gin-config nltk six absl-py
 # rouge-score publishes only a source archive; its wheel (pure Python) is built here.
 "$PY" -m pip wheel -q --no-deps -c constraints/py313.txt -w "$OUT" rouge-score
 "$PY" -m pip wheel -q --no-deps -w "$OUT" .
