@@ -7,11 +7,11 @@ r"""GPU check: irl_lm beside transformers + torch, T5 1.1 base and the 1B decode
 For each model (random initialisation, no weights; parameters float32, activations bfloat16 on
 both sides, float32 in the dry run; AdamW, lr 1e-3; a synthetic batch of full-length prompts and
 EOS-terminated continuations):
-* irl_lm: `step.make_train_step` for MLE and offline IQLearn (td_weight 0.1), timed in
-  interleaved rounds after one compiling run; step time, tokens/s (B x (L + T) per step), MFU
+* irl_lm: `step.make_train_step` for MLE, then offline IQLearn (td_weight 0.1), each timed
+  after one compiling run (medians); step time, tokens/s (B x (L + T) per step), MFU
   (`flops.train_flops` over `flops.peak_flops` of the device; '-' for an unknown device), the
   IQLearn / MLE step ratio; `decoding.temperature_sample` of exactly T new tokens per row at
-  temperature 1 (EOS disabled): new tokens/s; peak device memory of the process;
+  temperature 1 (EOS disabled): new tokens/s; peak device memory of MLE training and sampling;
 * transformers + torch (the `hf` extra): the same model (`T5ForConditionalGeneration`,
   `LlamaForCausalLM`) and batch, `torch.autocast` bfloat16 over float32 parameters, fused AdamW,
   the same token-mean cross-entropy; `generate(do_sample=True, top_k=0, min_new_tokens=T,
@@ -108,31 +108,36 @@ def run_irl_lm(model_name: str, shape: tuple, rounds: int, dry_run: bool) -> dic
   schedule = optimizers.make_schedule("constant", learning_rate=LEARNING_RATE)
   tx = optimizers.make_optimizer("adamw", schedule=schedule)
   device_batch = {k: jax.device_put(v, partitioner.batch_sharding()) for k, v in batch.items()}
-  states, runs = {}, {}
-  for name, objective in (("mle", objectives.MLE()),
-                          ("iqlearn", objectives.IQLearn(td_weight=0.1))):
+  holder: dict[str, Any] = {}
+
+  def timed_steps(objective: Any) -> float:
     layout = state_lib.build_state_layout(model, tx, partitioner, shapes, objective=objective)
     step = step_lib.make_train_step(model=model, objective=objective, tx=tx, schedule=schedule,
                                     partitioner=partitioner, shardings=layout.shardings)
-    states[name] = layout.init_fn()
+    holder["state"] = layout.init_fn()
 
-    def run(name=name, step=step):
-      states[name], metrics = step(states[name], device_batch)
+    def run():
+      holder["state"], metrics = step(holder["state"], device_batch)
       jax.block_until_ready(metrics)
-    runs[name] = run
+    return interleaved_medians({"step": run}, rounds)["step"]
+
   start = time.perf_counter()
-  times = interleaved_medians(runs, rounds)
+  # MLE and sampling first, so the memory peak is that of one model's training and sampling
+  # (as torch's); then IQLearn, with MLE's state freed.
+  times = {"mle": timed_steps(objectives.MLE())}
   sample = jax.jit(functools.partial(decoding.temperature_sample, model, max_decode_length=T,
                                      temperature=1.0, eos_id=-1))
   device_prompts = jnp.asarray(prompts)
   sample_fn = lambda: jax.block_until_ready(  # noqa: E731
-      sample(states["mle"].params, device_prompts, jax.random.key(0)).tokens)
+      sample(holder["state"].params, device_prompts, jax.random.key(0)).tokens)
   times["sample"] = interleaved_medians({"sample": sample_fn}, max(2, rounds // 2))["sample"]
   device = jax.devices()[0]
+  stats = device.memory_stats() or {}
+  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(holder["state"].params))
+  del holder["state"]
+  times["iqlearn"] = timed_steps(objectives.IQLearn(td_weight=0.1))
   peak = flops.peak_flops(device.device_kind)
   train_flops = flops.train_flops(config, B, {"inputs": L, "targets": T})
-  stats = device.memory_stats() or {}
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(states["mle"].params))
   return {"system": "irl_lm", "model": model_name, "params": n_params,
           "device": f"{device.device_kind} (jax {jax.__version__})",
           "step_s": times["mle"], "iqlearn_step_s": times["iqlearn"],
