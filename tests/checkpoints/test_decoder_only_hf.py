@@ -98,7 +98,7 @@ def _ours(config, params, tokens):
     ("qwen2", dict(num_kv_heads=2, head_dim=16, rope_theta=1e6, qkv_bias=True,
                    tie_embeddings=True))])
 def test_logits_match_transformers_both_ways(tmp_path, kind, expected):
-  import transformers
+  transformers = pytest.importorskip("transformers")  # the `hf` extra
   reference = _hf_model(kind)
   reference.save_pretrained(str(tmp_path / "hf"))
   tokens, mask = _tokens()
