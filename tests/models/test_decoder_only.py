@@ -544,8 +544,8 @@ def test_gail_steps_on_a_decoder_only_policy(tiny):
 
 def test_bfloat16_activations_close_to_float32(tiny):
   model32, params = tiny
-  model16 = DecoderOnlyModel(decoder_only_config("tiny", vocab_size=VOCAB))
-  assert model16.config.activation_dtype == jnp.bfloat16
+  model16 = DecoderOnlyModel(decoder_only_config("tiny", vocab_size=VOCAB,
+                                                  activation_dtype=jnp.bfloat16))
   continuations = _continuations(5, 3)
   batch = model32.teacher_forcing_batch(PROMPTS, continuations)
   out32 = np.asarray(jax.jit(model32.logits)(params, batch))

@@ -202,8 +202,8 @@ def test_packed_segments_equal_separate_runs(tiny):
 
 def test_bfloat16_activations_close_to_float32(tiny):
   model32, params, logits_fn = tiny
-  model16 = EncoderDecoderModel(t5_1_1_config("tiny", vocab_size=VOCAB))
-  assert model16.config.activation_dtype == jnp.bfloat16
+  model16 = EncoderDecoderModel(t5_1_1_config("tiny", vocab_size=VOCAB,
+                                              activation_dtype=jnp.bfloat16))
   batch = _teacher_batch(jax.random.key(3), 2, 7, 6, enc_lengths=(7, 5))
   out32 = logits_fn(params, batch)
   out16 = jax.jit(model16.logits)(params, batch)
