@@ -1,4 +1,5 @@
-r"""Reproduces the paper's tables and figures at CPU scale (DESIGN.md 2.2), in one command.
+r"""Reproduces the paper's tables and figures at CPU scale, in one command
+(docs/reproduction.md#the-cpu-protocol).
 
   python -m irl_lm.main --gin_file=gin/pretrain_tiny.gin        # once: the pretrained start
   python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # about 30-45 min on 2 cores
@@ -132,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", required=True,
                       help="the CPU-scale protocol (the only one this command runs; the "
-                           "pod sweeps are gin/experiments/*_{base,large,xl}.gin)")
+                           "pod sweeps are gin/experiments/{xsum,gsm8k}.gin)")
   parser.add_argument("--reduced", action="store_true")
   parser.add_argument("--from_scratch", action="store_true")
   parser.add_argument("--out_dir", default=None)

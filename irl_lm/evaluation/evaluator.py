@@ -7,7 +7,7 @@ the mesh's 'data' axis, the parameters laid out as in training) in the batched l
 'gsm8k': final-answer accuracy, 'translation': BLEU and chrF).
 
 With `statistics=True` every output is also teacher-forced once more for its summed implicit
-reward (DESIGN.md section 1.2), log-probability and policy entropy, and the summary gets the
+reward (docs/design.md#rewards), log-probability and policy entropy, and the summary gets the
 mean summed reward and its Spearman correlation with the per-example score.
 
 Every summary also shows the task's trivial baselines (`irl_lm.evaluation.baselines`, chosen

@@ -1,7 +1,7 @@
 r"""Runs sweeps one run after another (resumable), or prints their commands.
 
   python -m irl_lm.experiments --sweep=gin/experiments/quick_cpu.gin [--out_dir=results]
-  python -m irl_lm.experiments --sweep=gin/experiments/xsum_base.gin --print_commands --pod
+  python -m irl_lm.experiments --sweep=gin/experiments/xsum.gin --print_commands --pod
 
 Flags:
   --sweep            sweep gin file(s), repeatable (see irl_lm.experiments.sweeps).

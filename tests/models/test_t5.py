@@ -23,7 +23,7 @@ def _abstract_params(config: T5Config):
 
 
 def _expected_tree(V, E, H, J, F, n_layers):
-  """The T5X T5 1.1 tree from the NOTES table: {path: shape}."""
+  """The T5X T5 1.1 tree from docs/design.md#t5-11-parameter-layout: {path: shape}."""
   tree = {"token_embedder/embedding": (V, E),
           "encoder/relpos_bias/rel_embedding": (H, 32),
           "decoder/relpos_bias/rel_embedding": (H, 32),
