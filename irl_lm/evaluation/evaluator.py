@@ -172,7 +172,7 @@ class Evaluator:
     decode_fn = self._decoder(config)
     tokens = predict.map_batches(lambda p, key: decode_fn(params, p, key), [prompts],
                                  batch_size=self.batch_size, seed=config.seed)
-    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id, self.model.pad_id))
+    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id))
              for row in tokens]
     return tokens, texts
 
