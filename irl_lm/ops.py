@@ -41,10 +41,9 @@ def categorical(key: jax.Array, logits: jax.Array, axis: int = -1) -> jax.Array:
   Returns:
     int32 draws, logits' shape without `axis`.
   """
-  if not (xla.applies("gumbel") or xla.applies("argmax")):
+  if not xla.applies("argmax"):
     return jax.random.categorical(key, logits, axis=axis).astype(jnp.int32)
-  gumbel = xla.gumbel_unrolled if xla.applies("gumbel") else jax.random.gumbel
-  return argmax(gumbel(key, logits.shape, logits.dtype) + logits, axis)
+  return argmax(jax.random.gumbel(key, logits.shape, logits.dtype) + logits, axis)
 
 
 def dot_last(x: jax.Array, kernel: jax.Array) -> jax.Array:

@@ -13,11 +13,6 @@ TPUs the primitive itself runs. docs/performance.md gives the measured effect of
   backend runs jnp.argmax's reduction over (value, index) pairs as a scalar loop, with the
   Gumbel noise of a categorical draw fused into it; two plain reductions (the maximum, then the
   smallest index attaining it) vectorise and give the same indices, ties and NaNs included.
-* 'gumbel' (`gumbel_unrolled`, the noise of every categorical draw): jax.random.gumbel's values
-  bit for bit with the Threefry-2x32 hash written out. jax lowers that hash on CPU as a
-  5-iteration loop that copies its whole state every iteration; written out, XLA fuses the 20
-  rounds into one pass. It reproduces jax's default generator only (Threefry keys, partitionable
-  bits, float32); for anything else it is jax.random.gumbel, and a test checks the bits.
 * 'remat' (`remat_in_backward_order`, `remat_policy` other than 'none'): with `nn.remat`
   alone the recomputation depends only on the layer's saved inputs, so XLA's CPU scheduler runs
   every layer's recomputation right after the forward pass and holds all of them at once. Making
@@ -32,10 +27,8 @@ from typing import Any, Iterator
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
-REWRITES = ("dot", "argmax", "gumbel", "remat")
+REWRITES = ("dot", "argmax", "remat")
 _switched_off: set[str] = set()
 
 
@@ -82,67 +75,6 @@ def argmax_2_reductions(x: jax.Array, axis: int, max_value: jax.Array | None) ->
   # XLA's max propagates NaN, so a row with NaN has max NaN and matches at its NaNs only.
   hit = (x == jnp.expand_dims(max_value, axis)) | jnp.isnan(x)
   return jnp.min(jnp.where(hit, index, x.shape[axis]), axis=axis).astype(jnp.int32)
-
-
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def _threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
-  """Threefry-2x32 with 20 rounds (Salmon et al. 2011), as jax's `threefry_2x32`: the counter
-  words (x1, x2) hashed under the key words (k1, k2), uint32 arrays of one shape."""
-  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-  x1, x2 = x1 + ks[0], x2 + ks[1]
-  for i in range(5):
-    for r in _ROTATIONS[i % 2]:
-      x1 = x1 + x2
-      rotated = lax.shift_left(x2, np.uint32(r)) | lax.shift_right_logical(x2, np.uint32(32 - r))
-      x2 = x1 ^ rotated
-    x1 = x1 + ks[(i + 1) % 3]
-    x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
-  return x1, x2
-
-
-def _reproducible(key: jax.Array, typed: bool, dtype) -> bool:
-  """Whether `gumbel` can reproduce jax.random.gumbel here: a Threefry-2x32 key (`typed`: a
-  typed key array, else raw uint32 words of the default implementation), jax's partitionable
-  bits (its default), float32 and the default low-range mode."""
-  impl = str(jax.random.key_impl(key)) if typed else jax.config.jax_default_prng_impl
-  return ("threefry2x32" in impl and getattr(jax.config, "jax_threefry_partitionable", True)
-          and not getattr(jax.config, "jax_high_dynamic_range_gumbel", False)
-          and jnp.dtype(dtype) == jnp.float32)
-
-
-def gumbel_unrolled(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-  """`jax.random.gumbel(key, shape, dtype)`, the same values bit for bit (tests), with the hash
-  written out (module docstring); jax.random.gumbel itself for other PRNG implementations,
-  settings or dtypes.
-
-  Args:
-    key: one PRNG key (typed, or a raw uint32 [2] key).
-    shape: the noise's shape (fewer than 2**32 elements).
-  Returns:
-    float32 standard Gumbel noise of `shape`.
-  """
-  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-  if not _reproducible(key, typed, dtype) or int(np.prod(shape, dtype=np.int64)) >= 2 ** 32:
-    return jax.random.gumbel(key, shape, dtype)
-  words = jax.random.key_data(key) if typed else key
-  # jax's counters: the row-major index of each element as (high, low) uint32 words.
-  index = jnp.zeros(shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(len(shape))):
-    index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
-    stride *= shape[axis]
-  bits1, bits2 = _threefry2x32(words[0], words[1], jnp.zeros(shape, jnp.uint32), index)
-  bits = bits1 ^ bits2
-  # jax.random.uniform(minval=tiny, maxval=1): 23 random mantissa bits of a float in [1, 2).
-  one = np.array(1.0, np.float32).view(np.uint32)
-  floats = lax.bitcast_convert_type(lax.shift_right_logical(bits, np.uint32(9)) | one,
-                                    jnp.float32) - np.float32(1.0)
-  tiny = np.float32(jnp.finfo(jnp.float32).tiny)
-  uniform = lax.max(tiny, floats * (np.float32(1.0) - tiny) + tiny)
-  return -jnp.log(-jnp.log(uniform))
 
 
 def tie_to_cotangent(cotangent: Any, tree: Any) -> Any:

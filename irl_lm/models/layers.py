@@ -192,8 +192,7 @@ class MultiHeadAttention(nn.Module):
     """Attention of decode-step queries over a head-major K/V cache (no dropout).
 
     The cache is stored heads-first so that the per-step dot products read it as it lies: with
-    the [B, K, H, D] layout XLA transposes the whole cache of every layer at every step (on a
-    CPU that made sampling a T5-small batch, 8 x 512 inputs, 128 tokens, 1.4x slower).
+    the [B, K, H, D] layout XLA transposes the whole cache of every layer at every step.
 
     Args:
       query: [B, Q, H, D] (Q = 1 when decoding).
