@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 
+from benchmarks import common
 from irl_lm.cpu import host_allocator
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
