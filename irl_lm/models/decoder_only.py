@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers
+from irl_lm.models import base, features, layers
 
 Array = jax.Array
 Params = base.Params
@@ -339,57 +339,6 @@ class DecoderOnlyTransformer(nn.Module):
     return self._logits(x)[:, 0], {**caches, "prompt_lengths": lengths_B}
 
 
-@functools.lru_cache(maxsize=None)
-def _split_converter_class() -> type:
-  """The unpacked decoder-only feature converter (built on first use: seqio loads TensorFlow)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  spec = seqio.FeatureConverter.FeatureSpec
-
-  class SplitPrefixLMFeatureConverter(seqio.FeatureConverter):
-    """Unpacked decoder-only features in the split layout (see `DecoderOnlyModel`): the task's
-    'inputs' right-padded to L as 'prompt_tokens', its 'targets' right-padded to T as
-    'decoder_target_tokens', 'decoder_input_tokens' [T] = [last input token, targets[:-1]]
-    (0 for an empty prompt) and 'decoder_loss_weights' [T] (1 on the targets; from lengths, not
-    token ids, since 0 may be a real token of an imported vocabulary)."""
-
-    TASK_FEATURES = {"inputs": spec(dtype=tf.int32), "targets": spec(dtype=tf.int32)}
-    MODEL_FEATURES = {"prompt_tokens": spec(dtype=tf.int32),
-                      "decoder_target_tokens": spec(dtype=tf.int32),
-                      "decoder_input_tokens": spec(dtype=tf.int32),
-                      "decoder_loss_weights": spec(dtype=tf.int32)}
-    PACKING_FEATURE_DTYPES = {}
-
-    def __init__(self, **kwargs: Any):
-      super().__init__(pack=False, **kwargs)
-
-    def _convert_features(self, ds, task_feature_lengths):
-      prompt_len, target_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
-
-      def pad(x, length):
-        return tf.pad(x, [[0, length - tf.shape(x)[0]]])
-
-      def convert(ex):
-        inputs, targets = ex["inputs"][:prompt_len], pad(ex["targets"][:target_len], target_len)
-        last = tf.concat([[0], inputs], 0)[-1:]
-        return {"prompt_tokens": pad(inputs, prompt_len),
-                "decoder_target_tokens": targets,
-                "decoder_input_tokens": tf.concat([last, targets[:-1]], 0),
-                "decoder_loss_weights": pad(tf.ones_like(ex["targets"][:target_len]),
-                                            target_len)}
-
-      return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def get_model_feature_lengths(self, task_feature_lengths):
-      target_len = task_feature_lengths["targets"]
-      return {"prompt_tokens": task_feature_lengths["inputs"],
-              "decoder_target_tokens": target_len, "decoder_input_tokens": target_len,
-              "decoder_loss_weights": target_len}
-
-  return SplitPrefixLMFeatureConverter
-
-
 class DecoderOnlyModel(base.FlaxModel):
   """A decoder-only transformer as pure functions of (params, inputs): the `base.Model` seam.
 
@@ -445,13 +394,12 @@ class DecoderOnlyModel(base.FlaxModel):
     return {"decoder_input_tokens": (batch_size,
                                      feature_lengths["inputs"] + feature_lengths["targets"])}
 
-  def feature_converter(self, pack: bool) -> Any:
-    """Packed: seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)`; unpacked: the
-    split layout's converter (imported here: seqio loads TensorFlow)."""
+  def feature_converter(self, pack: bool) -> features.FeatureConverter:
+    """Packed: `features.PrefixLMFeatureConverter` (seqio's prefix LM, loss on targets only);
+    unpacked: the split layout's `features.SplitFeatureConverter`."""
     if pack:
-      import seqio  # pylint: disable=g-import-not-at-top
-      return seqio.PrefixLMFeatureConverter(loss_on_targets_only=True, pack=True)
-    return _split_converter_class()()
+      return features.PrefixLMFeatureConverter(pack=True)
+    return features.SplitFeatureConverter()
 
   def prompts(self, batch: base.Batch) -> Array:
     """'prompt_tokens' [B, L] (unpacked batches only).
