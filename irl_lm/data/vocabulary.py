@@ -130,16 +130,21 @@ class SentencePieceVocabulary(Vocabulary):
   def __init__(self, path: str, extra_ids: int = 0):
     self.path = path
     self.extra_ids = int(extra_ids)
-    self._processor: Optional[spm.SentencePieceProcessor] = None
+    self._model: Optional[spm.SentencePieceProcessor] = None
 
   @property
   def processor(self) -> spm.SentencePieceProcessor:
     """The loaded processor (extra ids included as pieces)."""
-    if self._processor is None:
+    if self._model is None:
       with _LOAD_LOCK:
-        if self._processor is None:
-          self._processor = _processor(read_bytes(self.path), self.extra_ids)
-    return self._processor
+        if self._model is None:
+          self._model = _processor(read_bytes(self.path), self.extra_ids)
+    return self._model
+
+  @property
+  def sentencepiece_model_file(self) -> str:
+    """The ``.model`` path (seqio's name for it)."""
+    return self.path
 
   @property
   def eos_id(self) -> int:
