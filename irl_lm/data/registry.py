@@ -144,7 +144,7 @@ def register_all() -> tuple[str, ...]:
   for name in names:
     entry = spec.configured(name)
     task_spec = entry[0] if entry is not None else _DEFAULTS[name]
-    if not task_spec.needs_seqio or "seqio" in sys.modules:
+    if not task_spec.needs_seqio or sys.modules.get("seqio") is not None:
       ensure_registered(name)
   return names
 
