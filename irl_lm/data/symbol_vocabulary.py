@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from irl_lm.data.vocabulary import PAD_ID, Vocabulary
-
-EOS_ID = 1
+from irl_lm.data.vocabularies import EOS_ID, PAD_ID
+from irl_lm.data.vocabulary import Vocabulary
 
 FIRST_SYMBOL_ID = 2
 

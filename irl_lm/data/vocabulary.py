@@ -26,8 +26,6 @@ import sentencepiece as spm
 if TYPE_CHECKING:  # pragma: no cover
   import seqio
 
-PAD_ID = 0
-
 
 class Vocabulary(abc.ABC):
   """Text <-> ids with seqio's decoding rules (see the module docstring)."""
@@ -36,7 +34,7 @@ class Vocabulary(abc.ABC):
 
   @property
   def pad_id(self) -> int:
-    return PAD_ID
+    return 0  # seqio's padding id, whatever the vocabulary
 
   @property
   @abc.abstractmethod
