@@ -140,6 +140,11 @@ class SentencePieceVocabulary(Vocabulary):
     return self._model
 
   @property
+  def tokenizer(self) -> spm.SentencePieceProcessor:
+    """The processor, under seqio's name for it (the calculator's forcing reads pieces)."""
+    return self.processor
+
+  @property
   def sentencepiece_model_file(self) -> str:
     """The ``.model`` path (seqio's name for it)."""
     return self.path
