@@ -148,10 +148,10 @@ def check_train_data(task: str) -> None:
     data.errors.DataError: a malformed data file (naming the file, the line and the fix).
     data.errors.MissingDatasetError: a missing data file.
   """
-  from irl_lm.data import pipeline, seqio_tasks  # pylint: disable=g-import-not-at-top
-  source = pipeline.get_task(task).source
-  if isinstance(source, seqio_tasks.ShardableFunctionDataSource):
-    source.get_dataset(split="train", shuffle=False)
+  from irl_lm.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+  found = pipeline.get_task(task)
+  if isinstance(found, tasks.InMemoryTask):
+    found.examples("train")
 
 
 def _entries(run_dir: str) -> Optional[set[str]]:

@@ -152,8 +152,11 @@ def encode_inputs(texts: Sequence[str], vocabulary: Any, length: int, prefix: st
 def task_input_prefix(task: Any) -> str:
   """The string a seqio task prepends to its inputs ('' if none).
 
-  Recognises preprocessors bound as `functools.partial(fn, prefix='...')` (irl_lm.data).
+  Reads an in-memory task's `input_prefix`, and recognises seqio preprocessors bound as
+  `functools.partial(fn, prefix='...')` (irl_lm.data).
   """
+  if isinstance(getattr(task, "input_prefix", None), str):
+    return task.input_prefix
   for preprocessor in getattr(task, "preprocessors", ()):
     if isinstance(preprocessor, functools.partial):
       prefix = preprocessor.keywords.get("prefix")

@@ -61,8 +61,8 @@ class Model(Protocol):
     ...
 
   def feature_converter(self, pack: bool) -> Any:
-    """The `seqio.FeatureConverter` that turns a task's 'inputs'/'targets' into this model's
-    features."""
+    """The `irl_lm.models.features.FeatureConverter` that turns a task's 'inputs'/'targets'
+    into this model's features (its `seqio_converter()` for seqio tasks)."""
     ...
 
   def prompts(self, batch: Batch) -> Array:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers
+from irl_lm.models import base, features, layers
 from irl_lm.models.decoder_only_layout import (batch_prompts, positions_and_bias, prompt_lengths,
                                                shift_right, split_positions_and_bias)
 
@@ -312,63 +312,6 @@ class DecoderOnlyTransformer(nn.Module):
     return self._logits(x)[:, 0], {**caches, "prompt_lengths": lengths_B}
 
 
-@functools.lru_cache(maxsize=None)
-def _split_converter_class() -> type:
-  """The unpacked decoder-only feature converter (built on first use: seqio loads TensorFlow)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  spec = seqio.FeatureConverter.FeatureSpec
-
-  class SplitPrefixLMFeatureConverter(seqio.FeatureConverter):
-    """Unpacked decoder-only features in the split layout (see `DecoderOnlyModel`): the task's
-    'inputs' right-padded with 0 to L as 'prompt_tokens' and 'prompt_mask' [L] (1 on its real
-    tokens), its 'targets' right-padded to T as 'decoder_target_tokens',
-    'decoder_input_tokens' [T] = [last input token, targets[:-1]] (`empty_start_id` for an
-    empty prompt) and 'decoder_loss_weights' [T] (1 on the targets).
-    Both masks come from lengths, not token ids: 0 may be a real token of an imported
-    vocabulary."""
-
-    TASK_FEATURES = {"inputs": spec(dtype=tf.int32), "targets": spec(dtype=tf.int32)}
-    MODEL_FEATURES = {"prompt_tokens": spec(dtype=tf.int32),
-                      "prompt_mask": spec(dtype=tf.int32),
-                      "decoder_target_tokens": spec(dtype=tf.int32),
-                      "decoder_input_tokens": spec(dtype=tf.int32),
-                      "decoder_loss_weights": spec(dtype=tf.int32)}
-    PACKING_FEATURE_DTYPES = {}
-
-    def __init__(self, empty_start_id: int = base.PAD_ID, **kwargs: Any):
-      super().__init__(pack=False, **kwargs)
-      self.empty_start_id = empty_start_id
-
-    def _convert_features(self, ds, task_feature_lengths):
-      prompt_len, target_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
-
-      def pad(x, length):
-        return tf.pad(x, [[0, length - tf.shape(x)[0]]])
-
-      def convert(ex):
-        inputs, targets = ex["inputs"][:prompt_len], pad(ex["targets"][:target_len], target_len)
-        last = tf.concat([[self.empty_start_id], inputs], 0)[-1:]
-        return {"prompt_tokens": pad(inputs, prompt_len),
-                "prompt_mask": pad(tf.ones_like(inputs), prompt_len),
-                "decoder_target_tokens": targets,
-                "decoder_input_tokens": tf.concat([last, targets[:-1]], 0),
-                "decoder_loss_weights": pad(tf.ones_like(ex["targets"][:target_len]),
-                                            target_len)}
-
-      return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def get_model_feature_lengths(self, task_feature_lengths):
-      target_len = task_feature_lengths["targets"]
-      return {"prompt_tokens": task_feature_lengths["inputs"],
-              "prompt_mask": task_feature_lengths["inputs"],
-              "decoder_target_tokens": target_len, "decoder_input_tokens": target_len,
-              "decoder_loss_weights": target_len}
-
-  return SplitPrefixLMFeatureConverter
-
-
 class DecoderOnlyModel(base.FlaxModel):
   """A decoder-only transformer as pure functions of (params, inputs): the `base.Model` seam.
 
@@ -426,13 +369,12 @@ class DecoderOnlyModel(base.FlaxModel):
     return {"decoder_input_tokens": (batch_size,
                                      feature_lengths["inputs"] + feature_lengths["targets"])}
 
-  def feature_converter(self, pack: bool) -> Any:
-    """Packed: seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)`; unpacked: the
-    split layout's converter (imported here: seqio loads TensorFlow)."""
+  def feature_converter(self, pack: bool) -> features.FeatureConverter:
+    """Packed: `features.PrefixLMFeatureConverter` (seqio's prefix LM, loss on targets only);
+    unpacked: the split layout's `features.SplitFeatureConverter`."""
     if pack:
-      import seqio  # pylint: disable=g-import-not-at-top
-      return seqio.PrefixLMFeatureConverter(loss_on_targets_only=True, pack=True)
-    return _split_converter_class()(empty_start_id=self._empty_start_id)
+      return features.PrefixLMFeatureConverter(pack=True)
+    return features.SplitFeatureConverter(empty_start_id=self._empty_start_id)
 
   @property
   def _empty_start_id(self) -> int:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers
+from irl_lm.models import base, features, layers
 
 Array = jax.Array
 Params = base.Params
@@ -355,9 +355,8 @@ class EncoderDecoderModel(base.FlaxModel):
             "decoder_input_tokens": (batch_size, feature_lengths["targets"])}
 
   def feature_converter(self, pack: bool) -> Any:
-    """`seqio.EncDecFeatureConverter` (imported here: seqio loads TensorFlow)."""
-    import seqio  # pylint: disable=g-import-not-at-top
-    return seqio.EncDecFeatureConverter(pack=pack)
+    """`features.EncDecFeatureConverter` (seqio's encoder-decoder features)."""
+    return features.EncDecFeatureConverter(pack=pack)
 
   def prompts(self, batch: base.Batch) -> Array:
     """'encoder_input_tokens' [B, L] (0-padded: for T5, 0 and `base.PROMPT_PAD_ID` both pad)."""

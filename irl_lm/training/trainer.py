@@ -36,8 +36,20 @@ def _format_duration(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
+_NOTED_NO_TENSORBOARD = []
+
+
+def _note_no_tensorboard() -> None:
+  if not _NOTED_NO_TENSORBOARD:
+    _NOTED_NO_TENSORBOARD.append(True)
+    logging.warning('TensorBoard event files need clu and TensorFlow, which are not installed '
+                 '(pip install "irl_lm[seqio]"); metrics go to metrics.jsonl only.')
+
+
 class MetricsLog:
-  """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`) and to TensorBoard.
+  """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`, always) and to
+  TensorBoard (`<run_dir>/tensorboard`, when clu and TensorFlow are installed: the seqio extra;
+  without them the log says so once and only the JSON lines are written).
 
   Resuming: pass `resume_step` (the step the run restarts from; 0 for a fresh start) and the
   file is rewritten (atomically, by process 0) keeping only the records with `step <=
@@ -54,9 +66,13 @@ class MetricsLog:
     if jax.process_index() == 0 and resume_step is not None:
       self._keep_until(resume_step)
     if tensorboard and jax.process_index() == 0:
-      from clu import metric_writers  # imports TensorFlow; only for real runs.
-      self._writer = metric_writers.create_default_writer(
-          os.path.join(run_dir, "tensorboard"), asynchronous=False)
+      try:
+        from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      except ImportError:
+        _note_no_tensorboard()
+      else:
+        self._writer = metric_writers.create_default_writer(
+            os.path.join(run_dir, "tensorboard"), asynchronous=False)
 
   def _keep_until(self, step: int) -> None:
     if not self.path.exists():

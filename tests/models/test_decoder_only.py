@@ -282,12 +282,6 @@ def test_qkv_biases_are_used():
   np.testing.assert_allclose(out - base_out, jnp.broadcast_to(delta, out.shape), atol=1e-5)
 
 
-def _dataset(examples):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  spec = {"inputs": tf.TensorSpec([None], tf.int32), "targets": tf.TensorSpec([None], tf.int32)}
-  return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=spec)
-
-
 EXAMPLES = [{"inputs": [7, 8, 5, 1], "targets": [3, 9, 1]},
             {"inputs": [8, 4, 9, 3, 1], "targets": [4, 1]},
             {"inputs": [2], "targets": [6, 6, 6, 5, 1]}]
@@ -296,7 +290,8 @@ LENGTHS = {"inputs": 7, "targets": 8}
 
 def _converted(model, pack):
   converter = model.feature_converter(pack)
-  return [dict(ex) for ex in converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator()]
+  examples = [{k: np.asarray(v, np.int32) for k, v in ex.items()} for ex in EXAMPLES]
+  return list(converter.convert(examples, LENGTHS))
 
 
 def test_feature_converter_lengths_and_prompts(tiny):
@@ -304,13 +299,13 @@ def test_feature_converter_lengths_and_prompts(tiny):
   unpacked = model.feature_converter(False)
   assert unpacked.get_model_feature_lengths(LENGTHS) == {
       "prompt_tokens": 7, "prompt_mask": 7, "decoder_target_tokens": 8,
-      "decoder_input_tokens": 8,
-      "decoder_loss_weights": 8}
+      "decoder_input_tokens": 8, "decoder_loss_weights": 8}
   assert model.feature_converter(True).get_model_feature_lengths(LENGTHS)[
       "decoder_target_tokens"] == 15
   rows = _converted(model, pack=False)
   np.testing.assert_array_equal(rows[0]["prompt_tokens"], [7, 8, 5, 1, 0, 0, 0])
   np.testing.assert_array_equal(rows[0]["prompt_mask"], [1, 1, 1, 1, 0, 0, 0])
+  np.testing.assert_array_equal(rows[2]["prompt_mask"], [1, 0, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(rows[0]["decoder_target_tokens"], [3, 9, 1, 0, 0, 0, 0, 0])
   # Column 0 reads the last prompt token (here the inputs' EOS), then the targets shifted.
   np.testing.assert_array_equal(rows[0]["decoder_input_tokens"], [1, 3, 9, 1, 0, 0, 0, 0])
