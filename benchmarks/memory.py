@@ -1,5 +1,5 @@
 r"""Activation memory vs speed of rematerialisation (`remat_policy`) and gradient accumulation
-(`train.microbatches`), from one run.
+(`TrainSettings.microbatches`), from one run.
 
   python benchmarks/memory.py                       # T5 1.1 small, the issue's shapes
   python benchmarks/memory.py --cases=tiny --rounds=5

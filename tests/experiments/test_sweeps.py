@@ -24,8 +24,8 @@ def test_grid_and_points_expand_to_runs_per_seed(toy, tmp_path):
   run = runs[3]
   assert run.run_dir == str(tmp_path / "out" / "toy" / "iqlearn_td_weight0.1" / "seed1")
   assert run.columns == {"method": "iqlearn", "td_weight": 0.1}
-  assert run.train_bindings == ("train.num_train_steps = 10", "IQLearn.td_weight = 0.1",
-                                "train.seed = 1")
+  assert run.train_bindings == ("TrainSettings.num_train_steps = 10", "IQLearn.td_weight = 0.1",
+                                "TrainSettings.seed = 1")
   argv = sweeps.command(run, "evaluate")
   assert argv[1:3] == ["-m", "irl_lm.main"]
   assert "--gin_bindings=run.mode = 'evaluate'" in argv

@@ -41,13 +41,13 @@ def _bindings(data_dir: str, run_dir: str) -> list[str]:
       "t5_1_1_config.vocab_size = 4224", f"gsm8k_task.name = '{TASK}'",
       f"gsm8k_task.data_dir = '{data_dir}'",
       f"gsm8k_task.vocabulary_path = '{vocabularies.STDLIB_VOCAB_PATH}'",
-      f"train.feature_lengths = {LENGTHS}", "train.batch_size = 8",
-      f"train.num_train_steps = {STEPS}", "train.optimizer = @make_optimizer",
-      "make_optimizer.name = 'adamw'", "train.schedule = @make_schedule",
+      f"train.feature_lengths = {LENGTHS}", "TrainSettings.batch_size = 8",
+      f"TrainSettings.num_train_steps = {STEPS}", "TrainSettings.optimizer = @make_optimizer",
+      "make_optimizer.name = 'adamw'", "TrainSettings.schedule = @make_schedule",
       "make_schedule.name = 'constant'", "make_schedule.learning_rate = 3e-3",
       "IQLearn.td_weight = 0.1", "IQLearn.gamma = 0.9",
-      "train.eval_examples = 0", "train.tensorboard = False", f"train.checkpoint_every = {STEPS}",
-      f"train.log_every = {STEPS // 2}", f"run.run_dir = '{run_dir}'"]
+      "EvalSettings.examples = 0", "TrainSettings.tensorboard = False", f"CheckpointSettings.every = {STEPS}",
+      f"TrainSettings.log_every = {STEPS // 2}", f"run.run_dir = '{run_dir}'"]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def _read_jsonl(path):
 def test_files_and_summaries(evaluated):
   result, run_dir, _ = evaluated
   out = result["output_dir"]
-  assert out == os.path.join(run_dir, "eval", f"{TASK}_test_step{STEPS}")  # train.eval_split
+  assert out == os.path.join(run_dir, "eval", f"{TASK}_test_step{STEPS}")  # EvalSettings.split
   names = ["greedy", "greedy_calc", "beam2", "sample_t0", "sample_t0.7"]
   assert list(result["settings"]) == names
   expected_files = {f"{n}{suffix}" for n in names + ["diversity_K2_t1"]

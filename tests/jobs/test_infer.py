@@ -179,10 +179,10 @@ def test_cli_infer_finds_the_training_run_dir(tmp_path, monkeypatch):
   import gin
   from irl_lm import config
   monkeypatch.chdir(tmp_path)
-  train_bindings = ["train.num_train_steps = 2", "train.batch_size = 8",
+  train_bindings = ["TrainSettings.num_train_steps = 2", "TrainSettings.batch_size = 8",
                     "train.feature_lengths = {'inputs': 32, 'targets': 8}",
-                    "train.eval_examples = 0", "train.tensorboard = False",
-                    "train.checkpoint_every = 2", "make_schedule.warmup_steps = 1"]
+                    "EvalSettings.examples = 0", "TrainSettings.tensorboard = False",
+                    "CheckpointSettings.every = 2", "make_schedule.warmup_steps = 1"]
   path = _write_jsonl(tmp_path / "in.jsonl", [{"input": "def f(x): return x"}] * 3)
   infer_bindings = train_bindings + [
       "run.mode = 'infer'", f"infer.input_file = '{path}'", "infer.progress = False",
@@ -220,5 +220,5 @@ def test_run_and_infer_bindings_keep_the_fingerprint():
   assert fingerprint("run.mode = 'infer'", "infer.input_file = '" + "x" * 200 + ".jsonl'",
                      "infer.decoding = @infer/DecodingConfig()",
                      "infer/DecodingConfig.method = 'sample'") == plain
-  assert fingerprint("train.num_train_steps = 7") != plain
-  assert fingerprint("DecodingConfig.method = 'beam'") != plain  # train.decoding's settings
+  assert fingerprint("TrainSettings.num_train_steps = 7") != plain
+  assert fingerprint("DecodingConfig.method = 'beam'") != plain  # EvalSettings.decoding's settings

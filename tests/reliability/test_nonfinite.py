@@ -69,7 +69,7 @@ def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(tmp_path):
   assert str(error.value) == (
       f"training stopped at step 5: the loss is not finite (loss nan, gradient norm nan); "
       f"nothing from step 5 on was saved, so checkpoint 4 in {tmp_path}/checkpoints is the "
-      "last good one. Lower the learning rate (or set train.on_nonfinite = 'skip') and resume "
+      "last good one. Lower the learning rate (or set TrainSettings.on_nonfinite = 'skip') and resume "
       "with --gin_bindings=\"run.allow_config_change = True\", or start a new run directory.")
   # keep_checkpoints = 1: checkpoint 4 was not rotated out, because nothing came after it.
   assert helpers.checkpoint_steps(tmp_path) == [4]
@@ -117,7 +117,7 @@ def test_skip_with_learning_rate_1e30_saves_only_finite_states(tmp_path):
 
 
 def test_an_unknown_mode_is_one_sentence(tmp_path):
-  with pytest.raises(common.JobError, match=r"^train.on_nonfinite = 'sometimes' is not a mode: "
+  with pytest.raises(common.JobError, match=r"^TrainSettings.on_nonfinite = 'sometimes' is not a mode: "
                      r"use 'stop' .* or 'skip'"):
     _train(tmp_path, _batches(1), on_nonfinite="sometimes")
   assert not os.path.exists(tmp_path / "checkpoints")

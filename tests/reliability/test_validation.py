@@ -39,29 +39,29 @@ def test_valid_settings_pass():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"eval_batch_size": 12}, "train.eval_batch_size = 12 is not divisible by the mesh's data "
+    ({"eval_batch_size": 12}, "EvalSettings.batch_size = 12 is not divisible by the mesh's data "
      "axis (8) and the 1 host(s): choose a multiple of 8, or leave it unset to use "
-     "train.batch_size."),
-    ({"decoding": DecodingConfig(method="nucleus")}, "train.decoding is invalid: unknown "
+     "TrainSettings.batch_size."),
+    ({"decoding": DecodingConfig(method="nucleus")}, "EvalSettings.decoding is invalid: unknown "
      "decoding method 'nucleus': use greedy, sample or beam."),
-    ({"decoding": DecodingConfig(method="beam", calculator=True)}, "train.decoding is invalid: "
+    ({"decoding": DecodingConfig(method="beam", calculator=True)}, "EvalSettings.decoding is invalid: "
      "the calculator works with greedy decoding and plain temperature sampling, not with beam4."),
     ({"decoding": DecodingConfig(method="sample", temperature=-1.0, top_p=0.0)},
-     "train.decoding is invalid: temperature -1.0 is negative (use >= 0; 0 is greedy); top_p "
+     "EvalSettings.decoding is invalid: temperature -1.0 is negative (use >= 0; 0 is greedy); top_p "
      "0.0 must be in (0, 1] (1 disables it)."),
-    ({"decoding": DecodingConfig(method="beam", beam_size=0)}, "train.decoding is invalid: "
+    ({"decoding": DecodingConfig(method="beam", beam_size=0)}, "EvalSettings.decoding is invalid: "
      "beam_size 0 must be an integer >= 1."),
-    ({"log_every": 0}, "train.log_every = 0 is invalid: use an integer >= 1."),
-    ({"keep_checkpoints": 0}, "train.keep_checkpoints = 0 is invalid: use an integer >= 1 (or "
+    ({"log_every": 0}, "TrainSettings.log_every = 0 is invalid: use an integer >= 1."),
+    ({"keep_checkpoints": 0}, "CheckpointSettings.keep = 0 is invalid: use an integer >= 1 (or "
      "None)."),
-    ({"checkpoint_every": -5}, "train.checkpoint_every = -5 is invalid: use an integer >= 0."),
-    ({"num_train_steps": 2.5}, "train.num_train_steps = 2.5 is invalid: use an integer >= 0."),
-    ({"eval_diversity_examples": 4, "eval_diversity_samples": 1}, "train.eval_diversity_samples "
+    ({"checkpoint_every": -5}, "CheckpointSettings.every = -5 is invalid: use an integer >= 0."),
+    ({"num_train_steps": 2.5}, "TrainSettings.num_train_steps = 2.5 is invalid: use an integer >= 0."),
+    ({"eval_diversity_examples": 4, "eval_diversity_samples": 1}, "EvalSettings.diversity_samples "
      "= 1 is invalid: Self-BLEU compares samples with each other, use 2 or more."),
     ({"feature_lengths": {"inputs": 16, "targets": 0}}, "train.feature_lengths = {'inputs': 16, "
      "'targets': 0} is invalid: use e.g. {'inputs': 512, 'targets': 128} (positive integers)."),
     ({"objective": objectives.IQLearnOnline(), "pack": True}, "IQLearnOnline samples "
-     "completions per input and needs unpacked batches: set train.pack = False."),
+     "completions per input and needs unpacked batches: set TrainSettings.pack = False."),
     ({"objective": objectives.IQLearnOnline(sampling=DecodingConfig("sample", top_p=1.5))},
      "IQLearnOnline.sampling is invalid: top_p 1.5 must be in (0, 1] (1 disables it)."),
 ])
@@ -81,9 +81,9 @@ def test_eval_every_that_cannot_run_is_a_warning(caplog):
   common.check_settings(_settings(eval_every=60), training=True)
   common.check_settings(_settings(eval_examples=0, eval_every=20), training=True)
   assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-      "train.eval_every = 60 is not below train.num_train_steps = 60: only the final "
+      "EvalSettings.every = 60 is not below TrainSettings.num_train_steps = 60: only the final "
       "evaluation runs.",
-      "train.eval_every = 20 does nothing: train.eval_examples = 0 turns evaluation off."]
+      "EvalSettings.every = 20 does nothing: EvalSettings.examples = 0 turns evaluation off."]
 
 
 def test_config_gin_is_provisional_until_the_first_checkpoint(tmp_path):
@@ -108,19 +108,19 @@ def _main(*bindings, run_dir, devices=1):
 
 
 def test_main_refuses_an_eval_batch_size_before_training(tmp_path):
-  result = _main("train.eval_batch_size = 30", run_dir=tmp_path / "run", devices=4)
+  result = _main("EvalSettings.batch_size = 30", run_dir=tmp_path / "run", devices=4)
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: train.eval_batch_size = 30 is not divisible by the mesh's data axis (4) and the 1 "
-      "host(s): choose a multiple of 4, or leave it unset to use train.batch_size.")
+      "error: EvalSettings.batch_size = 30 is not divisible by the mesh's data axis (4) and the 1 "
+      "host(s): choose a multiple of 4, or leave it unset to use TrainSettings.batch_size.")
   assert not os.path.exists(tmp_path / "run")  # nothing written
 
 
 @pytest.mark.slow
 def test_failed_start_does_not_block_the_corrected_command(tmp_path):
   run_dir = tmp_path / "run"
-  short = ("train.num_train_steps = 2", "train.checkpoint_every = 2", "train.log_every = 1",
-           "train.eval_examples = 0", "train.tensorboard = False")
+  short = ("TrainSettings.num_train_steps = 2", "CheckpointSettings.every = 2", "TrainSettings.log_every = 1",
+           "EvalSettings.examples = 0", "TrainSettings.tensorboard = False")
   failed = _main(*short, f"train.init_from = '{tmp_path}/nowhere'", run_dir=run_dir)
   assert failed.returncode == 2, failed.stderr[-3000:]
   assert "nowhere: the path does not exist" in failed.stderr.strip().splitlines()[-1]
