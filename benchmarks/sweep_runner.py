@@ -34,7 +34,8 @@ Sweep.name = 'bench'
 Sweep.gin_files = ['gin/iqlearn_tiny.gin']
 Sweep.seeds = {seeds}
 Sweep.bindings = [
-    "TrainSettings.num_train_steps = {steps}", "TrainSettings.batch_size = 8", "TrainSettings.log_every = {log_every}",
+    "TrainSettings.num_train_steps = {steps}", "TrainSettings.batch_size = 8",
+    "TrainSettings.log_every = {log_every}",
     "CheckpointSettings.every = {steps}", "CheckpointSettings.keep = 1",
     "TrainSettings.tensorboard = False", "make_schedule.warmup_steps = 0",
     "EvalSettings.examples = {eval_examples}", "EvalSettings.batch_size = 8"]

@@ -20,8 +20,8 @@ sweep's); every other key is a plain result column (``method``, ``td_weight``, .
 expands to one point per value, named ``<method>_<column><value>``.
 
 Each run trains with ``run.run_dir = '<out_dir>/<sweep>/<point>/seed<k>'`` and
-``TrainSettings.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on the
-same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
+``TrainSettings.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on
+the same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
 irl_lm.main`` (what pods run), or `irl_lm.experiments.inprocess.InProcessRunner` in this
 process; both write the same files. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
 starts) and per run ``status.json`` ({'status': 'ok' | 'failed', 'phase' (the failed one),
@@ -177,8 +177,8 @@ def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> li
   for point in sweep.points:
     for seed in sweep.seeds:
       run_dir = os.path.join(out_dir, sweep.name, point.name, f"seed{seed}")
-      train = (*sweep.bindings, *point.bindings, f"TrainSettings.seed = {seed}", *sweep.overrides,
-               *extra_bindings)
+      train = (*sweep.bindings, *point.bindings, f"TrainSettings.seed = {seed}",
+               *sweep.overrides, *extra_bindings)
       evaluation = None
       if point.evaluate:
         evaluation = (*(point.evaluate_bindings if point.evaluate_bindings is not None else

@@ -79,5 +79,6 @@ def check(run_dir: str, options: CheckSettings, training: RunSettings) -> dict[s
             f"(state {summary['max_state_bytes_per_device'] / 2**30:.1f}, gradients "
             f"{params_share / 2**30:.1f}, activations {activations / 2**30:.1f}) but a device "
             f"has {limit / 2**30:.1f} GiB: it will not fit; try a larger 'model' mesh axis, "
-            f"TrainSettings.microbatches, a smaller batch, or the model config's remat_policy = 'full'.")
+            f"TrainSettings.microbatches, a smaller batch, or the model config's "
+            "remat_policy = 'full'.")
   return summary

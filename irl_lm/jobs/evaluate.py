@@ -166,7 +166,8 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
                             metric=options.metric, gamma=gamma,
                             reward_score=options.reward_score, tokenize=options.tokenize))
   step = restored.step
-  output_dir = options.output_dir or os.path.join(run_dir, "eval", f"{task_name}_{split}_step{step}")
+  output_dir = options.output_dir or os.path.join(run_dir, "eval",
+                                                  f"{task_name}_{split}_step{step}")
   writer = common.is_writer()
   if writer:
     os.makedirs(output_dir, exist_ok=True)

@@ -96,8 +96,10 @@ class TrainSettings:
   tensorboard: bool = True
 
   def __post_init__(self):
-    _check_int("TrainSettings.num_train_steps", self.num_train_steps, 0, optional=True)
-    _check_int("TrainSettings.batch_size", self.batch_size, 1, optional=True)
+    if self.num_train_steps is not None:  # unset: `RunSettings.validate` asks for it
+      _check_int("TrainSettings.num_train_steps", self.num_train_steps, 0)
+    if self.batch_size is not None:
+      _check_int("TrainSettings.batch_size", self.batch_size, 1)
     _check_int("TrainSettings.log_every", self.log_every, 1)
     _check_int("TrainSettings.microbatches", self.microbatches, 1)
     if self.on_nonfinite not in step_lib.NONFINITE_MODES:

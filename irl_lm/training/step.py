@@ -187,8 +187,8 @@ def check_microbatches(microbatches: int, objective: Objective, batch_size: int,
   if not isinstance(microbatches, int) or microbatches < 1:
     raise ValueError(f"TrainSettings.microbatches = {microbatches!r} must be a positive integer.")
   if microbatches > 1 and isinstance(objective, OnlineObjective):
-    raise ValueError(f"TrainSettings.microbatches = {microbatches} accumulates gradients of offline "
-                     f"objectives only, and {type(objective).__name__} samples online: set it "
+    raise ValueError(f"TrainSettings.microbatches = {microbatches} accumulates gradients of "
+                     f"offline objectives only, and {type(objective).__name__} samples online: set it "
                      "to 1.")
   if microbatches > 1 and batch_size % (microbatches * data_axis):
     raise ValueError(f"TrainSettings.batch_size = {batch_size} is not divisible by "

@@ -207,16 +207,17 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   """Runs `train_step` on `batches` (global, sharded over 'data': see `global_batches`) from
   `state.step` up to `settings.num_train_steps`.
 
-  Every `settings.log_every` steps the metrics since the last record are averaged, written to `log` and
-  printed as a progress line; checkpoints follow `checkpointer.should_save`; `evaluate(step,
-  state)` runs every `eval_every` steps (0: never here). The final state is always saved.
+  Every `settings.log_every` steps the metrics since the last record are averaged, written to
+  `log` and printed as a progress line; checkpoints follow `checkpointer.should_save`;
+  `evaluate(step, state)` runs every `eval_every` steps (0: never here). The final state is
+  always saved.
 
   Stops early (see `stopping`):
   - on SIGTERM / SIGINT (`handle_signals`): after the current step, which is logged and saved
     (also off the checkpoint grid), raising `stopping.Preempted`; the caller closes (waits for)
     the checkpointer;
-  - with `settings.on_nonfinite = 'stop'`, at the first step whose loss, gradient norm or updated state is
-    not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
+  - with `settings.on_nonfinite = 'stop'`, at the first step whose loss, gradient norm or
+    updated state is not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
     (so the last finite checkpoint is never rotated out). With 'skip' such steps were not
     applied by `train_step` (built with the same mode); they are left out of the averaged
     metrics and counted as `skipped_updates` in each record.

@@ -102,8 +102,8 @@ import irl_lm.experiments.sweeps
 Sweep.name = 'tiny'
 Sweep.gin_files = ['gin/iqlearn_tiny.gin']
 Sweep.seeds = [0]
-Sweep.bindings = ["TrainSettings.num_train_steps = 2", "TrainSettings.batch_size = 8", "TrainSettings.log_every = 1",
-                  "CheckpointSettings.every = 2", "TrainSettings.tensorboard = False",
+Sweep.bindings = ["TrainSettings.num_train_steps = 2", "TrainSettings.batch_size = 8",
+                  "TrainSettings.log_every = 1", "CheckpointSettings.every = 2", "TrainSettings.tensorboard = False",
                   "make_schedule.warmup_steps = 0", "EvalSettings.examples = 8",
                   "EvalSettings.batch_size = 8"]
 Sweep.evaluate_bindings = ["evaluate.settings = ['greedy']", "evaluate.num_examples = 8",

@@ -50,7 +50,8 @@ def _bindings(data_dir: str, run_dir: str) -> list[str]:
       "make_optimizer.name = 'adamw'", "TrainSettings.schedule = @make_schedule",
       "make_schedule.name = 'constant'", "make_schedule.learning_rate = 3e-3",
       "IQLearn.td_weight = 0.1", "IQLearn.gamma = 0.9",
-      "EvalSettings.examples = 0", "TrainSettings.tensorboard = False", f"CheckpointSettings.every = {STEPS}",
+      "EvalSettings.examples = 0", "TrainSettings.tensorboard = False",
+      f"CheckpointSettings.every = {STEPS}",
       f"TrainSettings.log_every = {STEPS // 2}", f"run.run_dir = '{run_dir}'"]
 
 

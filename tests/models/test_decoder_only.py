@@ -486,7 +486,8 @@ def test_check_mode_builds_the_presets_abstractly_sharded(gin_file, count, tmp_p
       f"include 'models/{gin_file}'", "include 'methods/iqlearn.gin'",
       "include 'tasks/stdlib_docstrings.gin'", "include 'meshes/cpu.gin'",
       "train.feature_lengths = {'inputs': 128, 'targets': 32}", "TrainSettings.batch_size = 8",
-      "TrainSettings.num_train_steps = 1", "TrainSettings.pack = False", "Partitioner.mesh_shape = (2, 4)"]))
+      "TrainSettings.num_train_steps = 1", "TrainSettings.pack = False",
+      "Partitioner.mesh_shape = (2, 4)"]))
   config.parse([str(setup)], ["run.mode = 'check'", f"run.run_dir = '{tmp_path / 'run'}'"])
   summary = gin.get_configurable("run")()
   assert summary["dry_run"] and summary["param_count"] == count

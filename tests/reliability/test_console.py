@@ -12,8 +12,8 @@ PROGRESS = re.compile(r"^step (\d+)/4 \| loss \d+\.\d{4} \| \d+\.\d\d steps/s \|
 
 @pytest.mark.slow
 def test_training_shows_progress_and_evaluation_and_nothing_else(tmp_path):
-  result = helpers.run(tmp_path / "run", "TrainSettings.num_train_steps = 4", "TrainSettings.log_every = 2",
-                       "EvalSettings.examples = 8", "EvalSettings.batch_size = 8",
+  result = helpers.run(tmp_path / "run", "TrainSettings.num_train_steps = 4",
+                       "TrainSettings.log_every = 2", "EvalSettings.examples = 8", "EvalSettings.batch_size = 8",
                        "TrainSettings.tensorboard = True")
   assert result.returncode == 0, result.stderr[-3000:]
   assert [int(m.group(1)) for m in PROGRESS.finditer(result.stdout)] == [2, 4]

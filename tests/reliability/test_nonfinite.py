@@ -70,8 +70,8 @@ def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(tmp_path):
   assert str(error.value) == (
       f"training stopped at step 5: the loss is not finite (loss nan, gradient norm nan); "
       f"nothing from step 5 on was saved, so checkpoint 4 in {tmp_path}/checkpoints is the "
-      "last good one. Lower the learning rate (or set TrainSettings.on_nonfinite = 'skip') and resume "
-      "with --gin_bindings=\"run.allow_config_change = True\", or start a new run directory.")
+      "last good one. Lower the learning rate (or set TrainSettings.on_nonfinite = 'skip') and "
+      "resume with --gin_bindings=\"run.allow_config_change = True\", or start a new run directory.")
   # keep_checkpoints = 1: checkpoint 4 was not rotated out, because nothing came after it.
   assert helpers.checkpoint_steps(tmp_path) == [4]
   assert _all_finite(_checkpoint(tmp_path, 4))

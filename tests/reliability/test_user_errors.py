@@ -16,8 +16,8 @@ from irl_lm import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ("TrainSettings.batch_size = 8", "train.feature_lengths = {'inputs': 16, 'targets': 8}",
-        "TrainSettings.num_train_steps = 2", "CheckpointSettings.every = 2", "EvalSettings.examples = 0",
-        "TrainSettings.tensorboard = False", "make_schedule.warmup_steps = 0")
+        "TrainSettings.num_train_steps = 2", "CheckpointSettings.every = 2",
+        "EvalSettings.examples = 0", "TrainSettings.tensorboard = False", "make_schedule.warmup_steps = 0")
 GOOD = {"prompt": "a", "completion": "b"}
 
 
@@ -102,12 +102,13 @@ def test_a_user_error_after_the_start_removes_what_the_start_added(existed, tmp_
      "you mean 'adamw'?)"),
     ("make_schedule.learning_rate = -1.0", "make_schedule.learning_rate = -1.0 must be a "
      "number >= 0"),
-    ("TrainSettings.batch_size = 0", "TrainSettings.batch_size = 0 is invalid: use an integer >= 1."),
-    ("TrainSettings.seed = five", "binding 'TrainSettings.seed = five' (--gin_bindings) has an unquoted value: "
-     "quote a string (TrainSettings.seed = 'five')"),
+    ("TrainSettings.batch_size = 0", "TrainSettings.batch_size = 0 is invalid: use an integer "
+     ">= 1."),
+    ("TrainSettings.seed = five", "binding 'TrainSettings.seed = five' (--gin_bindings) has an "
+     "unquoted value: quote a string (TrainSettings.seed = 'five')"),
     ("IQLearnn.td_weight = 0.0", "unknown gin configurable 'IQLearnn' (bindings string line "),
-    ("train.sed = 1", "train has no parameter 'sed' (bindings string line 9) (did you mean "
-     "'seed'?)"),
+    ("TrainSettings.sed = 1", "TrainSettings has no parameter 'sed' (bindings string line 9) "
+     "(did you mean 'seed'?)"),
 ])
 def test_a_bad_binding_is_one_line_before_anything_is_written(binding, message, tmp_path,
                                                               capsys):
@@ -225,9 +226,9 @@ def test_command_line_user_error_is_one_line(tmp_path):
                 f"--gin_bindings=run.run_dir = '{tmp_path}/run'")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: binding 'TrainSettings.seed = five' (--gin_bindings) has an unquoted value: quote a "
-      "string (TrainSettings.seed = 'five'), or reference a configurable with @five() or a macro with "
-      "%five."]
+      "error: binding 'TrainSettings.seed = five' (--gin_bindings) has an unquoted value: quote "
+      "a string (TrainSettings.seed = 'five'), or reference a configurable with @five() or a "
+      "macro with %five."]
   assert not (tmp_path / "run").exists()
 
 
@@ -300,16 +301,18 @@ def test_a_run_dir_whose_config_cannot_be_checked_or_differs(differs, tmp_path, 
   config_gin = None
   if differs:  # the run was trained with another seed and batch size
     config.parse(["gin/iqlearn_tiny.gin"], [*TINY, f"run.run_dir = '{run_dir}'"])
-    config_gin = gin.config_str().replace("TrainSettings.seed = 0", "TrainSettings.seed = 12345").replace(
-        "TrainSettings.batch_size = 8", "TrainSettings.batch_size = 16")
+    config_gin = gin.config_str().replace(
+        "TrainSettings.seed = 0", "TrainSettings.seed = 12345").replace(
+            "TrainSettings.batch_size = 8", "TrainSettings.batch_size = 16")
     (run_dir / "config.gin").write_text(config_gin)
   status, err = _execute(capsys, f"run.run_dir = '{run_dir}'")
   if not differs:
     _assert_one_error_line(status, err, "has checkpoints but no config.gin")
   else:
-    _assert_one_error_line(status, err, "holds a run with a different configuration (-train."
-                           "batch_size = 16; +TrainSettings.batch_size = 8; -TrainSettings.seed = 12345; "
-                           "+TrainSettings.seed = 0); choose another directory")
+    _assert_one_error_line(status, err, "holds a run with a different configuration "
+                           "(-TrainSettings.batch_size = 16; +TrainSettings.batch_size = 8; "
+                           "-TrainSettings.seed = 12345; +TrainSettings.seed = 0); choose "
+                           "another directory")
     assert (run_dir / "config.gin").read_text() == config_gin
   assert sorted(os.listdir(run_dir)) == ["checkpoints"] + (["config.gin"] if config_gin else [])
   assert os.listdir(run_dir / "checkpoints") == ["10"]

@@ -64,7 +64,7 @@ def test_valid_settings_pass():
     ({"checkpoints": {"every": -5}}, "CheckpointSettings.every = -5 is invalid: use an integer "
      ">= 0."),
     ({"training": {"num_train_steps": 2.5}}, "TrainSettings.num_train_steps = 2.5 is invalid: "
-     "use an integer >= 0 (or None)."),
+     "use an integer >= 0."),
     ({"training": {"on_nonfinite": "sometimes"}}, "TrainSettings.on_nonfinite = 'sometimes' is "
      "not a mode: use 'stop' (stop at the first non-finite loss or gradient) or 'skip' (skip "
      "that update)."),
@@ -136,7 +136,8 @@ def test_main_refuses_an_eval_batch_size_before_training(tmp_path):
 @pytest.mark.slow
 def test_failed_start_does_not_block_the_corrected_command(tmp_path):
   run_dir = tmp_path / "run"
-  short = ("TrainSettings.num_train_steps = 2", "CheckpointSettings.every = 2", "TrainSettings.log_every = 1",
+  short = ("TrainSettings.num_train_steps = 2", "CheckpointSettings.every = 2",
+           "TrainSettings.log_every = 1",
            "EvalSettings.examples = 0", "TrainSettings.tensorboard = False")
   failed = _main(*short, f"train.init_from = '{tmp_path}/nowhere'", run_dir=run_dir)
   assert failed.returncode == 2, failed.stderr[-3000:]

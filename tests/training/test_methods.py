@@ -48,8 +48,8 @@ def _train(run_dir, objective, mesh_shape, num_steps=STEPS, **overrides):
   batch = _batches(1)[0]  # one batch, repeated: it must be learnt
   devices = tuple(jax.devices()[:mesh_shape[0] * mesh_shape[1]])
   run = RunSettings(
-      model=t5.EncoderDecoderModel(TINY), task="unused", feature_lengths={"inputs": L, "targets": T},
-      objective=objective, partitioner=Partitioner(mesh_shape, devices=devices),
+      model=t5.EncoderDecoderModel(TINY), task="unused",
+      feature_lengths={"inputs": L, "targets": T}, objective=objective, partitioner=Partitioner(mesh_shape, devices=devices),
       training=TrainSettings(num_train_steps=num_steps, batch_size=B,
                              optimizer=lambda schedule: optax.adam(schedule),
                              schedule=lambda total_steps: optax.constant_schedule(3e-3),

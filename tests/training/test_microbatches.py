@@ -1,5 +1,5 @@
-"""Gradient accumulation (`TrainSettings.microbatches`): k slices of a batch make the same update as the
-whole batch, within float rounding, on one device and on the 8-device mesh."""
+"""Gradient accumulation (`TrainSettings.microbatches`): k slices of a batch make the same update
+as the whole batch, within float rounding, on one device and on the 8-device mesh."""
 
 import jax
 import numpy as np
