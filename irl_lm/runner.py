@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from absl import logging
 from etils import epath

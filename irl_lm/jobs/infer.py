@@ -34,7 +34,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np

@@ -75,20 +75,19 @@ def test_a_bad_data_file_is_one_line_and_leaves_no_run_dir(case, tmp_path, capsy
 @pytest.mark.parametrize("existed", [False, True])
 def test_a_user_error_after_the_start_removes_what_the_start_added(existed, tmp_path, capsys,
                                                                    monkeypatch):
-  import gin  # pylint: disable=g-import-not-at-top
   from irl_lm.jobs import common  # pylint: disable=g-import-not-at-top
   run_dir = tmp_path / "run"
   if existed:
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
-  get_configurable = gin.get_configurable
+  from irl_lm.jobs import train as train_job  # pylint: disable=g-import-not-at-top
 
-  def failing_train(run_dir):
+  def failing_train(run_dir, settings):
+    del settings
     os.makedirs(os.path.join(run_dir, "tensorboard"))
     raise common.JobError("train.init_from = '/nowhere': the path does not exist.")
 
-  monkeypatch.setattr(gin, "get_configurable", lambda name: failing_train if name == "train"
-                      else get_configurable(name))
+  monkeypatch.setattr(train_job, "train", failing_train)
   status, err = _execute(capsys, f"run.run_dir = '{run_dir}'")
   _assert_one_error_line(status, err, "train.init_from = '/nowhere'")
   assert os.listdir(run_dir) == ["notes.txt"] if existed else not run_dir.exists()

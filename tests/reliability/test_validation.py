@@ -1,6 +1,5 @@
 """Settings checked before training (each names the binding to fix), and a start that
 fails before its first checkpoint leaves nothing that blocks the corrected command."""
-import dataclasses
 import os
 import subprocess
 import sys
