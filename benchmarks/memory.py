@@ -1,5 +1,5 @@
 r"""Activation memory vs speed of rematerialisation (`remat_policy`) and gradient accumulation
-(`train.microbatches`), from one run.
+(`TrainSettings.microbatches`), from one run.
 
   python -m benchmarks memory                       # T5 1.1 small (B 8, L 512, T 128)
   python -m benchmarks memory --cases=tiny --rounds=5

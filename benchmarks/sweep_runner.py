@@ -32,10 +32,11 @@ Sweep.name = 'bench'
 Sweep.gin_files = ['gin/iqlearn_tiny.gin']
 Sweep.seeds = {seeds}
 Sweep.bindings = [
-    "train.num_train_steps = {steps}", "train.batch_size = 8", "train.log_every = {log_every}",
-    "train.checkpoint_every = {steps}", "train.keep_checkpoints = 1",
-    "train.tensorboard = False", "make_schedule.warmup_steps = 0",
-    "train.eval_examples = {eval_examples}", "train.eval_batch_size = 8"]
+    "TrainSettings.num_train_steps = {steps}", "TrainSettings.batch_size = 8",
+    "TrainSettings.log_every = {log_every}",
+    "CheckpointSettings.every = {steps}", "CheckpointSettings.keep = 1",
+    "TrainSettings.tensorboard = False", "make_schedule.warmup_steps = 0",
+    "EvalSettings.examples = {eval_examples}", "EvalSettings.batch_size = 8"]
 Sweep.evaluate_bindings = [
     "evaluate.settings = ['greedy']", "evaluate.num_examples = {eval_examples}",
     "evaluate.diversity_samples = 2"]

@@ -19,10 +19,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quick-start gin file by bare name, made tiny: two steps, eight evaluation examples.
 COMMAND = ["-m", "irl_lm.main", "--gin_file=iqlearn_arithmetic_decoder_tiny.gin"]
-TINY = ["--gin_bindings=train.num_train_steps = 2", "--gin_bindings=train.batch_size = 8",
-        "--gin_bindings=train.checkpoint_every = 2", "--gin_bindings=train.eval_every = 0",
-        "--gin_bindings=train.eval_examples = 8", "--gin_bindings=train.eval_batch_size = 8",
-        "--gin_bindings=train.tensorboard = False",
+TINY = ["--gin_bindings=TrainSettings.num_train_steps = 2", "--gin_bindings=TrainSettings.batch_size = 8",
+        "--gin_bindings=CheckpointSettings.every = 2", "--gin_bindings=EvalSettings.every = 0",
+        "--gin_bindings=EvalSettings.examples = 8", "--gin_bindings=EvalSettings.batch_size = 8",
+        "--gin_bindings=TrainSettings.tensorboard = False",
         "--gin_bindings=make_schedule.warmup_steps = 0"]
 
 

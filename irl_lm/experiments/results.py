@@ -33,7 +33,7 @@ evaluate mode's top-level numbers; `collect_positions(out_dir)` gives
 
 `collect_curves(out_dir)` gives ``curves.csv`` rows (sweep, point, method, the swept columns,
 seed, step, metric, value) from each run's ``metrics.jsonl`` evaluation records
-(``eval_<split>/<metric>``: the periodic ones when ``train.eval_every`` is set, and the final).
+(``eval_<split>/<metric>``: the periodic ones when ``EvalSettings.every`` is set, and the final).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ gin) and binds only ``Sweep.*``:
   import irl_lm.experiments.sweeps
   Sweep.name = 'quick_cpu'
   Sweep.gin_files = ['iqlearn_tiny.gin']
-  Sweep.bindings = ["train.num_train_steps = 100"]
+  Sweep.bindings = ["TrainSettings.num_train_steps = 100"]
   Sweep.seeds = [0, 1, 2]
   Sweep.points = [{'name': 'mle', 'method': 'mle', 'td_weight': 0.0,
                    'bindings': ['IQLearn.td_weight = 0.0']}]
@@ -25,8 +25,8 @@ name or binding of the sweep or its points is replaced by the point's size (e.g.
 ``'gin/models/t5_1_1_{size}.gin'``). ``--sweep_bindings="Sweep.sizes = ['xl']"`` runs one size.
 
 Each run trains with ``run.run_dir = '<out_dir>/<sweep>/<point>/seed<k>'`` and
-``train.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on the
-same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
+``TrainSettings.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on
+the same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
 irl_lm.main`` (what pods run), or `irl_lm.experiments.inprocess.InProcessRunner` in this
 process; both write the same files. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
 starts) and per run ``status.json`` ({'status': 'ok' | 'failed', 'phase' (the failed one),
@@ -150,7 +150,7 @@ def make_sweep(name: str, gin_files: Sequence[str], points: Sequence[dict[str, A
     gin_files: every run's gin files (a point's ``gin_files`` replace them).
     points, grids: point specs and grids (module docstring).
     bindings: every run's training bindings, before the point's.
-    seeds: `train.seed` values; each point runs once per seed.
+    seeds: `TrainSettings.seed` values; each point runs once per seed.
     evaluate_bindings: evaluate-mode bindings (a point's ``evaluate_bindings`` replace them).
     description: a line for the results.
     overrides, evaluate_overrides: bindings after everything else in every training and
@@ -209,7 +209,7 @@ def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> li
     for seed in sweep.seeds:
       run_dir = os.path.join(out_dir, sweep.name, point.name, f"seed{seed}")
       size = point.columns.get("size")
-      train = _fill_size((*sweep.bindings, *point.bindings, f"train.seed = {seed}",
+      train = _fill_size((*sweep.bindings, *point.bindings, f"TrainSettings.seed = {seed}",
                           *sweep.overrides, *extra_bindings), size)
       evaluation = None
       if point.evaluate:

@@ -6,7 +6,8 @@ r"""Evaluate mode: score a training run's newest checkpoint under several decodi
       --gin_bindings="evaluate.temperatures = [0.25, 0.5, 0.75, 1.0]"
 
 The run directory, model, task, feature lengths, optimiser and mesh are the training run's (the
-same gin files; ``run.*`` and ``evaluate.*`` bindings do not change the run directory), and the
+same gin files; ``run.*`` and ``evaluate.*`` bindings (:class:`EvaluateSettings`) do not change
+the run directory), and the
 checkpoint is restored with :func:`irl_lm.jobs.common.restore_run`; the work is
 :class:`irl_lm.evaluation.evaluator.Evaluator`'s.
 
@@ -37,6 +38,7 @@ and of log pi for correct vs incorrect samples.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -47,6 +49,7 @@ from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.evaluation.evaluator import Evaluator
 from irl_lm.jobs import common
+from irl_lm.training.settings import RunSettings
 
 DecodingSetting = Union[str, DecodingConfig]
 
@@ -78,20 +81,12 @@ def resolve_settings(settings: Sequence[DecodingSetting] = ("greedy",),
   return out
 
 
-def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optional[int] = None,
-             settings: Sequence[DecodingSetting] = ("greedy",),
-             temperatures: Sequence[float] = (), beam_sizes: Sequence[int] = (),
-             diversity_samples: int = 4, diversity_temperature: float = 1.0,
-             tokenize: str = metrics_lib.DEFAULT_TOKENIZE, metric: Optional[str] = None,
-             reward_score: Optional[str] = None, gamma: Optional[float] = None,
-             batch_size: Optional[int] = None, checkpoint_step: Optional[int] = None,
-             output_dir: Optional[str] = None, seed: int = 0,
-             training: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-  """Decodes a split with every setting and writes per-example and summary files.
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings:
+  """What evaluate mode decodes and how it scores (gin: `evaluate.*`).
 
-  Args:
-    run_dir: the training run directory (the runner passes the one the gin files name).
-    split: the split to decode (default the run's ``train.eval_split``, else 'validation').
+  Attributes:
+    split: the split to decode (default the run's ``EvalSettings.split``).
     num_examples: a seeded random subset of N examples of the split, the same as the train
       job's evaluation of N (None: all of it); their indices are in ``summary.json``.
     settings, temperatures, beam_sizes: the decoding settings (see :func:`resolve_settings`).
@@ -107,8 +102,32 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     checkpoint_step: restore this step instead of the newest.
     output_dir: where files go (default ``<run_dir>/eval/<task>_<split>_step<step>``).
     seed: sampling seed.
-    training: the training job's arguments as ``irl_lm.jobs.train.train`` takes them
-      (``model``, ``task``, ``feature_lengths``, ``optimizer``, ``schedule``, ...).
+  """
+  split: Optional[str] = None
+  num_examples: Optional[int] = None
+  settings: Sequence[DecodingSetting] = ("greedy",)
+  temperatures: Sequence[float] = ()
+  beam_sizes: Sequence[int] = ()
+  diversity_samples: int = 4
+  diversity_temperature: float = 1.0
+  tokenize: str = metrics_lib.DEFAULT_TOKENIZE
+  metric: Optional[str] = None
+  reward_score: Optional[str] = None
+  gamma: Optional[float] = None
+  batch_size: Optional[int] = None
+  checkpoint_step: Optional[int] = None
+  output_dir: Optional[str] = None
+  seed: int = 0
+
+
+def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> dict[str, Any]:
+  """Decodes a split with every setting and writes per-example and summary files.
+
+  Args:
+    run_dir: the training run directory (the runner passes the one the gin files name).
+    options: what to decode and how to score it (`EvaluateSettings`).
+    training: the training run's settings (``model``, ``task``, ``feature_lengths``, the
+      optimiser, ...).
 
   Returns:
     ``{'output_dir', 'checkpoint_step', 'task', 'split', 'num_examples', 'settings':
@@ -116,32 +135,39 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
 
   Raises:
     checkpoints.CheckpointError: no (matching) checkpoint in the run directory.
-    common.JobError: the configuration lacks the trained model's settings.
+    errors.SettingError: the configuration lacks the trained model's settings.
+    common.JobError: nothing to evaluate.
     ValueError: unknown setting names, metric family or reward score.
   """
-  run = common.check_settings(training or {})
-  configs = resolve_settings(settings, temperatures, beam_sizes, seed)
+  run = training.require()
+  diversity_samples, seed = options.diversity_samples, options.seed
+  configs = resolve_settings(options.settings, options.temperatures, options.beam_sizes, seed)
   if not configs and diversity_samples < 2:
     raise common.JobError("nothing to evaluate: give evaluate.settings (e.g. ['greedy']) or "
                           "evaluate.diversity_samples >= 2.")
   common.require_checkpoint(run_dir, "evaluate")
-  task_name, lengths = run["task"], dict(run["feature_lengths"])
-  split = split or run.get("eval_split") or "validation"
+  task_name, lengths = run.task, dict(run.feature_lengths)
+  split = options.split or run.evaluation.split
+  gamma = options.gamma
   if gamma is None:
-    gamma = float(getattr(run.get("objective"), "gamma", 1.0))
+    gamma = float(getattr(run.objective, "gamma", 1.0))
 
   from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  examples = pipeline.get_examples(task_name, split, num_examples=num_examples,
+  examples = pipeline.get_examples(task_name, split, num_examples=options.num_examples,
                                    feature_lengths=lengths, seed=pipeline.EVAL_SUBSET_SEED)
   k = diversity_samples if diversity_samples >= 2 else 1
-  restored = common.restore_run(run_dir, run, rows=len(examples) * k, batch_size=batch_size,
-                                checkpoint_step=checkpoint_step, mode="evaluate")
+  restored = common.restore_run(run_dir, run, rows=len(examples) * k,
+                                batch_size=options.batch_size,
+                                checkpoint_step=options.checkpoint_step, mode="evaluate")
   evaluator = Evaluator(restored.model, task=task_name, split=split, feature_lengths=lengths,
                         batch_size=restored.batch_size, partitioner=restored.partitioner,
-                        param_shardings=restored.param_shardings, metric=metric, gamma=gamma,
-                        reward_score=reward_score, tokenize=tokenize, examples=examples)
+                        param_shardings=restored.param_shardings, examples=examples,
+                        scoring=evaluator_lib.Scoring(
+                            metric=options.metric, gamma=gamma,
+                            reward_score=options.reward_score, tokenize=options.tokenize))
   step = restored.step
-  output_dir = output_dir or os.path.join(run_dir, "eval", f"{task_name}_{split}_step{step}")
+  output_dir = options.output_dir or os.path.join(run_dir, "eval",
+                                                  f"{task_name}_{split}_step{step}")
   writer = common.is_writer()
   if writer:
     os.makedirs(output_dir, exist_ok=True)
@@ -165,7 +191,8 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
   diversity = None
   if diversity_samples >= 2:
     diversity, records = evaluator.diversity(restored.params, samples_per_input=k,
-                                             temperature=diversity_temperature, seed=seed)
+                                             temperature=options.diversity_temperature,
+                                             seed=seed)
     diversity.update(context)
     write(diversity["setting"], diversity, records)
   result = {"output_dir": os.path.abspath(output_dir), **context, "settings": summaries,

@@ -390,7 +390,7 @@ class DecoderOnlyModel(base.FlaxModel):
     """
     if "prompt_tokens" not in batch:
       raise ValueError("This batch has no 'prompt_tokens': packed batches have no per-row "
-                       "prompts; set train.pack = False.")
+                       "prompts; set TrainSettings.pack = False.")
     return batch_prompts(batch)
 
   def continuation_length(self, batch: base.Batch) -> int:

@@ -193,7 +193,7 @@ class OnlineObjective:
     """
     if "decoder_segment_ids" in batch:
       raise ValueError("online objectives sample completions per input and need unpacked "
-                       "batches: set train.pack = False.")
+                       "batches: set TrainSettings.pack = False.")
     prompts_BL = model.prompts(batch)
     data_axis = _data_axis_size()
     num_rows = num_sampled_rows(prompts_BL.shape[0], self.sample_fraction, data_axis)

@@ -7,6 +7,7 @@ to absl logging (INFO is hidden unless `--verbosity=0`; warnings show).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.training import state as state_lib
 from irl_lm.training import step as step_lib
 from irl_lm.training import stopping
+from irl_lm.training.settings import TrainSettings
 
 Batch = Mapping[str, np.ndarray]
 
@@ -112,6 +114,34 @@ def global_batch(local: Batch, sharding: jax.sharding.NamedSharding) -> dict[str
           for k, v in local.items()}
 
 
+def global_batches(local: Iterator[Batch], sharding: jax.sharding.NamedSharding
+                   ) -> Iterator[dict[str, jax.Array]]:
+  """`global_batch` of each host batch, made when the loop asks for it."""
+  return (global_batch(batch, sharding) for batch in local)
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+  """What a step's speed is compared with.
+
+  Attributes:
+    flops_per_step: the model FLOPs of one step (`models.flops.train_flops`; None: unknown).
+    peak_flops: the peak FLOP/s of all devices together (None: unknown, e.g. CPUs).
+  """
+  flops_per_step: Optional[float] = None
+  peak_flops: Optional[float] = None
+
+  def rates(self, steps_per_second: float) -> dict[str, float]:
+    """{'model_tflops_per_second', 'mfu' (model-FLOP utilisation)}, those that are known."""
+    if not self.flops_per_step:
+      return {}
+    flops_per_second = self.flops_per_step * steps_per_second
+    out = {"model_tflops_per_second": flops_per_second / 1e12}
+    if self.peak_flops:
+      out["mfu"] = flops_per_second / self.peak_flops
+    return out
+
+
 _BLAME = {"finite_loss": "the loss", "finite_grad_norm": "the gradient norm",
           "finite_state": "the updated parameters/optimiser state"}
 
@@ -156,7 +186,7 @@ class _Window:
       self.total_skipped += 1
       if self.total_skipped == 1:
         logging.warning("step %d: %s is not finite (%s); its update was skipped "
-                        "(train.on_nonfinite = 'skip'), and so will later ones be.",
+                        "(TrainSettings.on_nonfinite = 'skip'), and so will later ones be.",
                         step, _BLAME[key], detail)
       return
     last_good = self._last_good()
@@ -165,7 +195,7 @@ class _Window:
              "no checkpoint of this run was saved before it")
     raise stopping.NonFiniteError(
         f"training stopped at step {step}: {_BLAME[key]} is not finite ({detail}); {saved}. "
-        "Lower the learning rate (or set train.on_nonfinite = 'skip') and resume with "
+        "Lower the learning rate (or set TrainSettings.on_nonfinite = 'skip') and resume with "
         "--gin_bindings=\"run.allow_config_change = True\", or start a new run directory.",
         step=step)
 
@@ -183,39 +213,41 @@ class _Window:
     return means, skipped
 
 
-def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: Iterator[Batch], *,
-        num_train_steps: int, batch_sharding: jax.sharding.NamedSharding,
-        checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog, log_every: int = 50,
+def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
+        batches: Iterator[Mapping[str, jax.Array]], *, settings: TrainSettings,
+        checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog,
         evaluate: Optional[Callable[[int, state_lib.TrainState], None]] = None,
-        eval_every: int = 0, on_nonfinite: str = "stop", handle_signals: bool = True,
-        flops_per_step: Optional[float] = None, peak_flops: Optional[float] = None
+        eval_every: int = 0, handle_signals: bool = True,
+        throughput: Throughput = Throughput()
         ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
-  """Runs `train_step` from `state.step` up to `num_train_steps`.
+  """Runs `train_step` on `batches` (global, sharded over 'data': see `global_batches`) from
+  `state.step` up to `settings.num_train_steps`.
 
-  Every `log_every` steps the metrics since the last record are averaged, written to `log` and
-  printed as a progress line; checkpoints follow `checkpointer.should_save`; `evaluate(step,
-  state)` runs every `eval_every` steps (0: never here). The final state is always saved.
+  Every `settings.log_every` steps the metrics since the last record are averaged, written to
+  `log` and printed as a progress line; checkpoints follow `checkpointer.should_save`;
+  `evaluate(step, state)` runs every `eval_every` steps (0: never here). The final state is
+  always saved.
 
   Stops early (see `stopping`):
   - on SIGTERM / SIGINT (`handle_signals`): after the current step, which is logged and saved
     (also off the checkpoint grid), raising `stopping.Preempted`; the caller closes (waits for)
     the checkpointer;
-  - with `on_nonfinite='stop'`, at the first step whose loss, gradient norm or updated state is
-    not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
+  - with `settings.on_nonfinite = 'stop'`, at the first step whose loss, gradient norm or
+    updated state is not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
     (so the last finite checkpoint is never rotated out). With 'skip' such steps were not
     applied by `train_step` (built with the same mode); they are left out of the averaged
     metrics and counted as `skipped_updates` in each record.
 
   Every checkpoint is saved only after every step up to it was checked finite.
 
-  With `flops_per_step` (the model FLOPs of one step, `models.flops.train_flops`) each record
-  has `model_tflops_per_second`, and with `peak_flops` (of all devices together) `mfu`, the
-  model-FLOP utilisation, also shown on the progress line.
+  Each record also has the `throughput` rates (`Throughput.rates`); the model-FLOP
+  utilisation shows on the progress line.
 
   Returns:
     (final state, logged records [{'step', metric: value, ...}], seconds spent in the loop).
   """
-  step_lib.check_nonfinite_mode(on_nonfinite)
+  num_train_steps, log_every = settings.num_train_steps, settings.log_every
+  on_nonfinite = settings.on_nonfinite
   history: list[dict[str, Any]] = []
   start_step = int(state.step)
   saved = [start_step] if start_step in checkpointer.all_steps() else []
@@ -230,10 +262,7 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
     steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
     window_start, window_step = now, done
     means["steps_per_second"] = steps_per_second
-    if flops_per_step:
-      means["model_tflops_per_second"] = flops_per_step * steps_per_second / 1e12
-      if peak_flops:
-        means["mfu"] = flops_per_step * steps_per_second / peak_flops
+    means.update(throughput.rates(steps_per_second))
     if on_nonfinite == "skip":
       means["skipped_updates"] = float(skipped)
     log.write(done, "train", means)
@@ -254,7 +283,7 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
   with stopping.StopRequest(enabled=handle_signals,
                             directory=getattr(checkpointer, "directory", None)) as stop:
     for step in range(start_step, num_train_steps):
-      state, metrics = train_step(state, global_batch(next(batches), batch_sharding))
+      state, metrics = train_step(state, next(batches))
       done = step + 1
       window.add(done, metrics)
       # Keep at most one step in flight: the host still prepares the next batch while the

@@ -16,8 +16,8 @@ LENGTHS = {"inputs": 64, "targets": 16}
 pytestmark = pytest.mark.usefixtures("stdlib_cache")
 
 
-def _padded(ids, length):
-  out = np.zeros([length], np.int32)
+def _padded(ids, length, pad=0):
+  out = np.full([length], pad, np.int32)
   out[:len(ids)] = ids
   return out
 
@@ -141,7 +141,8 @@ def test_get_examples():
     assert set(ex) == {"index", "inputs_text", "targets_text", "input_tokens", "target_tokens"}
     assert ex["input_tokens"].dtype == np.int32 and ex["target_tokens"].dtype == np.int32
     expected = vocab.encode(raw["code"])[:LENGTHS["inputs"] - 1] + [1]
-    np.testing.assert_array_equal(ex["input_tokens"], _padded(expected, LENGTHS["inputs"]))
+    # Prompts are padded with -1 (no real token marks padding).
+    np.testing.assert_array_equal(ex["input_tokens"], _padded(expected, LENGTHS["inputs"], -1))
     expected = vocab.encode(raw["summary"])[:LENGTHS["targets"] - 1] + [1]
     np.testing.assert_array_equal(ex["target_tokens"], _padded(expected, LENGTHS["targets"]))
 

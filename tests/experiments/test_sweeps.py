@@ -24,8 +24,8 @@ def test_grid_and_points_expand_to_runs_per_seed(toy, tmp_path):
   run = runs[3]
   assert run.run_dir == str(tmp_path / "out" / "toy" / "iqlearn_td_weight0.1" / "seed1")
   assert run.columns == {"method": "iqlearn", "td_weight": 0.1}
-  assert run.train_bindings == ("train.num_train_steps = 10", "IQLearn.td_weight = 0.1",
-                                "train.seed = 1")
+  assert run.train_bindings == ("TrainSettings.num_train_steps = 10", "IQLearn.td_weight = 0.1",
+                                "TrainSettings.seed = 1")
   argv = sweeps.command(run, "evaluate")
   assert argv[1:3] == ["-m", "irl_lm.main"]
   assert "--gin_bindings=run.mode = 'evaluate'" in argv
@@ -55,9 +55,9 @@ def test_every_point_runs_at_every_size_with_the_size_filled_in(tmp_path):
   assert base.run_dir == str(tmp_path / "s" / "base" / "iqlearn_td_weight0.1" / "seed0")
   assert base.gin_files == ("a.gin", "models/t5_1_1_base.gin")
   assert base.train_bindings == ("x.init = '/ckpt/base/1'", "IQLearn.td_weight = 0.1",
-                                 "train.seed = 0")
+                                 "TrainSettings.seed = 0")
   assert xl.gin_files == ("a.gin", "models/t5_1_1_xl.gin")
-  assert xl.train_bindings == ("x.init = '/ckpt/xl/1'", "x.size = 'xl'", "train.seed = 0")
+  assert xl.train_bindings == ("x.init = '/ckpt/xl/1'", "x.size = 'xl'", "TrainSettings.seed = 0")
   assert xl.evaluate_bindings == ("y.z = 'xl'",)
 
 

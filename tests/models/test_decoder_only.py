@@ -317,7 +317,7 @@ def test_feature_converter_lengths_and_prompts(tiny):
   assert model.continuation_length(batch) == 8
   packed = _converted(model, pack=True)
   assert "prompt_tokens" not in packed[0]
-  with pytest.raises(ValueError, match="set train.pack = False"):
+  with pytest.raises(ValueError, match="set TrainSettings.pack = False"):
     model.prompts({k: v[None] for k, v in packed[0].items()})
 
 
@@ -489,8 +489,9 @@ def test_check_mode_builds_the_presets_abstractly_sharded(gin_file, count, tmp_p
   setup.write_text("\n".join([
       f"include 'models/{gin_file}'", "include 'methods/iqlearn.gin'",
       "include 'tasks/stdlib_docstrings.gin'", "include 'meshes/cpu.gin'",
-      "train.feature_lengths = {'inputs': 128, 'targets': 32}", "train.batch_size = 8",
-      "train.num_train_steps = 1", "train.pack = False", "Partitioner.mesh_shape = (2, 4)"]))
+      "train.feature_lengths = {'inputs': 128, 'targets': 32}", "TrainSettings.batch_size = 8",
+      "TrainSettings.num_train_steps = 1", "TrainSettings.pack = False",
+      "Partitioner.mesh_shape = (2, 4)"]))
   config.parse([str(setup)], ["run.mode = 'check'", f"run.run_dir = '{tmp_path / 'run'}'"])
   summary = gin.get_configurable("run")()
   assert summary["dry_run"] and summary["param_count"] == count
