@@ -249,14 +249,17 @@ def train_summary_path(run_dir: str) -> str:
 
 
 def eval_summary_path(run_dir: str) -> Optional[str]:
-  """The evaluate-mode summary of the run's final step, or None if there is none."""
+  """The evaluate-mode summary of the run's final step, else of a selected checkpoint
+  (``eval/*_best_<metric>_step<k>``, `evaluate.select_by`), or None if there is none."""
   try:
     with open(train_summary_path(run_dir)) as f:
       step = json.load(f)["final_step"]
   except (OSError, ValueError, KeyError):
     return None
   matches = sorted(glob.glob(os.path.join(run_dir, "eval", f"*_step{step}", "summary.json")))
-  return matches[0] if matches else None
+  matches = [m for m in matches if "_best_" not in os.path.basename(os.path.dirname(m))]
+  selected = sorted(glob.glob(os.path.join(run_dir, "eval", "*_best_*_step*", "summary.json")))
+  return (matches or selected or [None])[0]
 
 
 def is_finished(run: Run) -> bool:

@@ -26,7 +26,16 @@ Diversity (DESIGN.md section 3): K samples per input at one temperature (default
 temperature 1.0) give Self-BLEU, distinct-1/2 over all samples, the mean entropy and the
 reward-score correlation over all K*N samples, in ``diversity_K<K>_t<temp>.jsonl`` and
 ``..._summary.json``. Each diversity number is written with the K, temperature and tokenisation
-it was measured with. ``summary.json`` collects every summary.
+it was measured with. ``evaluate.diversity_temperatures`` adds the same K samples at each of
+several temperatures (a temperature frontier of diversity against sample quality), listed
+under ``diversity_sweep``. ``summary.json`` collects every summary.
+
+Checkpoint selection: ``evaluate.select_by = 'nll'`` restores, of the run's checkpoints, the
+one with the lowest teacher-forced validation NLL that the train job logged
+(``eval_<train.eval_split>/nll`` in ``metrics.jsonl``, every ``train.eval_every`` steps; keep
+them with ``train.checkpoint_every = train.eval_every`` and ``train.keep_checkpoints = None``)
+and writes to ``<task>_<split>_best_nll_step<step>/``, its summary naming the selection
+(``checkpoint_selection``: metric, value, candidates, final step).
 
 On the built-in arithmetic task every summary also has an ``arithmetic`` entry
 (:mod:`irl_lm.evaluation.arithmetic`): for each setting the accuracy with its binomial standard
@@ -37,6 +46,7 @@ and of log pi for correct vs incorrect samples.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -46,7 +56,9 @@ from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.evaluation.evaluator import Evaluator
+from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.jobs import common
+from irl_lm.training import validation
 
 DecodingSetting = Union[str, DecodingConfig]
 
@@ -86,6 +98,7 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
              reward_score: Optional[str] = None, gamma: Optional[float] = None,
              batch_size: Optional[int] = None, checkpoint_step: Optional[int] = None,
              output_dir: Optional[str] = None, seed: int = 0,
+             diversity_temperatures: Sequence[float] = (), select_by: Optional[str] = None,
              training: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
   """Decodes a split with every setting and writes per-example and summary files.
 
@@ -107,16 +120,22 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     checkpoint_step: restore this step instead of the newest.
     output_dir: where files go (default ``<run_dir>/eval/<task>_<split>_step<step>``).
     seed: sampling seed.
+    diversity_temperatures: also K samples at each of these temperatures (``diversity_sweep``).
+    select_by: 'nll' (or another teacher-forced validation metric the train job logged):
+      restore the checkpoint with its lowest value (module docstring); None: the newest (or
+      `checkpoint_step`).
     training: the training job's arguments as ``irl_lm.jobs.train.train`` takes them
       (``model``, ``task``, ``feature_lengths``, ``optimizer``, ``schedule``, ...).
 
   Returns:
     ``{'output_dir', 'checkpoint_step', 'task', 'split', 'num_examples', 'settings':
-    {name: summary}, 'diversity': summary or None}`` (also written as ``summary.json``).
+    {name: summary}, 'diversity': summary or None, 'diversity_sweep': [summary, ...],
+    'checkpoint_selection': {...} or None}`` (also written as ``summary.json``).
 
   Raises:
     checkpoints.CheckpointError: no (matching) checkpoint in the run directory.
-    common.JobError: the configuration lacks the trained model's settings.
+    common.JobError: the configuration lacks the trained model's settings, or `select_by`
+      finds no checkpointed step with a logged value.
     ValueError: unknown setting names, metric family or reward score.
   """
   run = common.check_settings(training or {})
@@ -126,6 +145,13 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
                           "evaluate.diversity_samples >= 2.")
   common.require_checkpoint(run_dir, "evaluate")
   task_name, lengths = run["task"], dict(run["feature_lengths"])
+  selection = None
+  if select_by is not None:
+    if checkpoint_step is not None:
+      raise common.JobError("give evaluate.checkpoint_step or evaluate.select_by, not both.")
+    selection = select_checkpoint(run_dir, split=run.get("eval_split") or "validation",
+                                  metric=select_by)
+    checkpoint_step = selection["step"]
   split = split or run.get("eval_split") or "validation"
   if gamma is None:
     gamma = float(getattr(run.get("objective"), "gamma", 1.0))
@@ -141,13 +167,15 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
                         param_shardings=restored.param_shardings, metric=metric, gamma=gamma,
                         reward_score=reward_score, tokenize=tokenize, examples=examples)
   step = restored.step
-  output_dir = output_dir or os.path.join(run_dir, "eval", f"{task_name}_{split}_step{step}")
+  selected = f"_best_{select_by}" if selection else ""
+  output_dir = output_dir or os.path.join(run_dir, "eval",
+                                          f"{task_name}_{split}{selected}_step{step}")
   writer = common.is_writer()
   if writer:
     os.makedirs(output_dir, exist_ok=True)
   context = {"task": task_name, "split": split, "num_examples": evaluator.num_examples,
              "checkpoint_step": step, "run_dir": os.path.abspath(run_dir),
-             "metric": evaluator.metric}
+             "metric": evaluator.metric, "checkpoint_selection": selection}
 
   def write(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
     if writer:
@@ -162,19 +190,62 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     summaries[summary["setting"]] = summary
     logging.info("evaluate %s: %s", summary["setting"], evaluator_lib.describe(summary))
 
-  diversity = None
+  diversity, sweep = None, []
   if diversity_samples >= 2:
-    diversity, records = evaluator.diversity(restored.params, samples_per_input=k,
-                                             temperature=diversity_temperature, seed=seed)
-    diversity.update(context)
-    write(diversity["setting"], diversity, records)
+    for i, temperature in enumerate([diversity_temperature, *(
+        t for t in diversity_temperatures if float(t) != float(diversity_temperature))]):
+      summary, records = evaluator.diversity(restored.params, samples_per_input=k,
+                                             temperature=float(temperature), seed=seed)
+      summary.update(context)
+      write(summary["setting"], summary, records)
+      diversity = diversity or summary
+      if i > 0 or diversity_temperature in diversity_temperatures:
+        sweep.append(summary)
+  elif diversity_temperatures:
+    raise common.JobError("evaluate.diversity_temperatures needs evaluate.diversity_samples "
+                          ">= 2 (the K samples per input at each temperature).")
+  sweep.sort(key=lambda summary: summary["decoding"]["temperature"])
   result = {"output_dir": os.path.abspath(output_dir), **context, "settings": summaries,
-            "diversity": diversity,
+            "diversity": diversity, "diversity_sweep": sweep,
             "example_indices": [int(ex["index"]) for ex in evaluator.examples]}
   if writer:
     common.write_json(os.path.join(output_dir, "summary.json"), result)
     _print_table(result)
   return result
+
+
+def select_checkpoint(run_dir: str, *, split: str, metric: str = "nll") -> dict[str, Any]:
+  """The run's checkpoint with the lowest logged ``eval_<split>/<metric>``
+  (`validation.select_step` over ``metrics.jsonl`` and the checkpoints on disk).
+
+  Returns:
+    {'metric': 'eval_<split>/<metric>', 'step', 'value', 'candidates' (checkpointed steps with
+    a value), 'final_step' (the newest checkpoint)}.
+
+  Raises:
+    common.JobError: no checkpointed step has a logged value.
+  """
+  checkpointer = checkpoints_lib.Checkpointer(os.path.join(run_dir, "checkpoints"),
+                                              async_save=False, read_only=True)
+  try:
+    steps = checkpointer.all_steps()
+  finally:
+    checkpointer.close()
+  records = []
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if os.path.isfile(path):
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  key = f"eval_{split}/{metric}"
+  chosen = validation.select_step(records, steps, split=split, metric=metric)
+  if chosen is None:
+    raise common.JobError(
+        f"evaluate.select_by = '{metric}' finds no checkpoint of {run_dir} with {key} in "
+        "metrics.jsonl: train with train.eval_every = train.checkpoint_every and "
+        "train.keep_checkpoints = None (every evaluated step kept), or drop evaluate.select_by.")
+  candidates = sum(1 for r in records if key in r and int(r["step"]) in set(steps))
+  return {"metric": key, "step": chosen[0], "value": chosen[1], "candidates": candidates,
+          "final_step": max(steps)}
 
 
 def _print_table(result: Mapping[str, Any]) -> None:
