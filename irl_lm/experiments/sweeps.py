@@ -172,12 +172,18 @@ def load_sweep(path: str, bindings: Sequence[str] = ()) -> Sweep:
 
 def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> list[Run]:
   """Every (point, seed) of `sweep` as a `Run`, point-major, under ``out_dir/<sweep>/``;
-  `extra_bindings` go last into every run's training bindings (e.g. a local override)."""
+  `extra_bindings` go last into every run's training bindings (e.g. a local override). In a
+  point's bindings ``{sweep_dir}`` becomes ``out_dir/<sweep>`` and ``{seed}`` the run's seed
+  (e.g. GAIL from the MLE run of the same seed: ``train.init_from =
+  '{sweep_dir}/mle/seed{seed}'``; an earlier point of the sweep runs first)."""
   runs = []
+  sweep_dir = os.path.join(out_dir, sweep.name)
   for point in sweep.points:
     for seed in sweep.seeds:
-      run_dir = os.path.join(out_dir, sweep.name, point.name, f"seed{seed}")
-      train = (*sweep.bindings, *point.bindings, f"train.seed = {seed}", *sweep.overrides,
+      run_dir = os.path.join(sweep_dir, point.name, f"seed{seed}")
+      own = (b.replace("{sweep_dir}", sweep_dir).replace("{seed}", str(seed))
+             for b in point.bindings)
+      train = (*sweep.bindings, *own, f"train.seed = {seed}", *sweep.overrides,
                *extra_bindings)
       evaluation = None
       if point.evaluate:

@@ -126,3 +126,13 @@ def test_eval_summary_path_prefers_the_final_step_then_a_selected_checkpoint(tmp
   final.mkdir()
   (final / "summary.json").write_text("{}")
   assert sweeps.eval_summary_path(run_dir) == str(final / "summary.json")
+
+
+def test_point_bindings_name_the_sweep_folder_and_seed(tmp_path):
+  sweep = sweeps.make_sweep("s", ["a.gin"], seeds=[0, 3], points=[
+      {"name": "mle", "bindings": []},
+      {"name": "gail", "bindings": ["train.init_from = '{sweep_dir}/mle/seed{seed}'",
+                                    "train.task = @{data_root}"]}])
+  runs = sweeps.expand(sweep, str(tmp_path))
+  assert runs[3].train_bindings[:2] == (f"train.init_from = '{tmp_path}/s/mle/seed3'",
+                                        "train.task = @{data_root}")
