@@ -101,3 +101,13 @@ def test_findings_and_verdicts():
   table = protocol.verdicts(rows)
   assert [t["verdict"] for t in table] == [stats.REPRODUCED] + ["not measured"] * 4
   assert table[0]["shown"] == "s: iqlearn_td_weight0.1 - mle" and table[0]["comparisons"] == 2
+
+
+def test_run_metric_rows_claim_a_lower_forward_kl():
+  rows = [{"sweep": "kd", "point": p, "method": m, "seed": s, "setting": "greedy",
+           "forward_kl": kl + 0.01 * s}
+          for s in (0, 1, 2) for p, m, kl in (("mle", "mle", 0.5),
+                                              ("iqlearn_td_weight0.1", "iqlearn", 0.45))]
+  (row,) = protocol.run_metric_rows(rows, num_resamples=200)
+  assert row["estimate"] == pytest.approx(-0.05) and row["measure"] == "forward_kl (greedy)"
+  assert row["verdict"] == stats.REPRODUCED  # lower is the claim
