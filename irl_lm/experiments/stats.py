@@ -310,7 +310,7 @@ def verdict(interval: Interval, smallest_effect: Optional[float] = None,
   """Reads a difference (claimed method − comparison) against the paper's claim.
 
   * reproduced: the interval lies wholly on the claimed side of 0;
-  * not reproduced: it lies wholly on the other side, or wholly below `smallest_effect` (the
+  * not reproduced: it lies wholly on the other side (or at 0), or wholly below `smallest_effect` (the
     effect the protocol was sized to detect, stated before the run): a claimed effect at least
     that large is excluded;
   * inconclusive: otherwise (including no interval).
@@ -324,7 +324,7 @@ def verdict(interval: Interval, smallest_effect: Optional[float] = None,
     low, high = -high, -low
   if low > 0:
     return REPRODUCED
-  if high < 0 or (smallest_effect is not None and math.isfinite(smallest_effect)
+  if high <= 0 or (smallest_effect is not None and math.isfinite(smallest_effect)
                   and high < abs(smallest_effect)):
     return NOT_REPRODUCED
   return INCONCLUSIVE

@@ -111,3 +111,19 @@ def test_run_metric_rows_claim_a_lower_forward_kl():
   (row,) = protocol.run_metric_rows(rows, num_resamples=200)
   assert row["estimate"] == pytest.approx(-0.05) and row["measure"] == "forward_kl (greedy)"
   assert row["verdict"] == stats.REPRODUCED  # lower is the claim
+
+
+def test_known_distribution_sweeps_read_their_exact_numbers():
+  rows = [{"sweep": "kd", "point": p, "method": m, "seed": s, "setting": "greedy",
+           "forward_kl": 0.5, "reward_teacher_spearman": rho + 0.01 * s,
+           "logprob_teacher_spearman": 0.3}
+          for s in (0, 1, 2) for p, m, rho in (("mle", "mle", 0.3),
+                                               ("iqlearn_td_weight0.1", "iqlearn", 0.5))]
+  examples = _examples("mle", "mle", 0.0) + _examples("iqlearn_td_weight0.1", "iqlearn", 1.0)
+  examples = [{**r, "sweep": "kd"} for r in examples]  # ROUGE to a teacher sample: ignored
+  found = protocol.findings(rows, examples, [], [], num_resamples=200)
+  assert [(r["finding"], r["measure"]) for r in found] == [
+      (1, "forward_kl (greedy)"), (4, "reward_teacher_spearman (greedy)")]
+  assert found[0]["verdict"] == stats.NOT_REPRODUCED  # equal forward KL: [0, 0]
+  assert found[1]["estimate"] == pytest.approx(0.21)  # reward 0.51 vs log pi 0.3
+  assert found[1]["verdict"] == stats.REPRODUCED

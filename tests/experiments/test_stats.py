@@ -142,6 +142,7 @@ def test_mean_and_paired_seed_intervals():
     (-0.1, 0.3, 0.2, True, stats.INCONCLUSIVE),
     (-0.1, 0.1, 0.2, True, stats.NOT_REPRODUCED),  # a claimed effect of 0.2 is excluded
     (-0.1, 0.1, None, True, stats.INCONCLUSIVE),
+    (0.0, 0.0, None, True, stats.NOT_REPRODUCED),  # no difference at all
     (math.nan, math.nan, 0.2, True, stats.INCONCLUSIVE),
 ])
 def test_verdict(low, high, smallest, higher, expected):
