@@ -10,7 +10,8 @@ sample makes Self-BLEU look diverse), and the within-input Spearman correlations
 task score of the summed implicit reward (``rho_reward``), log π (``rho_logprob``) and
 length-normalised log π (``rho_logprob_norm``).
 
-`findings(rows, examples, curves, inputs)` compares every method point with its baseline,
+`findings(rows, examples, curves, inputs)` compares every IQLearn point (offline and, for
+findings 1, 2 and 4, online) with its baseline,
 paired by seed and example, with Bonferroni-adjusted intervals within a finding. On the
 known-distribution task (sweeps whose runs report `forward_kl`) the per-sample score is ROUGE
 against one teacher sample, no measure of quality, so findings 1, 2 and 4 read its exact
@@ -55,6 +56,7 @@ FINDINGS = {1: "IQLearn improves task quality over MLE",
             4: "the implicit reward ranks samples by quality better than log pi",
             5: "an offline IQLearn update costs about as much as an MLE update"}
 BASELINE, ENTROPY, IQLEARN = "mle", "mle_entropy", "iqlearn"
+IQLEARN_METHODS = (IQLEARN, "iqlearn_online")  # findings 1, 2 and 4; 3 and 5: offline only
 COST_MARGIN = 0.1  # finding 5: within 10% of MLE's step rate
 
 
@@ -117,12 +119,14 @@ def collect_inputs(out_dir: str) -> list[Row]:
 # ------------------------------------------------------------------------------ the findings
 
 
-def _points(rows: Iterable[Mapping[str, Any]], method: str) -> list[tuple[str, str]]:
-  """(sweep, point) of `method`, in first-seen order (subset points excluded)."""
+def _points(rows: Iterable[Mapping[str, Any]], method: Any) -> list[tuple[str, str]]:
+  """(sweep, point) of `method` (a name or a tuple of names), in first-seen order (subset
+  points excluded)."""
+  methods = (method,) if isinstance(method, str) else tuple(method)
   out = []
   for r in rows:
     key = (r["sweep"], r["point"])
-    if r.get("method") == method and not r.get("train_examples") and key not in out:
+    if r.get("method") in methods and not r.get("train_examples") and key not in out:
       out.append(key)
   return out
 
@@ -162,7 +166,7 @@ def quality_rows(examples: Sequence[Mapping[str, Any]], setting: str = "greedy",
   for sweep in sorted({r["sweep"] for r in use}):
     in_sweep = [r for r in use if r["sweep"] == sweep]
     base = [r for r in in_sweep if r["point"] == BASELINE]
-    for _, point in _points(in_sweep, IQLEARN):
+    for _, point in _points(in_sweep, IQLEARN_METHODS):
       mine = [r for r in in_sweep if r["point"] == point]
       seeds, indices = _common(mine, base, "seed"), _common(mine, base, "index")
       if not seeds or not indices:
@@ -191,7 +195,7 @@ def run_metric_rows(rows: Sequence[Mapping[str, Any]], column: str = "forward_kl
   use = [r for r in rows if r.get("setting") == setting and r.get(column) not in (None, "")]
   for sweep in sorted({r["sweep"] for r in use}):
     value = {(r["point"], str(r["seed"])): r for r in use if r["sweep"] == sweep}
-    for _, point in _points([r for r in use if r["sweep"] == sweep], IQLEARN):
+    for _, point in _points([r for r in use if r["sweep"] == sweep], IQLEARN_METHODS):
       seeds = sorted(s for p, s in value if p == point)
       if baseline_column is None:
         seeds = [s for s in seeds if (BASELINE, s) in value]
@@ -226,7 +230,7 @@ def frontier_rows(inputs: Sequence[Mapping[str, Any]], diversity: str = "distinc
   for sweep in sorted({r["sweep"] for r in inputs}):
     in_sweep = [r for r in inputs if r["sweep"] == sweep]
     others = [p for m in (BASELINE, ENTROPY) for _, p in _points(in_sweep, m)]
-    for _, point in _points(in_sweep, IQLEARN):
+    for _, point in _points(in_sweep, IQLEARN_METHODS):
       mine = [r for r in in_sweep if r["point"] == point]
       for other in others:
         theirs = [r for r in in_sweep if r["point"] == other]
@@ -277,7 +281,7 @@ def reward_rows(inputs: Sequence[Mapping[str, Any]], temperature: float = 1.0,
          and float(r["temperature"]) == temperature]
   for sweep in sorted({r["sweep"] for r in use}):
     in_sweep = [r for r in use if r["sweep"] == sweep]
-    for _, point in _points(in_sweep, IQLEARN):
+    for _, point in _points(in_sweep, IQLEARN_METHODS):
       mine = [r for r in in_sweep if r["point"] == point]
       seeds, indices = _common(mine, mine, "seed"), _common(mine, mine, "index")
       with warnings.catch_warnings():  # an input without a correlation in any seed: NaN
