@@ -75,6 +75,11 @@ def test_collect_only_reads_the_findings_into_the_verdict_table(tmp_path, monkey
   first = next(r for r in inputs if r["point"] == "mle" and r["temperature"] == 1.0
                and r["index"] == 2)
   assert (first["quality"], first["distinct"], first["rho_reward"]) == (20.5, 1.0, 1.0)
+  sweep_rows = [(r["point"], r["setting"], r["temperature"])
+                for r in results.read_csv(result["results"])
+                if str(r["setting"]).startswith("diversity_K2")]
+  assert sweep_rows == [(p, f"diversity_K2_t{t:g}", t) for p in ("mle", "iqlearn_td_weight0.1")
+                        for t in (0.5, 1.0)]
   findings = results.read_csv(result["findings"])
   frontier = next(r for r in findings if r["finding"] == 2)
   # The same diversity at each temperature, every sample 5 points better: a gap of 5.
