@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from irl_lm import reproduce
+from irl_lm import errors, reproduce
 from irl_lm.experiments import results, sweeps
 from tests.experiments import fakes
 
@@ -91,3 +91,13 @@ def test_collect_only_reads_the_findings_into_the_verdict_table(tmp_path, monkey
   report_text = open(result["report"]).read()
   assert "## Verdicts" in report_text and "| 2 | IQLearn has a better" in report_text
   assert os.path.getsize(result["figures"]["frontiers"]["png"]) > 0
+
+
+def test_the_protocol_needs_no_pretrained_checkpoint(tmp_path, monkeypatch):
+  monkeypatch.setenv("IRL_LM_DATA_DIR", str(tmp_path / "data"))
+  for name in ("quick", "full"):
+    for path in reproduce.PROTOCOLS[name]:
+      # GAIL starts from the same sweep's MLE run ({sweep_dir}), which the sweep trains first.
+      assert reproduce.missing_checkpoints(sweeps.load_sweep(path)) == [], path
+  with pytest.raises(errors.UserError, match="unknown protocol 'fast'"):
+    reproduce.reproduce(str(tmp_path / "out"), protocol_name="fast")
