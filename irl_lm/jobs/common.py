@@ -132,7 +132,7 @@ def _check_training(settings: Mapping[str, Any]) -> None:
   every, steps = settings.get("eval_every", 0), settings.get("num_train_steps")
   if every and steps is not None and every >= steps:
     logging.warning("train.eval_every = %d is not below train.num_train_steps = %d: only the "
-                    "final evaluation runs.", every, steps)
+                    "step-0 and final evaluations run.", every, steps)
 
 
 def fit_batch_size(requested: Optional[int], rows: int, partitioner: Partitioner) -> int:

@@ -81,8 +81,8 @@ def test_eval_every_that_cannot_run_is_a_warning(caplog):
   common.check_settings(_settings(eval_every=60), training=True)
   common.check_settings(_settings(eval_examples=0, eval_every=20), training=True)
   assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-      "train.eval_every = 60 is not below train.num_train_steps = 60: only the final "
-      "evaluation runs.",
+      "train.eval_every = 60 is not below train.num_train_steps = 60: only the step-0 and "
+      "final evaluations run.",
       "train.eval_every = 20 does nothing: train.eval_examples = 0 turns evaluation off."]
 
 
