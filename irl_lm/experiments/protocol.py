@@ -8,7 +8,10 @@ exact diversity measure on every task), ``self_bleu`` (of the input's K samples)
 (mean tokens), ``empty_rate`` (outputs that are empty after stripping whitespace: an empty
 sample makes Self-BLEU look diverse), and the within-input Spearman correlations with the
 task score of the summed implicit reward (``rho_reward``), log π (``rho_logprob``) and
-length-normalised log π (``rho_logprob_norm``).
+length-normalised log π (``rho_logprob_norm``). On the built-in arithmetic task also the
+exact solution-order diversity: ``valid_orders`` (distinct valid solution orders among the K
+samples) and ``order_entropy`` (nats, plug-in, over the valid samples' orders;
+`irl_lm.evaluation.arithmetic`).
 
 `findings(rows, examples, curves, inputs)` compares every IQLearn point (offline and, for
 findings 1, 2 and 4, online) with its baseline,
@@ -37,17 +40,18 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from irl_lm.evaluation import arithmetic
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.experiments import results, stats, sweeps
 
 Row = dict[str, Any]
 INPUT_COLUMNS = ("sweep", "point", "method", "seed", "temperature", "index", "quality",
-                 "distinct", "self_bleu", "length", "empty_rate", "rho_reward", "rho_logprob",
-                 "rho_logprob_norm", "samples")
+                 "distinct", "self_bleu", "valid_orders", "order_entropy", "length",
+                 "empty_rate", "rho_reward", "rho_logprob", "rho_logprob_norm", "samples")
 FINDING_COLUMNS = ("finding", "sweep", "comparison", "measure", "estimate", "low", "high",
                    "confidence", "smallest_detectable", "verdict", "n")
 FINDINGS = {1: "IQLearn improves task quality over MLE",
@@ -66,9 +70,12 @@ def _score(scores: Mapping[str, Any]) -> Optional[float]:
 
 
 def input_rows(ident: Mapping[str, Any], temperature: float,
-               records: Sequence[Mapping[str, Any]]) -> list[Row]:
-  """`INPUT_COLUMNS` rows of one K-samples file's records (each 'index' and 'samples' with
-  'output', 'scores' and, with statistics, 'implicit_reward', 'log_prob', 'num_tokens').
+               records: Sequence[Mapping[str, Any]],
+               solutions: Optional[Callable[[str], Optional[Sequence[str]]]] = None
+               ) -> list[Row]:
+  """`INPUT_COLUMNS` rows of one K-samples file's records (each 'index', 'input' and
+  'samples' with 'output', 'scores' and, with statistics, 'implicit_reward', 'log_prob',
+  'num_tokens'). `solutions`: an input's valid solution texts by order (arithmetic), or None.
   Pure."""
   rows = []
   for record in records:
@@ -82,6 +89,12 @@ def input_rows(ident: Mapping[str, Any], temperature: float,
                 "distinct": len(set(outputs)) / len(outputs),
                 "self_bleu": metrics_lib.self_bleu([outputs]) if len(outputs) > 1 else None,
                 "empty_rate": float(np.mean([not o.strip() for o in outputs]))}
+    valid = solutions(record.get("input", "")) if solutions else None
+    if valid:
+      orders = [arithmetic.solution_order(o, valid) for o in outputs]
+      found = [o for o in orders if o is not None]
+      row.update(valid_orders=len(set(found)), order_entropy=arithmetic.plugin_entropy(
+          np.bincount(found, minlength=len(valid)) if found else []))
     if all("implicit_reward" in s for s in samples):
       length = np.asarray([max(int(s.get("num_tokens", 1)), 1) for s in samples], np.float64)
       reward = np.asarray([s["implicit_reward"] for s in samples], np.float64)
@@ -99,7 +112,7 @@ def _finite(x: float) -> Optional[float]:
 
 def collect_inputs(out_dir: str) -> list[Row]:
   """``inputs.csv`` rows of every run under `out_dir` (module docstring)."""
-  rows = []
+  rows, references = [], {}
   for manifest in results.manifests(out_dir):
     for entry in manifest["runs"]:
       path = sweeps.eval_summary_path(entry["run_dir"])
@@ -107,12 +120,21 @@ def collect_inputs(out_dir: str) -> list[Row]:
       summaries = evaluation.get("diversity_sweep") or [evaluation.get("diversity") or {}]
       ident = {"sweep": entry["sweep"], "point": entry["point"],
                "method": entry["columns"].get("method", ""), "seed": entry["seed"]}
+      key = (evaluation.get("task"), evaluation.get("split"))
+      if key not in references and all(key):
+        references[key] = arithmetic.reference_for(*key)
+      reference = references.get(key)
+      solutions = None
+      if reference is not None:
+        solutions = lambda question, r=reference: (  # noqa: E731
+            r.records[question].solutions if question in r.records else None)
       for summary in summaries:
         if not summary.get("setting"):
           continue
         records = results._read_jsonl(os.path.join(  # pylint: disable=protected-access
             os.path.dirname(path), f"{summary['setting']}.jsonl"))
-        rows += input_rows(ident, float(summary["decoding"]["temperature"]), records)
+        rows += input_rows(ident, float(summary["decoding"]["temperature"]), records,
+                           solutions)
   return rows
 
 

@@ -127,3 +127,19 @@ def test_known_distribution_sweeps_read_their_exact_numbers():
   assert found[0]["verdict"] == stats.NOT_REPRODUCED  # equal forward KL: [0, 0]
   assert found[1]["estimate"] == pytest.approx(0.21)  # reward 0.51 vs log pi 0.3
   assert found[1]["verdict"] == stats.REPRODUCED
+
+
+def test_input_rows_count_arithmetic_solution_orders():
+  ident = {"sweep": "a", "point": "mle", "method": "mle", "seed": 0}
+  valid = ["x = 1 + 2 #### 3", "x = 2 + 1 #### 3"]  # a question's two solution orders
+  outputs = ["x = 1 + 2 #### 3", "x  = 2 + 1 #### 3", "x = 1 + 2 #### 3", "wrong"]
+  record = {"index": 0, "input": "q?", "samples": [
+      {"output": o, "scores": {"correct": 100.0}} for o in outputs]}
+  (row,) = protocol.input_rows(ident, 1.0, [record], lambda q: valid if q == "q?" else None)
+  assert row["valid_orders"] == 2
+  # Orders [0, 1, 0] of the valid samples: plug-in entropy of (2/3, 1/3).
+  p = np.array([2 / 3, 1 / 3])
+  assert row["order_entropy"] == pytest.approx(-np.sum(p * np.log(p)))
+  (other,) = protocol.input_rows(ident, 1.0, [{**record, "input": "unknown"}],
+                                 lambda q: valid if q == "q?" else None)
+  assert "valid_orders" not in other
