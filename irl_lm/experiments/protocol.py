@@ -345,7 +345,8 @@ def findings(rows: Sequence[Mapping[str, Any]], examples: Sequence[Mapping[str, 
              overfitting_metric: str = "eval_validation/nll_neg", confidence: float = 0.95,
              num_resamples: int = stats.NUM_RESAMPLES) -> list[Row]:
   """Every comparison of the five findings (`FINDING_COLUMNS`), each finding's intervals at
-  `confidence` Bonferroni-adjusted over its comparisons.
+  `confidence` Bonferroni-adjusted over its comparisons (with `num_resamples` replicates, more
+  where the adjusted tails need them).
 
   `overfitting_metric`: the curve finding 3 reads (higher better); the default is the negated
   teacher-forced validation NLL (`negate_nll`), which every task logs.
@@ -366,7 +367,9 @@ def findings(rows: Sequence[Mapping[str, Any]], examples: Sequence[Mapping[str, 
     if not count:
       continue
     level = 1 - (1 - confidence) / count
-    out += build(confidence=level, num_resamples=num_resamples)
+    # At least 20 replicates beyond each end of the adjusted interval.
+    resamples = max(num_resamples, math.ceil(20 / ((1 - level) / 2)))
+    out += build(confidence=level, num_resamples=resamples)
   return out
 
 
