@@ -10,8 +10,8 @@ sample makes Self-BLEU look diverse), and the within-input Spearman correlations
 task score of the summed implicit reward (``rho_reward``), log π (``rho_logprob``) and
 length-normalised log π (``rho_logprob_norm``). On the built-in arithmetic task also the
 exact solution-order diversity: ``valid_orders`` (distinct valid solution orders among the K
-samples) and ``order_entropy`` (nats, plug-in, over the valid samples' orders;
-`irl_lm.evaluation.arithmetic`).
+samples) and ``order_entropy`` (nats, plug-in, over the valid samples' orders, blank without
+a valid sample; `irl_lm.evaluation.arithmetic`).
 
 `findings(rows, examples, curves, inputs)` compares every IQLearn point (offline and, for
 findings 1, 2 and 4, online) with its baseline,
@@ -94,7 +94,7 @@ def input_rows(ident: Mapping[str, Any], temperature: float,
       orders = [arithmetic.solution_order(o, valid) for o in outputs]
       found = [o for o in orders if o is not None]
       row.update(valid_orders=len(set(found)), order_entropy=arithmetic.plugin_entropy(
-          np.bincount(found, minlength=len(valid)) if found else []))
+          np.bincount(found, minlength=len(valid))) if found else None)
     if all("implicit_reward" in s for s in samples):
       length = np.asarray([max(int(s.get("num_tokens", 1)), 1) for s in samples], np.float64)
       reward = np.asarray([s["implicit_reward"] for s in samples], np.float64)

@@ -143,3 +143,6 @@ def test_input_rows_count_arithmetic_solution_orders():
   (other,) = protocol.input_rows(ident, 1.0, [{**record, "input": "unknown"}],
                                  lambda q: valid if q == "q?" else None)
   assert "valid_orders" not in other
+  (none_valid,) = protocol.input_rows(ident, 1.0, [{**record, "samples": record["samples"][3:]}],
+                                      lambda q: valid)
+  assert none_valid["valid_orders"] == 0 and none_valid["order_entropy"] is None
