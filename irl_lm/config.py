@@ -26,11 +26,13 @@ from irl_lm.jobs import train as train_job
 from irl_lm.models import decoder_only, lora, t5
 from irl_lm.training import objectives, optimizers
 
-# The shipped gin files: the checkout's gin/ (a source tree or an editable install), else the
-# copy setup.py installs as the package `irl_lm.gin_files` (a non-editable install).
+# The shipped gin files: the copy setup.py installs inside the package as `irl_lm.gin_files`
+# (a non-editable install), else the source tree's gin/ beside the package (a checkout or an
+# editable install). The installed copy comes first: in an installed environment the directory
+# beside the package is site-packages, whose `gin/` is the gin-config library itself.
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(irl_lm.__file__))
-GIN_DIRS = (os.path.join(os.path.dirname(_PACKAGE_DIR), "gin"),
-            os.path.join(_PACKAGE_DIR, "gin_files"))
+GIN_DIRS = (os.path.join(_PACKAGE_DIR, "gin_files"),
+            os.path.join(os.path.dirname(_PACKAGE_DIR), "gin"))
 GIN_DIR = next((d for d in GIN_DIRS if os.path.isdir(d)), GIN_DIRS[0])
 
 _INCLUDE = re.compile(r"^\s*include\s+(['\"])(.+?)\1", re.M)

@@ -1,4 +1,5 @@
-r"""Reproduces the paper's findings at CPU scale, in one command, with a verdict per finding.
+r"""Reproduces the paper's findings at CPU scale, in one command, with a verdict per finding
+(docs/reproduction.md#the-cpu-protocol).
 
   python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # estimated ~30 min on 2 cores
   python -m irl_lm.reproduce --full [--out_dir=results/full]    # estimated several hours
@@ -175,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   which = parser.add_mutually_exclusive_group(required=True)
   which.add_argument("--quick", action="store_true",
                      help="the protocol's quick sweeps (estimated ~30 min on 2 cores; the "
-                          "pod sweeps are gin/experiments/*_{base,large,xl}.gin)")
+                          "pod sweeps are gin/experiments/{xsum,gsm8k}.gin)")
   which.add_argument("--full", action="store_true",
                      help="the protocol's full sweeps (5 seeds; several hours on 2 cores)")
   which.add_argument("--docstring", action="store_true",

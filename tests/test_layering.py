@@ -1,6 +1,6 @@
 """The package's shape: layers import only downward, files stay small, token ids live once.
 
-Layers (docs/INTERFACES.md): ops, errors <- models, data, partitioning, host_allocator <- losses, checkpoints <- decoding <-
+Layers (docs/INTERFACES.md): cpu <- ops, errors <- models, data, partitioning <- losses, checkpoints <- decoding <-
 training, evaluation <- jobs <- runner <- config <- main, convert. A module may import its own
 unit and units of a lower rank, never one of the same rank (training and evaluation stay
 independent) or above. Every import counts, also those inside functions.
@@ -14,8 +14,9 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "irl_lm"
 
 RANKS = {
+    "cpu": -2,
     "ops": -1, "errors": -1,
-    "models": 0, "data": 0, "partitioning": 0, "host_allocator": 0,
+    "models": 0, "data": 0, "partitioning": 0,
     "losses": 1, "checkpoints": 1,
     "decoding": 2,
     "training": 3, "evaluation": 3,

@@ -281,8 +281,8 @@ def _epochs(one_pass: Any, seed: Optional[int], epoch: int, offset: int,
       current = upcoming.result()
 
 
-def _padded(tokens: np.ndarray, length: int) -> np.ndarray:
-  out = np.zeros([length], np.int32)
+def _padded(tokens: np.ndarray, length: int, pad: int = 0) -> np.ndarray:
+  out = np.full([length], pad, np.int32)
   out[:len(tokens)] = tokens
   return out
 
@@ -345,7 +345,9 @@ def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
     A list of dicts: ``index`` (int, the example's position in the split), ``inputs_text``
     and ``targets_text`` (str, the untokenised texts, inputs with any task prefix),
     ``input_tokens`` (np.int32 ``[L]``: the ``inputs`` tokens trimmed to L with EOS last,
-    then 0-padded) and ``target_tokens`` (np.int32 ``[T]``, likewise).
+    then padded with -1, an id outside every vocabulary: the models' prompt padding, since id 0
+    is a real token of some vocabularies) and ``target_tokens`` (np.int32 ``[T]``, likewise but
+    0-padded).
   """
   lengths = _check_feature_lengths(feature_lengths)
   ds = _split_dataset(task_name, split, lengths)
@@ -359,7 +361,7 @@ def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
       "index": int(ex["index"]),
       "inputs_text": ex["inputs_pretokenized"].decode("utf-8"),
       "targets_text": ex["targets_pretokenized"].decode("utf-8"),
-      "input_tokens": _padded(ex["inputs"], lengths["inputs"]),
+      "input_tokens": _padded(ex["inputs"], lengths["inputs"], pad=-1),
       "target_tokens": _padded(ex["targets"], lengths["targets"]),
   } for ex in ds.as_numpy_iterator()]
 

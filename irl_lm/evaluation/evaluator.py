@@ -7,7 +7,7 @@ the mesh's 'data' axis, the parameters laid out as in training) in the batched l
 'gsm8k': final-answer accuracy, 'translation': BLEU and chrF).
 
 With `statistics=True` every output is also teacher-forced once more for its summed implicit
-reward (DESIGN.md section 1.2), log-probability and policy entropy, and the summary gets the
+reward (docs/design.md#rewards), log-probability and policy entropy, and the summary gets the
 mean summed reward and its Spearman correlation with the per-example score.
 
 Every summary also shows the task's trivial baselines (`irl_lm.evaluation.baselines`, chosen
@@ -172,7 +172,7 @@ class Evaluator:
     decode_fn = self._decoder(config)
     tokens = predict.map_batches(lambda p, key: decode_fn(params, p, key), [prompts],
                                  batch_size=self.batch_size, seed=config.seed)
-    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id, self.model.pad_id))
+    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id))
              for row in tokens]
     return tokens, texts
 

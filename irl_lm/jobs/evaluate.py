@@ -17,12 +17,12 @@ GSM8k's calculator), the split is decoded and written to
 
 * ``<setting>.jsonl`` - one line per example: ``index``, ``input``, ``reference``, ``output``,
   ``scores`` (the task's per-example scores), ``implicit_reward`` (summed over the output's
-  tokens, DESIGN.md section 1.2), ``log_prob``, ``num_tokens``, ``mean_entropy``.
+  tokens, docs/design.md#rewards), ``log_prob``, ``num_tokens``, ``mean_entropy``.
 * ``<setting>_summary.json`` - the task scores (ROUGE-1/2/Lsum, GSM8k accuracy, or BLEU/chrF),
   distinct-1/2 of the outputs, the mean per-token policy entropy, the mean summed implicit reward
   and its Spearman correlation with the per-example task score.
 
-Diversity (DESIGN.md section 3): K samples per input at one temperature (default K = 4,
+Diversity (docs/design.md#diversity): K samples per input at one temperature (default K = 4,
 temperature 1.0) give Self-BLEU, distinct-1/2 over all samples, the mean entropy and the
 reward-score correlation over all K*N samples, in ``diversity_K<K>_t<temp>.jsonl`` and
 ``..._summary.json``. Each diversity number is written with the K, temperature and tokenisation

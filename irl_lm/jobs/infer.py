@@ -44,7 +44,7 @@ from irl_lm.decoding.config import DecodingConfig, make_decode_fn
 from irl_lm.evaluation import predict
 from irl_lm.evaluation import rewards as rewards_lib
 from irl_lm.jobs import common
-from irl_lm.models.base import EOS_ID
+from irl_lm.models.base import EOS_ID, PROMPT_PAD_ID
 
 INPUT_FIELDS = ("input", "inputs")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -136,9 +136,10 @@ def encode_inputs(texts: Sequence[str], vocabulary: Any, length: int, prefix: st
     eos_id: the model's end-of-sequence id.
 
   Returns:
-    (tokens int32 [N, L] with 0 padding, truncated bool [N]: True where tokens were cut).
+    (tokens int32 [N, L] right-padded with `PROMPT_PAD_ID`, truncated bool [N]: True where
+    tokens were cut).
   """
-  tokens = np.zeros((len(texts), length), np.int32)
+  tokens = np.full((len(texts), length), PROMPT_PAD_ID, np.int32)
   truncated = np.zeros((len(texts),), bool)
   for row, text in enumerate(texts):
     ids = list(vocabulary.encode(prefix + text))
@@ -268,7 +269,7 @@ def _decode_to_file(records: Sequence[dict[str, Any]], prompts: np.ndarray,
       start = index * batch_size
       for row in range(n):
         length = predict.emitted_length(tokens[row], model.eos_id)
-        ids = predict.output_ids(tokens[row], model.eos_id, model.pad_id)
+        ids = predict.output_ids(tokens[row], model.eos_id)
         result = {**records[start + row], "output": vocabulary.decode(ids), "tokens": ids,
                   "length": length, "log_prob": float(log_probs[row]),
                   "truncated": bool(truncated[start + row])}

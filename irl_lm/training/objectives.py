@@ -244,7 +244,7 @@ class IQLearnOnline(OnlineObjective):
 
   Each step, `ceil(online_mix * B)` of the batch's inputs (rounded up to a multiple of the
   mesh's data axis) get one completion sampled from the current policy; the loss is
-  `iqlearn.iqlearn_online_loss` with mixture weight `online_mix` (DESIGN.md 1.2).
+  `iqlearn.iqlearn_online_loss` with mixture weight `online_mix` (docs/design.md#objectives).
 
   Attributes:
     td_weight: λ, the χ² (TD) regularisation strength.

@@ -39,6 +39,35 @@ def test_duplicate_and_unknown_points_are_refused():
     sweeps.make_sweep("s", ["x.gin"], points=[{"name": "a"}], select=["b"])
 
 
+def test_every_point_runs_at_every_size_with_the_size_filled_in(tmp_path):
+  sweep = sweeps.make_sweep(
+      "s", ["a.gin", "models/t5_1_1_{size}.gin"], bindings=["x.init = '/ckpt/{size}/1'"],
+      points=[{"name": "mle", "method": "mle", "bindings": ["x.size = '{size}'"],
+               "evaluate_bindings": ["y.z = '{size}'"]}],
+      grids=[{"method": "iqlearn", "parameter": "IQLearn.td_weight", "column": "td_weight",
+              "values": [0.1]}],
+      sizes=["base", "xl"], select=["xl/mle", "base/iqlearn_td_weight0.1"])
+  runs = sweeps.expand(sweep, str(tmp_path))
+  assert [(r.point, r.columns) for r in runs] == [
+      ("base/iqlearn_td_weight0.1", {"method": "iqlearn", "td_weight": 0.1, "size": "base"}),
+      ("xl/mle", {"method": "mle", "size": "xl"})]
+  base, xl = runs
+  assert base.run_dir == str(tmp_path / "s" / "base" / "iqlearn_td_weight0.1" / "seed0")
+  assert base.gin_files == ("a.gin", "models/t5_1_1_base.gin")
+  assert base.train_bindings == ("x.init = '/ckpt/base/1'", "IQLearn.td_weight = 0.1",
+                                 "train.seed = 0")
+  assert xl.gin_files == ("a.gin", "models/t5_1_1_xl.gin")
+  assert xl.train_bindings == ("x.init = '/ckpt/xl/1'", "x.size = 'xl'", "train.seed = 0")
+  assert xl.evaluate_bindings == ("y.z = 'xl'",)
+
+
+def test_a_size_placeholder_without_sizes_is_refused():
+  with pytest.raises(ValueError, match=r"uses \{size\} but sets no sizes"):
+    sweeps.make_sweep("s", ["models/t5_1_1_{size}.gin"], points=[{"name": "a"}])
+  with pytest.raises(ValueError, match="sets no sizes"):
+    sweeps.make_sweep("s", ["a.gin"], points=[{"name": "a", "bindings": ["x = '{size}'"]}])
+
+
 def _ok(argv):
   return subprocess.CompletedProcess(argv, 0, stdout="", stderr="")
 

@@ -1,6 +1,6 @@
-"""The README's decoder-only recipe end to end: a Hugging Face Qwen2 checkpoint (random, tiny, with
-its own tokenizer.json) fine-tuned with IQLearn on a JSONL file by `gin/iqlearn_decoder_finetune.gin`,
-then used for inference."""
+"""The decoder-only recipe (README, docs/guide.md) end to end: a Hugging Face Qwen2 checkpoint
+(random, tiny, with its own tokenizer.json) fine-tuned with IQLearn on a JSONL file by
+`gin/iqlearn_decoder_finetune.gin`, then used for inference."""
 
 import json
 import os
@@ -93,7 +93,7 @@ def test_finetune_an_imported_qwen2_on_jsonl_then_infer(tmp_path):
 
   inputs = tmp_path / "prompts.jsonl"
   inputs.write_text(json.dumps({"input": "Question: what is 2 plus 2?\nAnswer:"}) + "\n")
-  # As the README's third command: the checkpoint and run directory, no data settings.
+  # As the recipe's inference command: the checkpoint and run directory, no data settings.
   out = _main("--gin_file=gin/iqlearn_decoder_finetune.gin", f"--gin_bindings=CHECKPOINT = '{ckpt}'",
               f"--gin_bindings=run.run_dir = '{run_dir}'", "--gin_bindings=run.mode = 'infer'",
               f"--gin_bindings=infer.input_file = '{inputs}'")
