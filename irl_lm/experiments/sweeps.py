@@ -203,14 +203,20 @@ def load_sweep(path: str, bindings: Sequence[str] = ()) -> Sweep:
 
 def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> list[Run]:
   """Every (point, seed) of `sweep` as a `Run`, point-major, under ``out_dir/<sweep>/``;
-  `extra_bindings` go last into every run's training bindings (e.g. a local override)."""
+  `extra_bindings` go last into every run's training bindings (e.g. a local override). In a
+  point's bindings ``{sweep_dir}`` becomes ``out_dir/<sweep>`` and ``{seed}`` the run's seed
+  (e.g. GAIL from the MLE run of the same seed: ``train.init_from =
+  '{sweep_dir}/mle/seed{seed}'``; an earlier point of the sweep runs first)."""
   runs = []
+  sweep_dir = os.path.join(out_dir, sweep.name)
   for point in sweep.points:
     for seed in sweep.seeds:
-      run_dir = os.path.join(out_dir, sweep.name, point.name, f"seed{seed}")
+      run_dir = os.path.join(sweep_dir, point.name, f"seed{seed}")
       size = point.columns.get("size")
-      train = _fill_size((*sweep.bindings, *point.bindings, f"TrainSettings.seed = {seed}",
-                          *sweep.overrides, *extra_bindings), size)
+      own = (b.replace("{sweep_dir}", sweep_dir).replace("{seed}", str(seed))
+             for b in point.bindings)
+      train = _fill_size((*sweep.bindings, *own, f"TrainSettings.seed = {seed}", *sweep.overrides,
+                          *extra_bindings), size)
       evaluation = None
       if point.evaluate:
         evaluation = _fill_size((*(point.evaluate_bindings if point.evaluate_bindings is not None
@@ -282,14 +288,17 @@ def train_summary_path(run_dir: str) -> str:
 
 
 def eval_summary_path(run_dir: str) -> Optional[str]:
-  """The evaluate-mode summary of the run's final step, or None if there is none."""
+  """The evaluate-mode summary of the run's final step, else of a selected checkpoint
+  (``eval/*_best_<metric>_step<k>``, `evaluate.select_by`), or None if there is none."""
   try:
     with open(train_summary_path(run_dir)) as f:
       step = json.load(f)["final_step"]
   except (OSError, ValueError, KeyError):
     return None
   matches = sorted(glob.glob(os.path.join(run_dir, "eval", f"*_step{step}", "summary.json")))
-  return matches[0] if matches else None
+  matches = [m for m in matches if "_best_" not in os.path.basename(os.path.dirname(m))]
+  selected = sorted(glob.glob(os.path.join(run_dir, "eval", "*_best_*_step*", "summary.json")))
+  return (matches or selected or [None])[0]
 
 
 def is_finished(run: Run) -> bool:

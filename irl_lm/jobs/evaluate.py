@@ -27,7 +27,16 @@ Diversity (docs/design.md#diversity): K samples per input at one temperature (de
 temperature 1.0) give Self-BLEU, distinct-1/2 over all samples, the mean entropy and the
 reward-score correlation over all K*N samples, in ``diversity_K<K>_t<temp>.jsonl`` and
 ``..._summary.json``. Each diversity number is written with the K, temperature and tokenisation
-it was measured with. ``summary.json`` collects every summary.
+it was measured with. ``evaluate.diversity_temperatures`` adds the same K samples at each of
+several temperatures (a temperature frontier of diversity against sample quality), listed
+under ``diversity_sweep``. ``summary.json`` collects every summary.
+
+Checkpoint selection: ``evaluate.select_by = 'nll'`` restores, of the run's checkpoints, the
+one with the lowest teacher-forced validation NLL that the train job logged
+(``eval_<EvalSettings.split>/nll`` in ``metrics.jsonl``, every ``EvalSettings.every`` steps; keep
+them with ``CheckpointSettings.every = EvalSettings.every`` and ``CheckpointSettings.keep = None``)
+and writes to ``<task>_<split>_best_nll_step<step>/``, its summary naming the selection
+(``checkpoint_selection``: metric, value, candidates, final step).
 
 On the built-in arithmetic task every summary also has an ``arithmetic`` entry
 (:mod:`irl_lm.evaluation.arithmetic`): for each setting the accuracy with its binomial standard
@@ -39,6 +48,7 @@ and of log pi for correct vs incorrect samples.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -48,7 +58,9 @@ from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.evaluation.evaluator import Evaluator
+from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.jobs import common
+from irl_lm.training import validation
 from irl_lm.training.settings import RunSettings
 
 DecodingSetting = Union[str, DecodingConfig]
@@ -102,6 +114,10 @@ class EvaluateSettings:
     checkpoint_step: restore this step instead of the newest.
     output_dir: where files go (default ``<run_dir>/eval/<task>_<split>_step<step>``).
     seed: sampling seed.
+    diversity_temperatures: also K samples at each of these temperatures (``diversity_sweep``).
+    select_by: 'nll' (or another teacher-forced validation metric the train job logged):
+      restore the checkpoint with its lowest value (module docstring); None: the newest (or
+      `checkpoint_step`).
   """
   split: Optional[str] = None
   num_examples: Optional[int] = None
@@ -118,6 +134,8 @@ class EvaluateSettings:
   checkpoint_step: Optional[int] = None
   output_dir: Optional[str] = None
   seed: int = 0
+  diversity_temperatures: Sequence[float] = ()
+  select_by: Optional[str] = None
 
 
 def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> dict[str, Any]:
@@ -131,12 +149,14 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
 
   Returns:
     ``{'output_dir', 'checkpoint_step', 'task', 'split', 'num_examples', 'settings':
-    {name: summary}, 'diversity': summary or None}`` (also written as ``summary.json``).
+    {name: summary}, 'diversity': summary or None, 'diversity_sweep': [summary, ...],
+    'checkpoint_selection': {...} or None}`` (also written as ``summary.json``).
 
   Raises:
     checkpoints.CheckpointError: no (matching) checkpoint in the run directory.
     errors.SettingError: the configuration lacks the trained model's settings.
-    common.JobError: nothing to evaluate.
+    common.JobError: nothing to evaluate, or `select_by` finds no checkpointed step with a
+      logged value.
     ValueError: unknown setting names, metric family or reward score.
   """
   run = training.require()
@@ -147,6 +167,12 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
                           "evaluate.diversity_samples >= 2.")
   common.require_checkpoint(run_dir, "evaluate")
   task_name, lengths = run.task, dict(run.feature_lengths)
+  checkpoint_step, selection = options.checkpoint_step, None
+  if options.select_by is not None:
+    if checkpoint_step is not None:
+      raise common.JobError("give evaluate.checkpoint_step or evaluate.select_by, not both.")
+    selection = select_checkpoint(run_dir, split=run.evaluation.split, metric=options.select_by)
+    checkpoint_step = selection["step"]
   split = options.split or run.evaluation.split
   gamma = options.gamma
   if gamma is None:
@@ -158,7 +184,7 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
   k = diversity_samples if diversity_samples >= 2 else 1
   restored = common.restore_run(run_dir, run, rows=len(examples) * k,
                                 batch_size=options.batch_size,
-                                checkpoint_step=options.checkpoint_step, mode="evaluate")
+                                checkpoint_step=checkpoint_step, mode="evaluate")
   evaluator = Evaluator(restored.model, task=task_name, split=split, feature_lengths=lengths,
                         batch_size=restored.batch_size, partitioner=restored.partitioner,
                         param_shardings=restored.param_shardings, examples=examples,
@@ -166,14 +192,15 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
                             metric=options.metric, gamma=gamma,
                             reward_score=options.reward_score, tokenize=options.tokenize))
   step = restored.step
+  selected = f"_best_{options.select_by}" if selection else ""
   output_dir = options.output_dir or os.path.join(run_dir, "eval",
-                                                  f"{task_name}_{split}_step{step}")
+                                                  f"{task_name}_{split}{selected}_step{step}")
   writer = common.is_writer()
   if writer:
     os.makedirs(output_dir, exist_ok=True)
   context = {"task": task_name, "split": split, "num_examples": evaluator.num_examples,
              "checkpoint_step": step, "run_dir": os.path.abspath(run_dir),
-             "metric": evaluator.metric}
+             "metric": evaluator.metric, "checkpoint_selection": selection}
 
   def write(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
     if writer:
@@ -188,20 +215,63 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
     summaries[summary["setting"]] = summary
     logging.info("evaluate %s: %s", summary["setting"], evaluator_lib.describe(summary))
 
-  diversity = None
+  diversity, sweep = None, []
   if diversity_samples >= 2:
-    diversity, records = evaluator.diversity(restored.params, samples_per_input=k,
-                                             temperature=options.diversity_temperature,
-                                             seed=seed)
-    diversity.update(context)
-    write(diversity["setting"], diversity, records)
+    first, temperatures = options.diversity_temperature, options.diversity_temperatures
+    for i, temperature in enumerate([first, *(
+        t for t in temperatures if float(t) != float(first))]):
+      summary, records = evaluator.diversity(restored.params, samples_per_input=k,
+                                             temperature=float(temperature), seed=seed)
+      summary.update(context)
+      write(summary["setting"], summary, records)
+      diversity = diversity or summary
+      if i > 0 or first in temperatures:
+        sweep.append(summary)
+  elif options.diversity_temperatures:
+    raise common.JobError("evaluate.diversity_temperatures needs evaluate.diversity_samples "
+                          ">= 2 (the K samples per input at each temperature).")
+  sweep.sort(key=lambda summary: summary["decoding"]["temperature"])
   result = {"output_dir": os.path.abspath(output_dir), **context, "settings": summaries,
-            "diversity": diversity,
+            "diversity": diversity, "diversity_sweep": sweep,
             "example_indices": [int(ex["index"]) for ex in evaluator.examples]}
   if writer:
     common.write_json(os.path.join(output_dir, "summary.json"), result)
     _print_table(result)
   return result
+
+
+def select_checkpoint(run_dir: str, *, split: str, metric: str = "nll") -> dict[str, Any]:
+  """The run's checkpoint with the lowest logged ``eval_<split>/<metric>``
+  (`validation.select_step` over ``metrics.jsonl`` and the checkpoints on disk).
+
+  Returns:
+    {'metric': 'eval_<split>/<metric>', 'step', 'value', 'candidates' (checkpointed steps with
+    a value), 'final_step' (the newest checkpoint)}.
+
+  Raises:
+    common.JobError: no checkpointed step has a logged value.
+  """
+  checkpointer = checkpoints_lib.Checkpointer(os.path.join(run_dir, "checkpoints"),
+                                              async_save=False, read_only=True)
+  try:
+    steps = checkpointer.all_steps()
+  finally:
+    checkpointer.close()
+  records = []
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if os.path.isfile(path):
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  key = f"eval_{split}/{metric}"
+  chosen = validation.select_step(records, steps, split=split, metric=metric)
+  if chosen is None:
+    raise common.JobError(
+        f"evaluate.select_by = '{metric}' finds no checkpoint of {run_dir} with {key} in "
+        "metrics.jsonl: train with EvalSettings.every = CheckpointSettings.every and "
+        "CheckpointSettings.keep = None (every evaluated step kept), or drop evaluate.select_by.")
+  candidates = sum(1 for r in records if key in r and int(r["step"]) in set(steps))
+  return {"metric": key, "step": chosen[0], "value": chosen[1], "candidates": candidates,
+          "final_step": max(steps)}
 
 
 def _print_table(result: Mapping[str, Any]) -> None:

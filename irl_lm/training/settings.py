@@ -277,6 +277,6 @@ class RunSettings:
           "TrainSettings.batch_size.")
     if evaluation.every and evaluation.every >= training.num_train_steps:
       logging.warning("EvalSettings.every = %d is not below TrainSettings.num_train_steps = %d: "
-                      "only the final evaluation runs.", evaluation.every,
+                      "only the step-0 and final evaluations run.", evaluation.every,
                       training.num_train_steps)
     return self

@@ -223,10 +223,10 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   """Runs `train_step` on `batches` (global, sharded over 'data': see `global_batches`) from
   `state.step` up to `settings.num_train_steps`.
 
-  Every `settings.log_every` steps the metrics since the last record are averaged, written to
-  `log` and printed as a progress line; checkpoints follow `checkpointer.should_save`;
-  `evaluate(step, state)` runs every `eval_every` steps (0: never here). The final state is
-  always saved.
+  Every `settings.log_every` steps the metrics since the last record are averaged, written to `log` and
+  printed as a progress line; checkpoints follow `checkpointer.should_save`; `evaluate(step,
+  state)` runs every `eval_every` steps (0: never here), and at step 0 of a run that starts
+  there (the first point of every validation curve). The final state is always saved.
 
   Stops early (see `stopping`):
   - on SIGTERM / SIGINT (`handle_signals`): after the current step, which is logged and saved
@@ -252,6 +252,8 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   start_step = int(state.step)
   saved = [start_step] if start_step in checkpointer.all_steps() else []
   window = _Window(on_nonfinite, lambda: saved[-1] if saved else None, checkpointer.directory)
+  if evaluate is not None and eval_every > 0 and start_step == 0 < num_train_steps:
+    evaluate(0, state)
   train_start = time.time()
   window_start, window_step = train_start, start_step
 

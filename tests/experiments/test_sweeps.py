@@ -140,3 +140,28 @@ def test_the_cli_writes_results_and_figures_unless_told_not_to():
   assert args.results and args.figures
   args = experiments_cli.parse_args(["--sweep=x.gin", "--no-results", "--no-figures"])
   assert not args.results and not args.figures
+
+
+def test_eval_summary_path_prefers_the_final_step_then_a_selected_checkpoint(tmp_path):
+  run_dir = str(tmp_path)
+  assert sweeps.eval_summary_path(run_dir) is None
+  with open(sweeps.train_summary_path(run_dir), "w") as f:
+    json.dump({"final_step": 300}, f)
+  selected = tmp_path / "eval" / "task_test_best_nll_step100"
+  selected.mkdir(parents=True)
+  (selected / "summary.json").write_text("{}")
+  assert sweeps.eval_summary_path(run_dir) == str(selected / "summary.json")
+  final = tmp_path / "eval" / "task_validation_step300"
+  final.mkdir()
+  (final / "summary.json").write_text("{}")
+  assert sweeps.eval_summary_path(run_dir) == str(final / "summary.json")
+
+
+def test_point_bindings_name_the_sweep_folder_and_seed(tmp_path):
+  sweep = sweeps.make_sweep("s", ["a.gin"], seeds=[0, 3], points=[
+      {"name": "mle", "bindings": []},
+      {"name": "gail", "bindings": ["train.init_from = '{sweep_dir}/mle/seed{seed}'",
+                                    "train.task = @{data_root}"]}])
+  runs = sweeps.expand(sweep, str(tmp_path))
+  assert runs[3].train_bindings[:2] == (f"train.init_from = '{tmp_path}/s/mle/seed3'",
+                                        "train.task = @{data_root}")

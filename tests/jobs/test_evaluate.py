@@ -233,3 +233,30 @@ def test_no_checkpoint_error(tmp_path):
     evaluate_job.evaluate(str(tmp_path / "never_trained"), EvaluateSettings(num_examples=2),
                           settings)
   assert not (tmp_path / "never_trained").exists()
+
+
+def test_select_by_nll_and_diversity_temperatures(evaluated, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  _, run_dir, settings = evaluated
+  copy = str(tmp_path / "run")
+  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))
+  with pytest.raises(common.JobError, match="no checkpoint of .* with eval_test/nll"):
+    evaluate_job.evaluate(copy, settings=["greedy"], select_by="nll", training=settings)
+  with open(os.path.join(copy, "metrics.jsonl"), "a") as f:  # as EvalSettings.every logs them
+    f.write(json.dumps({"step": STEPS // 2, "eval_test/nll": 0.5}) + "\n")  # no checkpoint
+    f.write(json.dumps({"step": STEPS, "eval_test/nll": 0.9}) + "\n")
+  with pytest.raises(common.JobError, match="not both"):
+    evaluate_job.evaluate(copy, select_by="nll", checkpoint_step=STEPS, training=settings)
+  result = evaluate_job.evaluate(copy, settings=["greedy"], select_by="nll",
+                                 diversity_samples=2, diversity_temperatures=[0.5, 1.0],
+                                 training=settings)
+  assert result["checkpoint_selection"] == {"metric": "eval_test/nll", "step": STEPS,
+                                            "value": 0.9, "candidates": 1, "final_step": STEPS}
+  assert result["output_dir"] == os.path.join(copy, "eval", f"{TASK}_test_best_nll_step{STEPS}")
+  assert [s["setting"] for s in result["diversity_sweep"]] == ["diversity_K2_t0.5",
+                                                               "diversity_K2_t1"]
+  assert result["diversity"]["setting"] == "diversity_K2_t1"  # evaluate.diversity_temperature
+  for summary in result["diversity_sweep"]:
+    records = _read_jsonl(os.path.join(result["output_dir"], f"{summary['setting']}.jsonl"))
+    groups = [[s["output"] for s in r["samples"]] for r in records]
+    assert summary["self_bleu"]["value"] == pytest.approx(metrics.self_bleu(groups))

@@ -168,7 +168,7 @@ def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
   summary = _train_tiny_t5(tmp_path, objectives.MLE(), examples=8, diversity_examples=2)
   with open(tmp_path / "metrics.jsonl") as f:
     evals = [r for r in map(json.loads, f) if "eval_validation/rouge1" in r]
-  assert [r["step"] for r in evals] == [2, 4]
+  assert [r["step"] for r in evals] == [0, 2, 4]  # from the start of training
   for record in evals:
     assert 0.0 <= record["eval_validation/rouge1"] <= 100.0
     assert 0.0 <= record["eval_validation/self_bleu"] <= 100.0
@@ -189,16 +189,17 @@ def test_validation_loss_every_eval_decoding_only_at_the_end(tmp_path):
                            decode_every=0)
   with open(tmp_path / "metrics.jsonl") as f:
     evals = [r for r in map(json.loads, f) if "eval_validation/nll" in r]
-  assert [r["step"] for r in evals] == [2, 4]
-  assert "eval_validation/rouge1" not in evals[0]
+  assert [r["step"] for r in evals] == [0, 2, 4]
+  assert "eval_validation/rouge1" not in evals[0] and "eval_validation/rouge1" not in evals[1]
   for key in ("rouge1", "baseline_rouge1", "margin", "repeated_3gram_rate"):
-    assert f"eval_validation/{key}" in evals[1]
-  last = evals[1]
+    assert f"eval_validation/{key}" in evals[2]
+  last = evals[2]
   assert last["eval_validation/margin"] == pytest.approx(
       last["eval_validation/rouge1"] - last["eval_validation/baseline_rouge1"])
   assert last["eval_validation/loss"] == pytest.approx(
       last["eval_validation/nll"] + 0.5 * last["eval_validation/td_loss"], rel=1e-4)
-  assert evals[1]["eval_validation/nll"] < evals[0]["eval_validation/nll"]
+  assert evals[2]["eval_validation/nll"] < evals[1]["eval_validation/nll"] < evals[0][
+      "eval_validation/nll"]
   with open(tmp_path / "eval_validation_greedy_summary.json") as f:
     final = json.load(f)
   assert set(final["baselines"]) == {"constant", "name_template"}

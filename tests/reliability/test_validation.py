@@ -97,8 +97,8 @@ def test_eval_every_that_cannot_run_is_a_warning(caplog):
   _settings(evaluation={"every": 60}).validate()
   _settings(evaluation={"examples": 0, "every": 20}).validate()
   assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-      "EvalSettings.every = 60 is not below TrainSettings.num_train_steps = 60: only the final "
-      "evaluation runs.",
+      "EvalSettings.every = 60 is not below TrainSettings.num_train_steps = 60: only the step-0 "
+      "and final evaluations run.",
       "EvalSettings.every = 20 does nothing: EvalSettings.examples = 0 turns evaluation off."]
 
 
