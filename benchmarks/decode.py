@@ -1,7 +1,7 @@
 r"""Decoding benchmark: cached sampling vs. one IQLearn train step vs. decoding without a cache.
 
-  python benchmarks/decode.py                     # small and tiny shapes, float32 on CPU
-  python benchmarks/decode.py --sizes=tiny --repeats=5
+  python -m benchmarks decode                     # small and tiny shapes, float32 on CPU
+  python -m benchmarks decode --sizes=tiny --repeats=5
 
 For each case (same batch shape for all three measurements):
 * sample: `decoding.temperature_sample` (temperature 1, no top-k/top-p), jitted, exactly
@@ -35,13 +35,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
 
-import common  # noqa: E402
-
-from irl_lm import decoding, ops  # noqa: E402
-from irl_lm.models import layers  # noqa: E402
-from irl_lm.training import objectives  # noqa: E402
+from irl_lm import decoding, ops
+from irl_lm.models import layers
+from irl_lm.training import objectives
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:

@@ -1,7 +1,7 @@
 r"""Decoder-only step time by method (ratios to MLE) and sampling speed, next to T5 at the same shapes.
 
-  python benchmarks/decoder_only.py                       # the tiny CPU default's shapes
-  python benchmarks/decoder_only.py --rounds=10 --prompt=512 --targets=128
+  python -m benchmarks decoder_only                       # the tiny CPU default's shapes
+  python -m benchmarks decoder_only --rounds=10 --prompt=512 --targets=128
 
 Shapes: gin/iqlearn_decoder_tiny.gin's (tiny decoder-only, batch 32, prompt 128, targets 32,
 vocabulary 4096) unless set; the T5 1.1 tiny at the same batch, inputs and targets is the
@@ -22,16 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
 
-import common  # noqa: E402
-
-from irl_lm import decoding  # noqa: E402
-from irl_lm.models import decoder_only  # noqa: E402
-from irl_lm.partitioning import Partitioner  # noqa: E402
-from irl_lm.training import objectives, optimizers  # noqa: E402
-from irl_lm.training import state as state_lib  # noqa: E402
-from irl_lm.training import step as step_lib  # noqa: E402
+from irl_lm import decoding
+from irl_lm.models import decoder_only
+from irl_lm.partitioning import Partitioner
+from irl_lm.training import objectives, optimizers
+from irl_lm.training import state as state_lib
+from irl_lm.training import step as step_lib
 
 METHODS = {"mle": objectives.MLE(), "iqlearn": objectives.IQLearn(td_weight=0.1),
            "iqlearn_online": objectives.IQLearnOnline(td_weight=0.1, online_mix=0.1)}

@@ -1,7 +1,7 @@
 r"""The host's memory allocator under a train step: glibc's malloc vs tcmalloc (vs jemalloc).
 
-  python benchmarks/host_allocator.py                          # T5 1.1 small, MLE
-  python benchmarks/host_allocator.py --cases=tiny --objectives=mle,iqlearn --passes=3
+  python -m benchmarks host_allocator                          # T5 1.1 small, MLE
+  python -m benchmarks host_allocator --cases=tiny --objectives=mle,iqlearn --passes=3
 
 An allocator is fixed when a process starts, so each runs in its own process (LD_PRELOAD):
 build the step (float32, AdamW), two steps to compile and warm up, then `--steps` timed steps,
@@ -26,9 +26,8 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from irl_lm import host_allocator  # noqa: E402
+from benchmarks import common
+from irl_lm.cpu import host_allocator
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
@@ -46,8 +45,6 @@ def allocators() -> dict[str, dict[str, str] | None]:
 
 
 def child(case_name: str, objective_name: str, steps: int) -> None:
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import common  # pylint: disable=g-import-not-at-top
   from irl_lm.training import objectives  # pylint: disable=g-import-not-at-top
   objective = {"mle": objectives.MLE, "iqlearn": objectives.IQLearn}[objective_name]()
   built = common.t5_train_step(common.CASES[case_name], objective, optimizer="adamw")
@@ -67,13 +64,11 @@ def child(case_name: str, objective_name: str, steps: int) -> None:
 
 
 def run_child(overrides: dict[str, str], case_name: str, objective: str, steps: int) -> dict:
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import common  # pylint: disable=g-import-not-at-top
   env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
   env.update(overrides)
   env[host_allocator.ENV] = "system"  # what this process preloads, nothing more
   return common.run_json_child(
-      __file__, ["--child", case_name, "--objectives", objective, "--steps", str(steps)], env)
+      "benchmarks.host_allocator", ["--child", case_name, "--objectives", objective, "--steps", str(steps)], env)
 
 
 def main(argv: list[str] | None = None) -> int:

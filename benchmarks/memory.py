@@ -1,8 +1,8 @@
 r"""Activation memory vs speed of rematerialisation (`remat_policy`) and gradient accumulation
-(`train.microbatches`), from one run.
+(`TrainSettings.microbatches`), from one run.
 
-  python benchmarks/memory.py                       # T5 1.1 small, the issue's shapes
-  python benchmarks/memory.py --cases=tiny --rounds=5
+  python -m benchmarks memory                       # T5 1.1 small (B 8, L 512, T 128)
+  python -m benchmarks memory --cases=tiny --rounds=5
 
 For each policy ('none', 'minimal', 'dots', 'full'; `irl_lm.models.layers.REMAT_POLICIES`): the
 compiled MLE + AdamW train step's memory as XLA accounts it (`memory_analysis()`: arguments, i.e.
@@ -18,12 +18,10 @@ import sys
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
 
-import common  # noqa: E402
-
-from irl_lm.models import layers  # noqa: E402
-from irl_lm.training import objectives  # noqa: E402
+from irl_lm.models import layers
+from irl_lm.training import objectives
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 r"""Where a train step's time goes: XLA's own per-operation trace of one step, summarised.
 
-  python benchmarks/op_profile.py                        # T5 1.1 small, MLE (the issue's shapes)
-  python benchmarks/op_profile.py --cases=tiny --objective=iqlearn --top=20
-  python benchmarks/op_profile.py --workload=sample     # one `temperature_sample` call instead
+  python -m benchmarks op_profile                        # T5 1.1 small, MLE (B 8, L 512, T 128)
+  python -m benchmarks op_profile --cases=tiny --objective=iqlearn --top=20
+  python -m benchmarks op_profile --workload=sample     # one `temperature_sample` call instead
 
 Traces one compiled MLE (or offline IQLearn) + AdamW step (float32) with `jax.profiler`, reads
 the XPlane it writes (TensorFlow's `xplane_pb2`, already installed with TensorFlow) and sums
@@ -31,12 +31,10 @@ import tempfile
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
 
-import common  # noqa: E402
-
-from irl_lm import decoding  # noqa: E402
-from irl_lm.training import objectives  # noqa: E402
+from irl_lm import decoding
+from irl_lm.training import objectives
 
 
 def _source_and_product(name: str, hlo_line: str) -> tuple[str, bool]:

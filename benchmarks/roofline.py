@@ -1,7 +1,7 @@
 r"""How close a train step and sampling come to this machine's limits, measured in one run.
 
-  python benchmarks/roofline.py                 # T5 1.1 small (the issue's shapes) and tiny
-  python benchmarks/roofline.py --cases=tiny --rounds=5
+  python -m benchmarks roofline                 # T5 1.1 small (B 8, L 512, T 128) and tiny
+  python -m benchmarks roofline --cases=tiny --rounds=5
 
 Train step (MLE, AdamW, float32, a synthetic batch as `common.CASES`):
 * model FLOPs counted analytically (`irl_lm.models.flops.train_flops`: matmuls only, 2 per
@@ -33,13 +33,11 @@ import sys
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
 
-import common  # noqa: E402
-
-from irl_lm import decoding  # noqa: E402
-from irl_lm.models import flops, t5  # noqa: E402
-from irl_lm.training import objectives  # noqa: E402
+from irl_lm import decoding
+from irl_lm.models import flops, t5
+from irl_lm.training import objectives
 
 
 def train_flops(cfg: t5.T5Config, batch: int, inputs: int, targets: int) -> float:

@@ -1,7 +1,7 @@
 r"""How train-step and sampling time grow with the work, against what the FLOP count predicts.
 
-  python benchmarks/scaling.py --out=benchmarks/scaling.png          # about 15 min on 2 cores
-  python benchmarks/scaling.py --quick --out=/tmp/scaling.png         # tiny sweeps, a minute
+  python -m benchmarks scaling --out=benchmarks/scaling.png          # about 15 min on 2 cores
+  python -m benchmarks scaling --quick --out=/tmp/scaling.png         # tiny sweeps, a minute
 
 Four sweeps from a base shape (T5 1.1 tiny, B=8, L=128, T=32, V=4096 unless --size): batch B,
 input length L, target length T, and model size (tiny -> small -> base at the base shape).
@@ -22,13 +22,11 @@ import sys
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
+from benchmarks import roofline
 
-import common  # noqa: E402
-import roofline  # noqa: E402
-
-from irl_lm import decoding  # noqa: E402
-from irl_lm.training import objectives  # noqa: E402
+from irl_lm import decoding
+from irl_lm.training import objectives
 
 
 def measure(case: common.Case, rounds: int) -> dict[str, float]:

@@ -1,8 +1,8 @@
 r"""Train-step time of every method, as ratios to MLE, on the same batch shape.
 
-  python benchmarks/step_time.py                          # tiny and small shapes
-  python benchmarks/step_time.py --cases=tiny --steps=20
-  python benchmarks/step_time.py --cases=small --small_steps=3
+  python -m benchmarks step_time                          # tiny and small shapes
+  python -m benchmarks step_time --cases=tiny --steps=20
+  python -m benchmarks step_time --cases=small --small_steps=3
 
 Methods (one `step.make_train_step` each, T5X's default optimiser Adafactor, state donated):
 * mle: `objectives.MLE()`;
@@ -39,14 +39,12 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from irl_lm.models import t5  # noqa: E402
-from irl_lm.training import objectives, optimizers  # noqa: E402
-from irl_lm.training import state as state_lib  # noqa: E402
-from irl_lm.training import step as step_lib  # noqa: E402
-from irl_lm.partitioning import Partitioner  # noqa: E402
-from common import CASES, Case, synthetic_batch  # noqa: E402  (benchmarks/common.py)
+from irl_lm.models import t5
+from irl_lm.training import objectives, optimizers
+from irl_lm.training import state as state_lib
+from irl_lm.training import step as step_lib
+from irl_lm.partitioning import Partitioner
+from benchmarks.common import CASES, Case, synthetic_batch
 
 
 def methods(names: list[str]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 r"""A small sweep run both ways: subprocesses per phase vs every run in one process.
 
-  python benchmarks/sweep_runner.py                       # 2 points x 2 seeds, 4 steps
-  python benchmarks/sweep_runner.py --seeds=3 --steps=8 --keep=/tmp/sweep_bench
+  python -m benchmarks sweep_runner                       # 2 points x 2 seeds, 4 steps
+  python -m benchmarks sweep_runner --seeds=3 --steps=8 --keep=/tmp/sweep_bench
 
 Each runner is one command, `python -m irl_lm.experiments --sweep=FILE --runner=R`, into its own
 temporary folder (the in-process runner with a fresh compilation cache there), so each time
@@ -24,9 +24,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from irl_lm.experiments import sweeps  # noqa: E402
+from irl_lm.experiments import sweeps
 
 SWEEP = """
 import irl_lm.experiments.sweeps
@@ -34,10 +32,11 @@ Sweep.name = 'bench'
 Sweep.gin_files = ['gin/iqlearn_tiny.gin']
 Sweep.seeds = {seeds}
 Sweep.bindings = [
-    "train.num_train_steps = {steps}", "train.batch_size = 8", "train.log_every = {log_every}",
-    "train.checkpoint_every = {steps}", "train.keep_checkpoints = 1",
-    "train.tensorboard = False", "make_schedule.warmup_steps = 0",
-    "train.eval_examples = {eval_examples}", "train.eval_batch_size = 8"]
+    "TrainSettings.num_train_steps = {steps}", "TrainSettings.batch_size = 8",
+    "TrainSettings.log_every = {log_every}",
+    "CheckpointSettings.every = {steps}", "CheckpointSettings.keep = 1",
+    "TrainSettings.tensorboard = False", "make_schedule.warmup_steps = 0",
+    "EvalSettings.examples = {eval_examples}", "EvalSettings.batch_size = 8"]
 Sweep.evaluate_bindings = [
     "evaluate.settings = ['greedy']", "evaluate.num_examples = {eval_examples}",
     "evaluate.diversity_samples = 2"]
@@ -102,7 +101,7 @@ def compare(out_dirs: dict[str, str], sweep_file: str) -> list[dict[str, object]
   return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--points", type=int, default=2)
   parser.add_argument("--seeds", type=int, default=2)
@@ -110,7 +109,7 @@ def main() -> int:
   parser.add_argument("--eval_examples", type=int, default=8)
   parser.add_argument("--keep", default=None, help="folder to keep the runs in (else a temp)")
   parser.add_argument("--json", default=None, help="also write the result here")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   folder = args.keep or tempfile.mkdtemp(prefix="sweep_runner_")
   os.makedirs(folder, exist_ok=True)
   sweep_file = write_sweep(folder, points=args.points, seeds=args.seeds, steps=args.steps,

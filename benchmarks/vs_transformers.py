@@ -1,10 +1,10 @@
 r"""irl_lm vs Hugging Face transformers (PyTorch) on the same CPU: train step, sampling, memory.
 
-  python benchmarks/vs_transformers.py                       # small (the issue's shapes) + tiny
-  python benchmarks/vs_transformers.py --cases=tiny --rounds=5 --sample_rounds=3
-  python benchmarks/vs_transformers.py --no_memory            # skip the peak-memory subprocesses
-  python benchmarks/vs_transformers.py --memory_only          # only them
-  python benchmarks/vs_transformers.py --remat=full --hf_gradient_checkpointing  # both recompute
+  python -m benchmarks vs_transformers                       # small (B 8, L 512, T 128) + tiny
+  python -m benchmarks vs_transformers --cases=tiny --rounds=5 --sample_rounds=3
+  python -m benchmarks vs_transformers --no_memory            # skip the peak-memory subprocesses
+  python -m benchmarks vs_transformers --memory_only          # only them
+  python -m benchmarks vs_transformers --remat=full --hf_gradient_checkpointing  # both recompute
 
 Needs the `hf` extra (torch, transformers); irl_lm never imports them.
 
@@ -46,13 +46,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
 
-import common  # noqa: E402
-
-from irl_lm import decoding  # noqa: E402
-from irl_lm import host_allocator  # noqa: E402
-from irl_lm.training import objectives  # noqa: E402
+from irl_lm import decoding
+from irl_lm.cpu import host_allocator
+from irl_lm.training import objectives
 
 LEARNING_RATE = 1e-3
 
@@ -162,8 +160,9 @@ def peak_memory(case_name: str, args: argparse.Namespace
   for workload in args.workloads.split(","):
     for system in ("irl_lm", "transformers"):
       proc = subprocess.run(
-          [sys.executable, os.path.abspath(__file__), f"--child={system}:{workload}",
-           f"--cases={case_name}", *flags], capture_output=True, text=True, check=False)
+          [sys.executable, "-m", "benchmarks.vs_transformers", f"--child={system}:{workload}",
+           f"--cases={case_name}", *flags], cwd=common.ROOT, capture_output=True, text=True,
+          check=False)
       lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
       if proc.returncode or not lines:
         raise RuntimeError(f"{system} {workload} failed:\n{proc.stderr[-2000:]}")
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--no_memory", action="store_true")
   parser.add_argument("--memory_only", action="store_true", help="only the peak-memory processes")
   parser.add_argument("--allocator", default="auto",
-                      help="auto | system | a library path (irl_lm/host_allocator.py)")
+                      help="auto | system | a library path (irl_lm/cpu/host_allocator.py)")
   parser.add_argument("--workloads", default="train,sample", help="of the memory processes")
   parser.add_argument("--remat", default="none", help="irl_lm's remat_policy")
   parser.add_argument("--hf_gradient_checkpointing", action="store_true",
@@ -202,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     child(*args.child.split(":"), args.cases, args)
     return 0
   env = host_allocator.preload_environment({**os.environ, host_allocator.ENV: args.allocator})
-  if env is not None and argv is None:  # choose the allocator before anything is allocated
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+  if env is not None:  # choose the allocator before anything is allocated
+    argv = sys.argv[1:] if argv is None else list(argv)
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks", "vs_transformers", *argv],
+              env)
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   print(f"jax {jax.__version__} ({jax.device_count()} x {jax.devices()[0].device_kind}), "

@@ -2,7 +2,8 @@
 
 Library code never imports gin; this module registers its classes and functions as gin
 "external configurables" under short names (e.g. `t5_1_1_config`, `IQLearn`, `Partitioner`,
-`train`), so gin files read like T5X's.
+`train` for the run's `RunSettings`, `TrainSettings`, `EvalSettings`, `CheckpointSettings`), so
+gin files read like T5X's.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from irl_lm.checkpoints import formats as checkpoint_formats
 from irl_lm.data import registry
 from irl_lm.decoding.config import DecodingConfig
 from irl_lm.jobs import check as check_job, evaluate as evaluate_job, infer as infer_job
-from irl_lm.jobs import train as train_job
 from irl_lm.models import decoder_only, lora, t5
-from irl_lm.training import objectives, optimizers
+from irl_lm.training import objectives, optimizers, settings
 
-# The shipped gin files: the checkout's gin/ (a source tree or an editable install), else the
-# copy setup.py installs as the package `irl_lm.gin_files` (a non-editable install).
+# The shipped gin files: the copy setup.py installs inside the package as `irl_lm.gin_files`
+# (a non-editable install), else the source tree's gin/ beside the package (a checkout or an
+# editable install). The installed copy comes first: in an installed environment the directory
+# beside the package is site-packages, whose `gin/` is the gin-config library itself.
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(irl_lm.__file__))
-GIN_DIRS = (os.path.join(os.path.dirname(_PACKAGE_DIR), "gin"),
-            os.path.join(_PACKAGE_DIR, "gin_files"))
+GIN_DIRS = (os.path.join(_PACKAGE_DIR, "gin_files"),
+            os.path.join(os.path.dirname(_PACKAGE_DIR), "gin"))
 GIN_DIR = next((d for d in GIN_DIRS if os.path.isdir(d)), GIN_DIRS[0])
 
 _INCLUDE = re.compile(r"^\s*include\s+(['\"])(.+?)\1", re.M)
@@ -68,13 +70,18 @@ def _register() -> None:
   gin.external_configurable(optimizers.make_optimizer, "make_optimizer")
   gin.external_configurable(optimizers.make_schedule, "make_schedule")
   gin.external_configurable(DecodingConfig, "DecodingConfig")
-  gin.external_configurable(train_job.train, "train")
-  gin.external_configurable(check_job.check, "check")
+  # The training run: `train.*`, and each group of its settings under its own name; the runner
+  # builds the groups, so `train` does not take them as bindings.
+  gin.external_configurable(settings.RunSettings, "train", denylist=list(runner.GROUPS))
+  gin.external_configurable(settings.TrainSettings, "TrainSettings")
+  gin.external_configurable(settings.EvalSettings, "EvalSettings")
+  gin.external_configurable(settings.CheckpointSettings, "CheckpointSettings")
+  gin.external_configurable(check_job.CheckSettings, "check")
   gin.external_configurable(runner.run, "run")
-  gin.external_configurable(evaluate_job.evaluate, "evaluate")
+  gin.external_configurable(evaluate_job.EvaluateSettings, "evaluate")
   for factory in registry.FACTORIES:  # e.g. train.task = @gsm8k_task()
     gin.external_configurable(factory, factory.__name__)
-  gin.external_configurable(infer_job.infer, "infer")
+  gin.external_configurable(infer_job.InferSettings, "infer")
   gin.constant("bfloat16", jnp.bfloat16)
   gin.constant("float32", jnp.float32)
   _register.done = True
@@ -177,8 +184,8 @@ def _user_error(e: Exception, files: Sequence[str], bindings: Sequence[str]) -> 
     return ConfigError(
         f"unknown gin configurable '{name}'{place}{errors.closest(name, _configurables())}: "
         "check the spelling against the names registered in irl_lm/config.py (e.g. train, "
-        "IQLearn, MLE, t5_1_1_config, Partitioner, make_optimizer, make_schedule, "
-        "DecodingConfig, run).")
+        "TrainSettings, EvalSettings, CheckpointSettings, IQLearn, MLE, t5_1_1_config, "
+        "Partitioner, make_optimizer, make_schedule, DecodingConfig, run).")
   match = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", text)
   if match:
     name, parameter = match.groups()

@@ -22,10 +22,9 @@ interrupted by Ctrl-C (the same, or killed at once by a second Ctrl-C); 3 stoppe
 whose loss, gradients or updated state were not finite (the line names the step and the last
 good checkpoint).
 
-Host allocator: on Linux the job re-executes itself once with tcmalloc preloaded when it is
-installed (`apt-get install libtcmalloc-minimal4`), which on a CPU makes a T5 step about
-0.7x as long (glibc's malloc page-faults each step's temporaries afresh); the environment variable
-IRL_LM_HOST_ALLOCATOR=system keeps the system allocator (irl_lm/host_allocator.py).
+Host allocator: on Linux, when jax will run on the CPU, the job re-executes itself once with
+tcmalloc preloaded when it is installed (`apt-get install libtcmalloc-minimal4`);
+IRL_LM_HOST_ALLOCATOR=system keeps the system allocator (irl_lm/cpu/host_allocator.py).
 
 Quiet console: TensorFlow 2.21, absl's C++ logging and SentencePiece (inside tensorflow-text)
 write INFO lines straight to file descriptor 2, before any log level applies
@@ -172,8 +171,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _choose_host_allocator() -> None:
-  """Re-executes with tcmalloc when installed (irl_lm/host_allocator.py says why)."""
-  from irl_lm import host_allocator
+  """Re-executes with tcmalloc when installed (irl_lm/cpu/host_allocator.py says why)."""
+  from irl_lm.cpu import host_allocator
   try:
     host_allocator.reexec_with_allocator("irl_lm.main", sys.argv)
   except ValueError as e:

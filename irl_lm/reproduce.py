@@ -1,16 +1,24 @@
-r"""Reproduces the paper's tables and figures at CPU scale (DESIGN.md 2.2), in one command.
+r"""Reproduces the paper's findings at CPU scale, in one command, with a verdict per finding
+(docs/reproduction.md#the-cpu-protocol).
 
-  python -m irl_lm.main --gin_file=gin/pretrain_tiny.gin        # once: the pretrained start
-  python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # about 30-45 min on 2 cores
+  python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # estimated ~30 min on 2 cores
+  python -m irl_lm.reproduce --full [--out_dir=results/full]    # estimated several hours
   python -m irl_lm.reproduce --quick --reduced                  # smoke run, a few minutes
+  python -m irl_lm.reproduce --docstring                        # the docstring-task sweep
 
-Runs the CPU sweep (``gin/experiments/quick_cpu.gin``, or ``quick_cpu_reduced.gin`` with
-``--reduced``; resumable: finished runs are skipped), measures sampling vs update time
-(``irl_lm.experiments.timing``, a subprocess), then writes under the output folder:
-``results.csv`` (one row per run × setting), ``aggregate.csv`` (mean ± SEM over seeds),
-``curves.csv``, ``timing.json``, ``figures/<item>.png`` + ``.csv`` and ``results.md`` with every
-number. ``--from_scratch`` trains without the pretrained checkpoint (``train.init_from =
-None``), which ``--reduced`` does by itself when the checkpoint is missing.
+``--quick`` / ``--full`` run the protocol's sweeps (`PROTOCOLS`: the known-distribution and
+arithmetic tasks, ``gin/experiments/protocol_*_{quick,full}.gin``); ``--reduced`` the smoke
+sweep ``gin/experiments/quick_cpu_reduced.gin``; ``--docstring`` the docstring task from the
+pretrained checkpoint (``gin/experiments/quick_cpu.gin``; build the checkpoint first with
+``python -m irl_lm.main --gin_file=gin/pretrain_tiny.gin``). Sweeps are resumable (finished
+runs are skipped). Then it measures sampling vs update time (``irl_lm.experiments.timing``, a
+subprocess) and writes under the output folder: ``results.csv`` (one row per run × setting,
+every run), ``aggregate.csv`` (mean ± SEM over seeds), ``curves.csv``, ``examples.csv``
+(per example), ``inputs.csv`` (per run × temperature × input, `irl_lm.experiments.protocol`),
+``findings.csv`` (every paired comparison with its interval and smallest detectable effect),
+``timing.json``, ``figures/<item>.png`` + ``.csv`` and ``results.md``, which opens with the
+verdict table generated from those numbers. ``--from_scratch`` trains without a pretrained
+checkpoint (``train.init_from = None``), which ``--reduced`` does by itself when it is missing.
 """
 from __future__ import annotations
 
@@ -25,18 +33,29 @@ from typing import Any, Optional, Sequence
 
 from irl_lm import errors
 from irl_lm.data import sources
-from irl_lm.experiments import figures, inprocess, report, results, sweeps
+from irl_lm.experiments import figures, inprocess, protocol, protocol_figures, report
+from irl_lm.experiments import results, sweeps
 from irl_lm.experiments import __main__ as experiments_cli
 
-QUICK = "gin/experiments/quick_cpu.gin"
+QUICK = "gin/experiments/quick_cpu.gin"  # the docstring task (--docstring)
 REDUCED = "gin/experiments/quick_cpu_reduced.gin"
+PROTOCOLS = {
+    "quick": ("gin/experiments/protocol_known_distribution_quick.gin",
+              "gin/experiments/protocol_arithmetic_quick.gin"),
+    "full": ("gin/experiments/protocol_known_distribution_full.gin",
+             "gin/experiments/protocol_arithmetic_full.gin"),
+    "docstring": (QUICK,),
+    "reduced": (REDUCED,),
+}
 FROM_SCRATCH = "train.init_from = None"
 
 
 def missing_checkpoints(sweep: sweeps.Sweep) -> list[str]:
-  """The local `train.init_from` paths the sweep's bindings name that do not exist."""
+  """The local `train.init_from` paths the sweep's bindings name that do not exist (besides
+  runs of the sweep itself, ``{sweep_dir}/...``, which it trains first)."""
   missing = []
-  for binding in (*sweep.bindings, *(b for p in sweep.points for b in p.bindings)):
+  for binding in (*sweep.bindings, *(b for p in sweep.points for b in p.bindings
+                                     if "{sweep_dir}" not in b)):
     match = re.fullmatch(r"\s*train\.init_from\s*=\s*'([^']+)'\s*", binding)
     if match:
       path = sources.expand_path(match.group(1))
@@ -66,32 +85,42 @@ def measure_timing(out_path: str, *, repeats: int = 3, batch: int = 16) -> dict[
 
 def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
               from_scratch: bool = False, run: bool = True,
-              runner: Optional[str] = None) -> dict[str, Any]:
-  """Runs the quick (or reduced) sweep and writes every CSV, figure and ``results.md``.
+              runner: Optional[str] = None, protocol_name: str = "quick",
+              num_resamples: int = 2000) -> dict[str, Any]:
+  """Runs the protocol's sweeps and writes every CSV, figure and ``results.md``.
 
   Args:
     out_dir: the output folder (runs under ``<out_dir>/<sweep>/``).
-    reduced: the smoke variant (one seed, three points, a few steps).
+    reduced: the smoke variant (one seed, three points, a few steps; `protocol_name`
+      'reduced').
     from_scratch: train without the pretrained checkpoint (also when `reduced` and it is
       missing).
     run: False: only collect what is there and redraw (no training, no timing).
     runner: 'inprocess' or 'subprocess' (default `inprocess.default_runner`: in-process on a
       single-host CPU or GPU machine, compilation cache in ``<out_dir>/.jax_cache``).
+    protocol_name: a key of `PROTOCOLS` ('quick', 'full', 'docstring', 'reduced').
+    num_resamples: bootstrap replicates of every interval.
 
   Returns:
-    {'results', 'aggregate', 'curves', 'report', 'timing' (paths), 'figures': {item:
-    {'png', 'csv', 'rows'}}, 'statuses', 'seconds', 'notes'}.
+    {'results', 'aggregate', 'curves', 'examples', 'inputs', 'findings', 'report', 'timing'
+    (paths), 'figures': {item: {'png', 'csv', 'rows'}}, 'verdicts' (one row per finding),
+    'statuses', 'seconds', 'notes'}.
 
   Raises:
     FileNotFoundError: the pretrained checkpoint is missing (full quick run, no
       `from_scratch`); the message gives the command that builds it.
   """
   start = time.time()
-  sweep = sweeps.load_sweep(REDUCED if reduced else QUICK)
-  notes = [f"sweep `{sweep.name}`: {sweep.description}",
-           f"command: `python -m irl_lm.reproduce --quick{' --reduced' if reduced else ''} "
-           f"--out_dir={out_dir}{' --from_scratch' if from_scratch else ''}`"]
-  missing = missing_checkpoints(sweep)
+  protocol_name = "reduced" if reduced else protocol_name
+  if protocol_name not in PROTOCOLS:
+    raise errors.UserError(f"unknown protocol '{protocol_name}': use one of "
+                           f"{', '.join(PROTOCOLS)}.")
+  loaded = [sweeps.load_sweep(path) for path in PROTOCOLS[protocol_name]]
+  flag = {"reduced": "--quick --reduced"}.get(protocol_name, f"--{protocol_name}")
+  notes = [*(f"sweep `{s.name}`: {s.description}" for s in loaded),
+           f"command: `python -m irl_lm.reproduce {flag} --out_dir={out_dir}"
+           f"{' --from_scratch' if from_scratch else ''}`"]
+  missing = [path for sweep in loaded for path in missing_checkpoints(sweep)]
   if missing and not from_scratch:
     if not reduced:
       raise FileNotFoundError(
@@ -107,8 +136,9 @@ def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
     phase_runner = None
     if inprocess.choose_runner(runner) == "inprocess":
       phase_runner = inprocess.InProcessRunner(os.path.join(out_dir, ".jax_cache"))
-    statuses = sweeps.execute(sweep, out_dir, phase_runner=phase_runner,
-                              extra_bindings=[FROM_SCRATCH] if from_scratch else [])
+    for sweep in loaded:
+      statuses += sweeps.execute(sweep, out_dir, phase_runner=phase_runner,
+                                 extra_bindings=[FROM_SCRATCH] if from_scratch else [])
     os.makedirs(out_dir, exist_ok=True)
     measure_timing(timing_path, repeats=1 if reduced else 3)
   timing = None
@@ -117,23 +147,41 @@ def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
       timing = json.load(f)
   paths = experiments_cli.write_results(out_dir)
   rows, curves = results.read_csv(paths["results"]), results.read_csv(paths["curves"])
-  items = figures.make_all(rows, curves, os.path.join(out_dir, "figures"), timing)
+  examples = results.read_csv(paths["examples"])
+  inputs = protocol.collect_inputs(out_dir)
+  paths["inputs"] = results.write_csv(inputs, os.path.join(out_dir, "inputs.csv"),
+                                      protocol.INPUT_COLUMNS)
+  finding_rows = protocol.findings(rows, examples, [*curves, *protocol.negate_nll(curves)],
+                                   inputs, num_resamples=num_resamples)
+  paths["findings"] = results.write_csv(finding_rows, os.path.join(out_dir, "findings.csv"),
+                                        protocol.FINDING_COLUMNS)
+  verdicts = protocol.verdicts(finding_rows)
+  figure_dir = os.path.join(out_dir, "figures")
+  items = {**figures.make_all(rows, curves, figure_dir, timing),
+           **protocol_figures.make_all(inputs, curves, finding_rows, figure_dir)}
   seconds = time.time() - start
   notes.append(f"wall time of this invocation: {seconds / 60:.1f} min "
                f"({'runs skipped when finished' if run else 'collect only'})")
+  preamble = protocol.verdict_markdown(verdicts, finding_rows)
   paths["report"] = report.write_report(out_dir, items, rows, notes=notes, timing=timing,
-                                        title="irl_lm: CPU reproduction of the paper's results")
+                                        title="irl_lm: CPU reproduction of the paper's results",
+                                        preamble=preamble)
   return {**paths, "timing": timing_path, "figures": items, "statuses": statuses,
-          "seconds": seconds, "notes": notes}
+          "verdicts": verdicts, "seconds": seconds, "notes": notes}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m irl_lm.reproduce",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--quick", action="store_true", required=True,
-                      help="the CPU-scale protocol (the only one this command runs; the "
-                           "pod sweeps are gin/experiments/*_{base,large,xl}.gin)")
-  parser.add_argument("--reduced", action="store_true")
+  which = parser.add_mutually_exclusive_group(required=True)
+  which.add_argument("--quick", action="store_true",
+                     help="the protocol's quick sweeps (estimated ~30 min on 2 cores; the "
+                          "pod sweeps are gin/experiments/{xsum,gsm8k}.gin)")
+  which.add_argument("--full", action="store_true",
+                     help="the protocol's full sweeps (5 seeds; several hours on 2 cores)")
+  which.add_argument("--docstring", action="store_true",
+                     help="the docstring task from the pretrained checkpoint")
+  parser.add_argument("--reduced", action="store_true", help="with --quick: the smoke run")
   parser.add_argument("--from_scratch", action="store_true")
   parser.add_argument("--out_dir", default=None)
   parser.add_argument("--collect_only", action="store_true",
@@ -142,10 +190,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="run the sweep in this process or as subprocesses (default: "
                            "in-process unless on a TPU host or a multi-process launch)")
   args = parser.parse_args(argv)
-  out_dir = args.out_dir or ("results/reduced" if args.reduced else "results/quick")
+  name = "full" if args.full else "docstring" if args.docstring else "quick"
+  if args.reduced and name != "quick":
+    parser.error("--reduced goes with --quick")
+  out_dir = args.out_dir or ("results/reduced" if args.reduced else f"results/{name}")
   try:
     out = reproduce(out_dir, reduced=args.reduced, from_scratch=args.from_scratch,
-                    run=not args.collect_only, runner=args.runner)
+                    run=not args.collect_only, runner=args.runner, protocol_name=name)
   except (FileNotFoundError, errors.UserError) as e:
     print(f"error: {e}", file=sys.stderr)
     return errors.EXIT_USER_ERROR

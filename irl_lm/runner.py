@@ -1,12 +1,14 @@
 """`run`: the gin-configured entry of every job (`run.mode`), naming and guarding run directories.
 
 `run.mode` picks the job: 'train' (train, checkpoint, evaluate), 'check' (build the sharded
-train state abstractly), 'infer' and 'evaluate' (read a training run's directory). Every job but
-train gets the training job's arguments (`training_settings`) so it rebuilds the run exactly.
+train state abstractly), 'infer' and 'evaluate' (read a training run's directory). Every job gets
+the training run's settings (`training_settings`: one `training.settings.RunSettings` built from
+the gin bindings), so the other jobs rebuild the run exactly, and its own settings object
+(`InferSettings`, `EvaluateSettings`, `CheckSettings`, gin names `infer`, `evaluate`, `check`).
 The run directory defaults to `runs/<gin file name>-<hash of the training bindings>`.
 
 Before a train job builds anything, the runner checks every setting it can
-(`jobs.common.check_settings(..., training=True)`), probes that the run directory and its
+(`RunSettings.validate`), probes that the run directory and its
 `checkpoints/` can be written, and takes the run directory's lock (`checkpoints.lock`; in a
 multi-host job process 0 takes it and tells the others), released when the job ends, also on
 errors. `config.gin` guards a run's checkpoints: until the first checkpoint exists it is only
@@ -21,9 +23,8 @@ import difflib
 import hashlib
 import json
 import os
-import inspect
 import re
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from absl import logging
 from etils import epath
@@ -32,14 +33,22 @@ from irl_lm import errors
 from irl_lm.checkpoints import lock as lock_lib
 from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.data import sources
+from irl_lm.jobs import check as check_job
 from irl_lm.jobs import common
+from irl_lm.jobs import evaluate as evaluate_job
+from irl_lm.jobs import infer as infer_job
 from irl_lm.jobs import train as train_job
+from irl_lm.training import settings as settings_lib
 
-
-# run.mode -> the gin configurable job `(run_dir, *, training) -> summary dict` it runs on a
-# training run (registered in irl_lm/config.py).
-RUN_READING_MODES = ("check", "infer", "evaluate")
+# run.mode -> the job `(run_dir, options, training) -> summary dict` it runs on a training run;
+# `options` is the gin configurable of the mode's name (registered in irl_lm/config.py).
+RUN_READING_JOBS = {"check": check_job.check, "infer": infer_job.infer,
+                    "evaluate": evaluate_job.evaluate}
+RUN_READING_MODES = tuple(RUN_READING_JOBS)
 MODES = ("train", *RUN_READING_MODES)
+# RunSettings fields -> the gin configurable each group is built from.
+GROUPS = {"training": "TrainSettings", "evaluation": "EvalSettings",
+          "checkpoints": "CheckpointSettings"}
 MAX_DIFF_LINES = 12  # differing config lines a refusal shows before counting the rest
 LOCK_FILE = "run.lock"
 
@@ -148,10 +157,10 @@ def check_train_data(task: str) -> None:
     data.errors.DataError: a malformed data file (naming the file, the line and the fix).
     data.errors.MissingDatasetError: a missing data file.
   """
-  from irl_lm.data import pipeline, seqio_tasks  # pylint: disable=g-import-not-at-top
-  source = pipeline.get_task(task).source
-  if isinstance(source, seqio_tasks.ShardableFunctionDataSource):
-    source.get_dataset(split="train", shuffle=False)
+  from irl_lm.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+  found = pipeline.get_task(task)
+  if isinstance(found, tasks.InMemoryTask):
+    found.examples("train")
 
 
 def _entries(run_dir: str) -> Optional[set[str]]:
@@ -205,13 +214,12 @@ def run_lock(run_dir: str, *, stale_minutes: float = 10.0) -> Iterator[None]:
       lock.release()
 
 
-def training_settings() -> dict[str, Any]:
-  """The train job's arguments as gin binds them, over `jobs.train.train`'s defaults (gin
-  references resolved), so other jobs rebuild the run's train state exactly."""
+def training_settings() -> settings_lib.RunSettings:
+  """The training run's settings as gin binds them: `train.*` and each group's own
+  configurable (`GROUPS`)."""
   import gin  # pylint: disable=g-import-not-at-top
-  defaults = {name: p.default for name, p in inspect.signature(train_job.train).parameters.items()
-              if p.default is not inspect.Parameter.empty}
-  return {**defaults, **gin.get_bindings("train")}
+  groups = {field: gin.get_configurable(name)() for field, name in GROUPS.items()}
+  return gin.get_configurable("train")(**groups)
 
 
 def run(mode: str = "train", run_dir: Optional[str] = None,
@@ -239,13 +247,14 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
   if mode not in MODES:
     raise errors.SettingError(f"unknown run.mode '{mode}'{errors.closest(mode, MODES)}: use "
                               f"one of {', '.join(MODES)}.")
+  settings = training_settings()
   if mode != "train":
-    summary = gin.get_configurable(mode)(run_dir=run_dir, training=training_settings())
+    summary = RUN_READING_JOBS[mode](run_dir, gin.get_configurable(mode)(), settings)
     if mode == "check":
       print(json.dumps(summary, indent=2))
     return summary
-  settings = common.check_settings(training_settings(), training=True)
-  check_train_data(settings["task"])
+  settings.validate()
+  check_train_data(settings.task)
   checkpoint_dir = os.path.join(run_dir, "checkpoints")
   before = _entries(run_dir) if common.is_writer() else set()
   checkpoints_lib.probe_writable(run_dir)
@@ -256,7 +265,7 @@ def run(mode: str = "train", run_dir: Optional[str] = None,
         prepare_run_dir(run_dir, config_text, allow_config_change=allow_config_change,
                         has_checkpoint=checkpoints_lib.has_checkpoints(checkpoint_dir))
         logging.info("run directory: %s", os.path.abspath(run_dir))
-        summary = gin.get_configurable("train")(run_dir=run_dir)
+        summary = train_job.train(run_dir, settings)
       except errors.UserError:
         if common.is_writer() and not checkpoints_lib.has_checkpoints(checkpoint_dir):
           _remove_new_entries(run_dir, before)

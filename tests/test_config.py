@@ -45,7 +45,8 @@ def test_runnable_gin_files_build_abstractly(gin_file, tmp_path, hf_checkpoint):
 def test_xl_pod_config_is_t5_1_1_xl_sharded_over_data_and_model(tmp_path):
   config.parse(["gin/iqlearn_xl.gin"], ["run.mode = 'check'", f"run.run_dir = '{tmp_path}'"])
   summary = gin.get_configurable("run")()
-  assert summary["param_count"] == 2_849_757_184  # T5 1.1 XL (shared NOTES)
+  # T5 1.1 XL (docs/design.md#t5-11-parameter-layout).
+  assert summary["param_count"] == 2_849_757_184
   assert summary["mesh"] == {"data": 1, "model": 8}
   # Fully sharded: each of the 8 devices holds about 1/8 of the state, not all of it.
   assert summary["max_state_bytes_per_device"] < summary["state_bytes"] / 6

@@ -1,6 +1,7 @@
-"""The package's shape: layers import only downward, files stay small, token ids live once.
+"""The package's shape: layers import only downward, files stay small, functions take few
+parameters (settings travel as objects), token ids live once.
 
-Layers (docs/INTERFACES.md): ops, errors <- models, data, partitioning, host_allocator <- losses, checkpoints <- decoding <-
+Layers (docs/INTERFACES.md): cpu <- ops, errors <- models, data, partitioning <- losses, checkpoints <- decoding <-
 training, evaluation <- jobs <- runner <- config <- main, convert. A module may import its own
 unit and units of a lower rank, never one of the same rank (training and evaluation stay
 independent) or above. Every import counts, also those inside functions.
@@ -14,8 +15,9 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "irl_lm"
 
 RANKS = {
+    "cpu": -2,
     "ops": -1, "errors": -1,
-    "models": 0, "data": 0, "partitioning": 0, "host_allocator": 0,
+    "models": 0, "data": 0, "partitioning": 0,
     "losses": 1, "checkpoints": 1,
     "decoding": 2,
     "training": 3, "evaluation": 3,
@@ -28,6 +30,10 @@ RANKS = {
     "reproduce": 9,
 }
 MAX_LINES = 600
+# The most parameters of a function (`self` / `cls` not counted) in these units: wider
+# settings go in a dataclass (`training.settings`).
+MAX_PARAMETERS = 10
+NARROW_UNITS = ("jobs", "training")
 
 
 def _unit(module: str) -> str:
@@ -92,6 +98,37 @@ def test_no_file_is_longer_than_600_lines():
   long = [f"{p.relative_to(PACKAGE.parent)}: {n}" for p, _ in _modules()
           if (n := len(p.read_text().splitlines())) > MAX_LINES]
   assert not long, f"split these files: {long}"
+
+
+def parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+  """The parameters a caller can pass (`*args` and `**kwargs` count one each)."""
+  args = function.args
+  names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+  if names and names[0] in ("self", "cls"):
+    names = names[1:]
+  return len(names) + (args.vararg is not None) + (args.kwarg is not None)
+
+
+def _wide_functions(source: str) -> list[tuple[str, int]]:
+  return [(node.name, parameter_count(node)) for node in ast.walk(ast.parse(source))
+          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+          and parameter_count(node) > MAX_PARAMETERS]
+
+
+def test_no_function_in_jobs_or_training_takes_more_than_10_parameters():
+  wide = [f"{p.relative_to(PACKAGE.parent)}: {name} ({count})"
+          for unit in NARROW_UNITS for p in sorted((PACKAGE / unit).rglob("*.py"))
+          for name, count in _wide_functions(p.read_text())]
+  assert not wide, f"more than {MAX_PARAMETERS} parameters: {wide}"
+
+
+def test_parameter_count():
+  source = ("def f(a, b, /, c, *d, e, **f): pass\n"
+            "class C:\n  def m(self, " + ", ".join(f"x{i}" for i in range(11)) + "): pass\n")
+  counts = {node.name: parameter_count(node) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef)}
+  assert counts == {"f": 6, "m": 11}
+  assert _wide_functions(source) == [("m", 11)]
 
 
 def test_token_ids_are_defined_once():

@@ -22,11 +22,11 @@ def _main(*args, cwd, env_extra=None):
 def test_tiny_iqlearn_run_trains_checkpoints_and_reports_rouge(tmp_path):
   run_dir = tmp_path / "run"
   result = _main("--gin_file=gin/iqlearn_tiny.gin",
-                 "--gin_bindings=train.num_train_steps = 40",
-                 "--gin_bindings=train.log_every = 20",
-                 "--gin_bindings=train.checkpoint_every = 20",
-                 "--gin_bindings=train.eval_examples = 32",
-                 "--gin_bindings=train.eval_batch_size = 32",
+                 "--gin_bindings=TrainSettings.num_train_steps = 40",
+                 "--gin_bindings=TrainSettings.log_every = 20",
+                 "--gin_bindings=CheckpointSettings.every = 20",
+                 "--gin_bindings=EvalSettings.examples = 32",
+                 "--gin_bindings=EvalSettings.batch_size = 32",
                  f"--gin_bindings=run.run_dir = '{run_dir}'", cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Validation (32 examples): rouge1" in result.stdout
@@ -47,7 +47,7 @@ def test_tiny_iqlearn_run_trains_checkpoints_and_reports_rouge(tmp_path):
 
   # Same directory, one training binding changed: refused, nothing overwritten.
   again = _main("--gin_file=gin/iqlearn_tiny.gin",
-                "--gin_bindings=train.num_train_steps = 40",
+                "--gin_bindings=TrainSettings.num_train_steps = 40",
                 "--gin_bindings=IQLearn.td_weight = 0.0",
                 f"--gin_bindings=run.run_dir = '{run_dir}'", cwd=REPO)
   assert again.returncode == 2
@@ -58,7 +58,7 @@ def test_tiny_iqlearn_run_trains_checkpoints_and_reports_rouge(tmp_path):
 @pytest.mark.parametrize("bindings,message", [
     (["IQLearnn.td_weight = 0.0"], "unknown gin configurable 'IQLearnn'"),
     (["Partitioner.mesh_shape = (3, 1)"], "mesh_shape (3, 1) needs 3 devices but 1 are"),
-    (["train.batch_size = 30", "Partitioner.mesh_shape = (-1, 1)"], None),
+    (["TrainSettings.batch_size = 30", "Partitioner.mesh_shape = (-1, 1)"], None),
 ])
 def test_bad_configuration_gives_one_clear_sentence(bindings, message, tmp_path):
   args = ["--gin_file=gin/iqlearn_tiny.gin", f"--gin_bindings=run.run_dir = '{tmp_path}'"]

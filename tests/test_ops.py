@@ -88,34 +88,3 @@ def test_softmax_backward_keeps_only_its_output(capsys):
   assert sum("_softmax_fwd" in line for line in kept) == 1, kept
   print_saved_residuals(lambda x, c: jnp.sum(jax.nn.softmax(x, axis=-1) * c), x, c)
   assert len(capsys.readouterr().out.strip().splitlines()) > 2
-
-
-@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
-@pytest.mark.parametrize("shape", [(8, 32128), (3, 5), (2, 3, 7), (11,), ()])
-def test_gumbel_equals_jax_random_gumbel_bit_for_bit(make_key, shape):
-  for seed in (0, 1, 2 ** 31 + 5):
-    for key in (make_key(seed), jax.random.fold_in(make_key(seed), 17)):
-      got = np.asarray(jax.jit(ops.gumbel, static_argnums=1)(key, shape))
-      want = np.asarray(jax.random.gumbel(key, shape, jnp.float32))
-      assert got.shape == shape and got.dtype == np.float32
-      np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-
-
-def test_gumbel_falls_back_to_jax_for_other_prng_implementations_and_dtypes():
-  key = jax.random.key(4, impl="rbg")
-  np.testing.assert_array_equal(ops.gumbel(key, (4, 9)), jax.random.gumbel(key, (4, 9)))
-  key = jax.random.key(5)
-  got = ops.gumbel(key, (4, 9), jnp.bfloat16)
-  assert got.dtype == jnp.bfloat16
-  np.testing.assert_array_equal(got, jax.random.gumbel(key, (4, 9), jnp.bfloat16))
-
-
-def test_gumbel_hash_is_not_the_rolled_loop():
-  """The reason for `ops.gumbel`: its compiled program has no while loop (jax's CPU lowering
-  of the hash has one)."""
-  key = jax.random.key(0)
-  ours = jax.jit(ops.gumbel, static_argnums=1).lower(key, (8, 512)).compile().as_text()
-  theirs = jax.jit(jax.random.gumbel, static_argnums=1).lower(key, (8, 512)).compile().as_text()
-  assert " while(" not in ours
-  if jax.devices()[0].platform == "cpu":
-    assert " while(" in theirs

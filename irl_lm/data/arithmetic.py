@@ -369,20 +369,17 @@ def register(name: str = TASK, *, sizes: Optional[Mapping[str, int]] = None, see
   Returns:
     The registered ``seqio.Task`` (splits train/validation/test).
   """
-  # pylint: disable=g-import-not-at-top  (seqio imports TensorFlow)
-  from irl_lm.data import seqio_tasks
+  # pylint: disable=g-import-not-at-top
+  from irl_lm.data import tasks
   from irl_lm.data import vocabularies
   sizes = dict(sizes) if sizes else None
-  source = seqio_tasks.in_memory_source(
-      functools.partial(load_examples, sizes=sizes, seed=seed), FIELDS, SPLITS,
-      train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source,
-      preprocessors=[seqio_tasks.rekey(inputs="question", targets="answer",
-                                       final_answer="final_answer")],
+  return tasks.add_in_memory_task(
+      name, load_split=functools.lru_cache(None)(
+          functools.partial(load_examples, sizes=sizes, seed=seed)),
+      splits=SPLITS, inputs_key="question", targets_key="answer",
       vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path
                                                 or vocabularies.ARITHMETIC_VOCAB_PATH),
-      metric=SPEC.metric, replace=replace)
+      metric=SPEC.metric, replace=replace, train_examples=train_examples)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="gsm8k", register=register)

@@ -106,15 +106,15 @@ def register(name: str = TASK, *, data_dir: Optional[str] = None, validation_siz
     The registered ``seqio.Task``; targets keep the ``<<expr=result>>`` annotations and the
     final ``#### answer`` line.
   """
-  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  source = seqio_tasks.in_memory_source(
-      functools.partial(load_split, data_dir=data_dir, validation_size=validation_size),
-      FIELDS, splits(validation_size), train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source,
-      preprocessors=[seqio_tasks.rekey(inputs="question", targets="answer",
-                                       final_answer="final_answer")],
-      vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=SPEC.metric, replace=replace)
+  # pylint: disable=g-import-not-at-top
+  from irl_lm.data import tasks
+  from irl_lm.data import vocabularies
+  return tasks.add_in_memory_task(
+      name, load_split=functools.lru_cache(None)(
+          functools.partial(load_split, data_dir=data_dir, validation_size=validation_size)),
+      splits=splits(validation_size), inputs_key="question", targets_key="answer",
+      vocabulary=vocabularies.paper_vocabulary(vocabulary_path), metric=SPEC.metric,
+      replace=replace, train_examples=train_examples)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="gsm8k", register=register)

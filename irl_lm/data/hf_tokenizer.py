@@ -1,8 +1,9 @@
-"""A seqio vocabulary over a Hugging Face ``tokenizer.json`` (the ``tokenizers`` package).
+"""An irl_lm vocabulary over a Hugging Face ``tokenizer.json`` (the ``tokenizers`` package).
 
 Checkpoints imported from Hugging Face (Llama, Qwen2, ...) come with their own tokenizer, usually
-a byte-level BPE in ``tokenizer.json``; :class:`HfTokenizerVocabulary` lets a seqio task tokenise
-with it exactly as ``seqio.SentencePieceVocabulary`` does with a ``.model`` file:
+a byte-level BPE in ``tokenizer.json``; :class:`HfTokenizerVocabulary` lets a task tokenise
+with it exactly as :class:`irl_lm.data.vocabulary.SentencePieceVocabulary` does with a ``.model``
+file:
 
 * Encoding adds no special tokens (no BOS, no EOS): a task's template writes any it wants as text
   (e.g. ``'<|im_start|>user\\n{prompt}<|im_end|>'``; added tokens written in the text are matched
@@ -18,11 +19,10 @@ with it exactly as ``seqio.SentencePieceVocabulary`` does with a ``.model`` file
   e.g. Qwen2's 151936 rows for 151665 tokens) become the unknown token when the tokenizer has
   one (seqio's rule) and are dropped otherwise.
 * The file is read on first use (never at construction, so registering a task reads nothing),
-  through ``tf.io.gfile`` (local paths or ``gs://``).
+  through ``etils.epath`` (local paths or ``gs://``).
 
-Both paths are provided: Python (``encode``/``decode``) and TensorFlow (``encode_tf`` on a scalar
-string, ``decode_tf`` on ``[T]`` or ``[B, T]`` ids, through ``tf.numpy_function``), and they give
-the same results. This module imports seqio, TensorFlow and tokenizers; import it lazily
+A seqio task takes ``as_seqio()`` (TensorFlow ops through ``tf.numpy_function``, same results).
+This module imports tokenizers, not seqio or TensorFlow; import it lazily
 (:func:`irl_lm.data.vocabularies.task_vocabulary` does).
 """
 from __future__ import annotations
@@ -31,12 +31,10 @@ import json
 import os
 from typing import Any, Optional, Sequence
 
-import numpy as np
-import seqio
-import tensorflow as tf
 import tokenizers
 
 from irl_lm.data.errors import DataError, MissingDatasetError
+from irl_lm.data.vocabulary import Vocabulary, path_exists, read_bytes
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -51,19 +49,18 @@ def tokenizer_file(path: str) -> str:
 
 
 def load_tokenizer(path: str) -> tokenizers.Tokenizer:
-  """Reads a ``tokenizer.json`` file (local or any path tf.io.gfile reads).
+  """Reads a ``tokenizer.json`` file (local or any path ``etils.epath`` reads, e.g. gs://).
 
   Raises:
     MissingDatasetError: the file does not exist.
     ValueError: the file is not a tokenizer the ``tokenizers`` package can load.
   """
-  if not tf.io.gfile.exists(path):
+  if not path_exists(path):
     raise MissingDatasetError(
         f"Hugging Face tokenizer {path} does not exist: point the task's vocabulary at a "
         f"tokenizer.json file or at a checkpoint directory holding one (a SentencePiece "
         f"tokenizer.model is given as the path of that .model file).")
-  with tf.io.gfile.GFile(path, "r") as f:
-    text = f.read()
+  text = read_bytes(path).decode("utf-8")
   try:
     return tokenizers.Tokenizer.from_str(text)
   except Exception as e:  # tokenizers raises a bare Exception
@@ -75,10 +72,9 @@ def load_tokenizer(path: str) -> tokenizers.Tokenizer:
 
 def _read_json(path: str) -> Optional[dict[str, Any]]:
   """The JSON object in `path`, or None when there is no such file."""
-  if not tf.io.gfile.exists(path):
+  if not path_exists(path):
     return None
-  with tf.io.gfile.GFile(path, "r") as f:
-    text = f.read()
+  text = read_bytes(path).decode("utf-8")
   try:
     value = json.loads(text)
   except json.JSONDecodeError as e:
@@ -149,17 +145,8 @@ def _unk_id(tokenizer: tokenizers.Tokenizer) -> Optional[int]:
   return tokenizer.token_to_id(token) if token else None
 
 
-def decode_tf_with(decode_rows: Any, ids: tf.Tensor) -> tf.Tensor:
-  """int ids ``[T]`` or ``[B, T]`` -> tf.string ``[]`` or ``[B]`` through a numpy function
-  ``decode_rows(ids [..., T]) -> object array [...]`` of texts."""
-  ids = tf.convert_to_tensor(ids)
-  texts = tf.numpy_function(decode_rows, [ids], tf.string, stateful=False)
-  texts.set_shape(ids.shape[:-1])
-  return texts
-
-
-class HfTokenizerVocabulary(seqio.Vocabulary):
-  """A seqio vocabulary over a Hugging Face ``tokenizer.json`` (see the module docstring).
+class HfTokenizerVocabulary(Vocabulary):
+  """An irl_lm vocabulary over a Hugging Face ``tokenizer.json`` (see the module docstring).
 
   Attributes:
     path: what the task was given: a ``tokenizer.json`` file or a directory holding one.
@@ -173,7 +160,6 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
       path: a ``tokenizer.json`` (any name ending in ``.json``) or a directory holding one.
       eos_token: the end-of-sequence token, overriding what the files next to it say.
     """
-    super().__init__(extra_ids=0)
     self.path = path
     self.tokenizer_file = tokenizer_file(path)
     self._eos_token = eos_token
@@ -220,31 +206,6 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
       ids = ids[:ids.index(eos)]
     size = self._base_vocab_size
     return self.tokenizer.decode([i for i in ids if 0 <= i < size], skip_special_tokens=False)
-
-  def _encode_bytes(self, s: Any) -> np.ndarray:
-    """UTF-8 bytes (a 0-d object array when eager) -> int32 ids [N]."""
-    if isinstance(s, np.ndarray):
-      s = s.item()
-    return np.asarray(self._encode(s.decode("utf-8")), np.int32)
-
-  def _decode_rows(self, ids_BT: np.ndarray) -> np.ndarray:
-    if ids_BT.shape[-1] == 0:
-      return np.full(ids_BT.shape[:-1], b"", dtype=object)
-    texts = [self._decode(row).encode("utf-8") for row in ids_BT.reshape(-1, ids_BT.shape[-1])]
-    return np.array(texts, dtype=object).reshape(ids_BT.shape[:-1])
-
-  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
-    """A scalar tf.string -> int32 ids ``[N]`` (no special tokens)."""
-    if s.shape.rank not in (0, None):
-      raise ValueError(f"HfTokenizerVocabulary.encode_tf takes one string (a scalar), got shape "
-                       f"{s.shape}: map it over the strings instead.")
-    ids = tf.numpy_function(self._encode_bytes, [s], tf.int32, stateful=False)
-    ids.set_shape([None])
-    return ids
-
-  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
-    """int ids ``[T]`` or ``[B, T]`` -> tf.string ``[]`` or ``[B]``, as :meth:`decode` does."""
-    return decode_tf_with(self._decode_rows, ids)
 
   def __eq__(self, other: Any) -> bool:
     return (isinstance(other, HfTokenizerVocabulary) and

@@ -388,21 +388,19 @@ def register(name: str = TASK, *, num_symbols: Optional[int] = None,
   Returns:
     The registered ``seqio.Task`` (splits train/validation/test).
   """
-  # pylint: disable=g-import-not-at-top  (seqio imports TensorFlow)
-  from irl_lm.data import seqio_tasks
+  # pylint: disable=g-import-not-at-top
   from irl_lm.data import symbol_vocabulary
+  from irl_lm.data import tasks
   config = _teacher_config(dict(num_symbols=num_symbols, prompt_length=prompt_length,
                                 max_length=max_length, seed=seed))
   sizes = dict(sizes) if sizes else None
   _TASKS[name] = KnownTask(Teacher(config), sizes, train_examples)
-  source = seqio_tasks.in_memory_source(
-      functools.partial(load_examples, config=config, sizes=sizes), FIELDS, SPLITS,
-      train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source,
-      preprocessors=[seqio_tasks.rekey(inputs="prompt", targets="continuation")],
+  return tasks.add_in_memory_task(
+      name, load_split=functools.lru_cache(None)(
+          functools.partial(load_examples, config=config, sizes=sizes)),
+      splits=SPLITS, inputs_key="prompt", targets_key="continuation",
       vocabulary=symbol_vocabulary.SymbolVocabulary(config.num_symbols),
-      metric=SPEC.metric, replace=replace)
+      metric=SPEC.metric, replace=replace, train_examples=train_examples)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)

@@ -228,13 +228,11 @@ def read_file(path: str, *, format: Optional[str] = None,
     MissingDatasetError: the file does not exist.
     DataError: a malformed file (the message names the file, the line and the fix).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   kind = file_format(path, format)
   fields = template_fields(template)
   path = sources.expand_path(path)
   sources.require_file(path, what, how)
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
+  data = sources.read_bytes(path)
   try:
     text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors) is dropped
   except UnicodeDecodeError as e:
@@ -349,18 +347,18 @@ def register(name: str = TASK, *, train_path: str = DEFAULT_TRAIN_PATH,
   _check_settings({"train_path": train_path, "validation_path": validation_path,
                    "test_path": test_path}, format, prompt_field, completion_field, template,
                   metric)
-  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  from irl_lm.data import vocabularies  # pylint: disable=g-import-not-at-top
-  source = seqio_tasks.in_memory_source(
-      functools.partial(load_split, name=name, train_path=train_path,
-                        validation_path=validation_path, test_path=test_path, format=format,
-                        prompt_field=prompt_field, completion_field=completion_field,
-                        template=template),
-      KEYS, splits(test_path), train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source, preprocessors=[],
+  # pylint: disable=g-import-not-at-top
+  from irl_lm.data import tasks
+  from irl_lm.data import vocabularies
+  return tasks.add_in_memory_task(
+      name, load_split=functools.lru_cache(None)(functools.partial(
+          load_split, name=name, train_path=train_path, validation_path=validation_path,
+          test_path=test_path, format=format, prompt_field=prompt_field,
+          completion_field=completion_field, template=template)),
+      splits=splits(test_path), inputs_key="inputs", targets_key="targets",
       vocabulary=vocabularies.task_vocabulary(vocabulary, eos_token=eos_token), metric=metric,
-      replace=replace, inputs_eos=inputs_eos, targets_eos=add_eos)
+      replace=replace, inputs_eos=inputs_eos, targets_eos=add_eos,
+      train_examples=train_examples)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)

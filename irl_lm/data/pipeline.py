@@ -1,20 +1,35 @@
-"""From a seqio task to fixed-size numpy batches of model features.
+"""From a task to fixed-size numpy batches of model features: one interface, two sources.
 
-seqio task (tokenised ``inputs``/``targets`` with EOS, trimmed to ``feature_lengths``)
--> the caller's ``seqio.FeatureConverter`` (fixed lengths, optional packing)
--> batches of exactly ``batch_size`` rows (remainder dropped) -> dicts of numpy arrays.
+task (tokenised ``inputs``/``targets``, trimmed to ``feature_lengths`` with EOS appended after
+trimming) -> the caller's feature converter (fixed lengths, optional packing) -> batches of
+exactly ``batch_size`` rows (remainder dropped) -> dicts of numpy arrays.
+
+Two sources give the same batches:
+
+* **numpy** - irl_lm's in-memory tasks (:class:`irl_lm.data.tasks.InMemoryTask`: the built-in
+  tasks, local JSONL/TSV files, GSM8k and TL;DR JSONL, the known distribution) with an irl_lm
+  converter (:mod:`irl_lm.models.features`): tokenised once per split and kept, shuffled per
+  epoch with ``numpy.random.default_rng(seed)``, sharded by example, converted and batched in
+  numpy. No seqio, TensorFlow or TFDS.
+* **seqio** (:mod:`irl_lm.data.seqio_pipeline`, the ``seqio`` extra) - seqio tasks (TFDS XSum
+  and TL;DR, WMT, tasks registered with seqio), and any task read with a
+  ``seqio.FeatureConverter``; an irl_lm converter becomes its ``seqio_converter()``. seqio's
+  behaviour is kept: its tf.data shuffle, sharding and packing.
+
+Unshuffled, both sources give the same features, packed or not (seqio's greedy packing is
+reproduced exactly); shuffled orders differ between them (each is seeded and reproducible).
 
 The feature converter decides the batch keys, so the pipeline serves every model family: the
 model provides it (``model.feature_converter(pack)``). For example, with ``inputs`` length L and
 ``targets`` length T (all arrays ``np.int32``; see docs/INTERFACES.md):
 
-* ``seqio.EncDecFeatureConverter(pack=...)`` (T5): ``encoder_input_tokens [B, L]``,
+* ``EncDecFeatureConverter(pack=...)`` (T5): ``encoder_input_tokens [B, L]``,
   ``decoder_input_tokens [B, T]`` (targets shifted right, 0 first; with packing each segment
   starts with 0), ``decoder_target_tokens [B, T]`` (EOS = 1 at the end of each target, 0 =
   padding), ``decoder_loss_weights [B, T]`` (1 on real target tokens, 0 on padding) and, when
   packing, ``encoder_segment_ids``, ``encoder_positions [B, L]``, ``decoder_segment_ids``,
   ``decoder_positions [B, T]`` (segment ids 1, 2, ... per packed example, 0 on padding).
-* ``seqio.PrefixLMFeatureConverter(pack=...)`` (decoder-only): ``decoder_target_tokens``,
+* ``PrefixLMFeatureConverter(pack=...)`` (packed decoder-only): ``decoder_target_tokens``,
   ``decoder_input_tokens``, ``decoder_loss_weights`` (targets only), ``decoder_causal_attention``
   ``[B, L + T]`` (inputs and targets concatenated), plus segment ids and positions when packing.
 
@@ -33,24 +48,23 @@ a resume costs reading at most two epochs (one to count ``K``, bounded by ``s``,
 part of one), however long the run has been going.
 
 Tasks are registered on first use (:func:`irl_lm.data.registry.ensure_registered`); importing
-this module registers irl_lm's default tasks. Problems are reported in one sentence naming the
+this module registers irl_lm's default in-memory tasks (no TensorFlow). Problems are reported in one sentence naming the
 problem and its fix: an unknown task name (``ValueError`` listing the known tasks) and a data set
-that is not there (:class:`MissingDatasetError`, e.g. XSum's manual download). Nothing here
-downloads anything.
+that is not there (:class:`MissingDatasetError`, e.g. XSum's manual download), and a seqio task
+without seqio installed (:class:`irl_lm.data.tasks.MissingExtraError`, naming the extra).
+Nothing here downloads anything.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
-import os
-from typing import Any, Iterator, Mapping, Optional
+import sys
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
 from irl_lm.data import registry
-# Raised here for unprepared TFDS data and by the file-based loaders (GSM8k, TL;DR JSONL, WMT).
+from irl_lm.data import tasks
+# Raised for unprepared TFDS data and by the file-based loaders (GSM8k, TL;DR JSONL, WMT).
 from irl_lm.data.errors import MissingDatasetError
 
 FEATURE_KEYS = ("inputs", "targets")
@@ -59,19 +73,30 @@ FEATURE_KEYS = ("inputs", "targets")
 EVAL_SUBSET_SEED = 0
 
 
-def get_task(task_name: str) -> seqio.Task:
-  """Returns a seqio task, registering an irl_lm task with its gin settings first if needed.
+def get_task(task_name: str) -> Any:
+  """Returns a task, registering an irl_lm task with its gin settings first if needed.
 
   Args:
     task_name: e.g. ``'stdlib_docstrings'``, ``'xsum'`` or a name given to a gin factory.
 
   Returns:
-    The ``seqio.Task``.
+    An :class:`irl_lm.data.tasks.InMemoryTask`, or a ``seqio.Task`` (TFDS, WMT, or a task
+    registered with seqio).
 
   Raises:
     ValueError: unknown name; the message lists the known tasks.
+    MissingExtraError: a seqio task without seqio installed.
   """
   registry.ensure_registered(task_name)
+  task = tasks.get(task_name)
+  if task is not None:
+    return task
+  seqio = sys.modules.get("seqio")
+  if seqio is None and not _seqio_installed():
+    raise ValueError(f"Unknown task {task_name!r}: irl_lm's tasks are "
+                     f"[{', '.join(registry.known_names())}]; seqio-registered tasks need "
+                     f"{tasks.SEQIO_EXTRA}.")
+  seqio = tasks.require_seqio(f"task {task_name!r}")
   if task_name not in seqio.TaskRegistry.names():
     names = ", ".join(sorted(set(seqio.TaskRegistry.names()) | set(registry.known_names())))
     raise ValueError(
@@ -83,15 +108,22 @@ def get_task(task_name: str) -> seqio.Task:
   return task
 
 
-def get_vocabulary(task_name: str) -> seqio.Vocabulary:
+def _seqio_installed() -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec("seqio") is not None
+
+
+def get_vocabulary(task_name: str) -> Any:
   """Returns the vocabulary of a task's ``targets`` feature (used to decode model outputs).
 
   Args:
     task_name: a task name (see :func:`get_task`).
 
   Returns:
-    ``seqio.Vocabulary`` (for ``stdlib_docstrings`` the shipped 4096-piece SentencePiece model,
-    for ``xsum`` T5's, loaded lazily).
+    An :class:`irl_lm.data.vocabulary.Vocabulary` (in-memory tasks; e.g. for
+    ``stdlib_docstrings`` the shipped 4096-piece SentencePiece model) or a
+    ``seqio.Vocabulary`` (seqio tasks); both have ``encode``, ``decode``, ``eos_id`` and
+    ``vocab_size``.
   """
   return get_task(task_name).output_features["targets"].vocabulary
 
@@ -108,86 +140,115 @@ def _check_feature_lengths(feature_lengths: Mapping[str, int]) -> dict[str, int]
   return lengths
 
 
-def _missing_dataset_message(task: seqio.Task, source: seqio.TfdsDataSource) -> str:
-  loader = source.tfds_dataset
-  tfds_name = loader.name or "?"
-  build_name = tfds_name.split(":")[0]  # with its config, e.g. reddit_tifu/long_split
-  base_name = build_name.split("/")[0]
-  data_dir = loader.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-  hint = registry.MANUAL_DOWNLOAD_HINTS.get(base_name)
-  if hint:
-    return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir} "
-            f"and needs a manual download: {hint.format(data_dir=data_dir)}.")
-  return (f"TFDS data set {tfds_name!r} of task {task.name!r} is not prepared in {data_dir}: "
-          f"run `tfds build {build_name} --data_dir {data_dir}` first (it downloads the data; "
-          f"without internet access here, build it on another machine and copy "
-          f"{data_dir}/{base_name} over).")
+def _is_numpy_converter(converter: Any) -> bool:
+  return all(callable(getattr(converter, name, None)) for name in
+             ("convert", "seqio_converter", "get_model_feature_lengths")) and not isinstance(
+                 converter, type)
 
 
-def _task_dataset(task: seqio.Task, split: str, **kwargs: Any) -> tf.data.Dataset:
-  """``task.get_dataset`` with a checked split and a clear error for unprepared TFDS data."""
-  if split not in task.splits:
-    raise ValueError(f"Task {task.name!r} has no split {split!r}; use one of "
-                     f"{sorted(task.splits)}.")
-  try:
-    # No in-memory caching: seqio decides it from the split size, which it asks TFDS for (absent
-    # under tfds.testing.mock_data), and a cache after a reshuffling source freezes its order.
-    return task.get_dataset(split=split, use_cached=False, try_in_mem_cache=False, **kwargs)
-  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
-    # TFDS raises AssertionError("Dataset xsum: could not find data in ...") when the data set
-    # was never prepared; other assertion failures are not ours to reinterpret.
-    not_prepared = not isinstance(e, AssertionError) or "could not find data" in str(e)
-    if isinstance(task.source, seqio.TfdsDataSource) and not_prepared:
-      raise MissingDatasetError(_missing_dataset_message(task, task.source)) from e
-    raise
+def _is_seqio_converter(converter: Any) -> bool:
+  seqio = sys.modules.get("seqio")
+  return seqio is not None and isinstance(converter, seqio.FeatureConverter)
 
 
-def model_feature_lengths(feature_converter: seqio.FeatureConverter,
+def _check_converter(converter: Any) -> Any:
+  if not (_is_numpy_converter(converter) or _is_seqio_converter(converter)):
+    raise TypeError(f"feature_converter must be a converter instance: the model's "
+                    f"(model.feature_converter(pack), an irl_lm.models.features converter) or a "
+                    f"seqio.FeatureConverter instance (e.g. seqio.EncDecFeatureConverter("
+                    f"pack=False)), got {converter!r}.")
+  return converter
+
+
+def model_feature_lengths(feature_converter: Any,
                           feature_lengths: Mapping[str, int]) -> dict[str, int]:
   """The lengths of the features `feature_converter` produces from task lengths.
 
   Args:
-    feature_converter: e.g. ``seqio.EncDecFeatureConverter(pack=False)``.
+    feature_converter: e.g. ``model.feature_converter(pack=False)``.
     feature_lengths: ``{'inputs': L, 'targets': T}``.
 
   Returns:
     Model feature name -> length, e.g. ``{'encoder_input_tokens': L, 'decoder_input_tokens':
     T, ...}`` for encoder-decoder, ``{'decoder_target_tokens': L + T, ...}`` for prefix LM.
   """
-  return dict(feature_converter.get_model_feature_lengths(
+  return dict(_check_converter(feature_converter).get_model_feature_lengths(
       _check_feature_lengths(feature_lengths)))
 
 
-def _converter(feature_converter: seqio.FeatureConverter) -> seqio.FeatureConverter:
-  if not isinstance(feature_converter, seqio.FeatureConverter):
-    raise TypeError(f"feature_converter must be a seqio.FeatureConverter instance (e.g. "
-                    f"seqio.EncDecFeatureConverter(pack=False)), got {feature_converter!r}.")
-  return feature_converter
-
-
-def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
-                shuffle: bool, seed: Optional[int], feature_converter: seqio.FeatureConverter,
-                repeat: bool = True, num_shards: int = 1,
-                shard_index: int = 0) -> tf.data.Dataset:
-  """The unbatched tf.data pipeline behind :func:`get_batches` (same arguments).
-
-  Returns:
-    A dataset of the converter's feature dicts of int32 vectors (e.g. ``[L]`` / ``[T]``).
-  """
-  lengths = _check_feature_lengths(feature_lengths)
-  converter = _converter(feature_converter)
+def _check_shards(shuffle: bool, seed: Optional[int], num_shards: int, shard_index: int) -> None:
   if not 0 <= shard_index < num_shards:
     raise ValueError(f"shard_index {shard_index} is outside [0, {num_shards}): pass this host's "
                      "index (jax.process_index()) and the host count (jax.process_count()).")
   if shuffle and num_shards > 1 and seed is None:
     raise ValueError("Shuffling with num_shards > 1 needs a seed shared by all hosts, else their "
                      "shards overlap: pass seed=<int>.")
+
+
+def _source(task_name: str, converter: Any) -> tuple[Any, Any, bool]:
+  """``(task, converter, numpy?)``: the numpy source for an in-memory task read with an irl_lm
+  converter, else the seqio task and converter."""
   task = get_task(task_name)
-  shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
-  ds = _task_dataset(task, split, sequence_length=lengths, shuffle=shuffle, seed=seed,
-                     shard_info=shard_info, num_epochs=None if repeat else 1,
-                     trim_output_features=True)
-  return converter(ds, task_feature_lengths=lengths)
+  if isinstance(task, tasks.InMemoryTask) and _is_numpy_converter(converter):
+    return task, converter, True
+  if isinstance(task, tasks.InMemoryTask):
+    task = task.seqio_task()
+  if _is_numpy_converter(converter):
+    converter = converter.seqio_converter()
+  return task, converter, False
+
+
+def _trimmed(ids: list[int], length: int, eos_id: int, add_eos: bool) -> np.ndarray:
+  """seqio's ``append_eos_after_trim``: ``ids[:length - 1] + [EOS]`` (or ``ids[:length]``)."""
+  return np.asarray(ids[:length - 1] + [eos_id] if add_eos else ids[:length], np.int32)
+
+
+def _examples(task: tasks.InMemoryTask, split: str, lengths: Mapping[str, int],
+              order: Iterable[int]) -> Iterator[dict[str, np.ndarray]]:
+  inputs, targets = task.tokens(split)
+  eos = task.vocabulary.eos_id
+  for i in order:
+    yield {"inputs": _trimmed(inputs[i], lengths["inputs"], eos, task.inputs_eos),
+           "targets": _trimmed(targets[i], lengths["targets"], eos, task.targets_eos)}
+
+
+def _numpy_pass(task: tasks.InMemoryTask, split: str, *, lengths: Mapping[str, int],
+                shuffle: bool, seed: Optional[int], converter: Any, batch_size: int,
+                num_shards: int, shard_index: int) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over a split: shuffled with `seed` if `shuffle`, sharded by example, converted,
+  batched (remainder dropped)."""
+  size = len(task.tokens(split)[0])
+  order = np.random.default_rng(seed).permutation(size) if shuffle else np.arange(size)
+  rows = converter.convert(_examples(task, split, lengths, order[shard_index::num_shards]),
+                           lengths)
+  while True:
+    batch = list(itertools.islice(rows, batch_size))
+    if len(batch) < batch_size:
+      return
+    yield {k: np.stack([row[k] for row in batch]) for k in batch[0]}
+
+
+def get_dataset(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
+                shuffle: bool, seed: Optional[int], feature_converter: Any,
+                repeat: bool = True, num_shards: int = 1, shard_index: int = 0) -> Any:
+  """The unbatched tf.data pipeline of the seqio source (same arguments as
+  :func:`get_batches`; needs the seqio extra; an in-memory task is read as its seqio task).
+
+  Returns:
+    A ``tf.data.Dataset`` of the converter's feature dicts of int32 vectors.
+  """
+  lengths = _check_feature_lengths(feature_lengths)
+  _check_converter(feature_converter)
+  _check_shards(shuffle, seed, num_shards, shard_index)
+  task = get_task(task_name)
+  if isinstance(task, tasks.InMemoryTask):
+    task = task.seqio_task()
+  converter = (feature_converter.seqio_converter() if _is_numpy_converter(feature_converter)
+               else feature_converter)
+  from irl_lm.data import seqio_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  return seqio_pipeline.get_dataset(task, split, lengths=lengths, shuffle=shuffle, seed=seed,
+                                    converter=converter, repeat=repeat, num_shards=num_shards,
+                                    shard_index=shard_index)
 
 
 def epoch_seed(seed: Optional[int], epoch: int) -> Optional[int]:
@@ -199,7 +260,7 @@ def epoch_seed(seed: Optional[int], epoch: int) -> Optional[int]:
 
 def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int],
                 batch_size: int, shuffle: bool, seed: Optional[int],
-                feature_converter: seqio.FeatureConverter, repeat: bool = True,
+                feature_converter: Any, repeat: bool = True,
                 num_shards: int = 1, shard_index: int = 0,
                 start_batch: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Yields fixed-size numpy batches of the features `feature_converter` produces.
@@ -213,8 +274,9 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
     shuffle: shuffle the examples (seeded; when repeating, each epoch with
       :func:`epoch_seed` ``(seed, epoch)``).
     seed: shuffle seed (None: unseeded; required when shuffling with ``num_shards > 1``).
-    feature_converter: any ``seqio.FeatureConverter`` instance, normally the model's
-      (``model.feature_converter(pack)``); it decides the keys, lengths and packing.
+    feature_converter: normally the model's (``model.feature_converter(pack)``, an
+      :mod:`irl_lm.models.features` converter), or any ``seqio.FeatureConverter`` instance
+      (read through the seqio source); it decides the keys, lengths and packing.
     repeat: repeat the split forever (training) instead of one pass (evaluation).
     num_shards: number of hosts reading the split.
     shard_index: this host's index in ``[0, num_shards)``.
@@ -233,7 +295,8 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
   Raises:
     ValueError: unknown task or split, bad lengths or shard arguments; when repeating, a
       split with fewer examples on this host than `batch_size`.
-    TypeError: `feature_converter` is not a ``seqio.FeatureConverter`` instance.
+    TypeError: `feature_converter` is not a converter instance.
+    MissingExtraError: the seqio source is needed and seqio is not installed.
     MissingDatasetError: the task's data set is not prepared (TFDS) or not on disk (GSM8k,
       TL;DR JSONL, WMT files); the message says what to download and where.
   """
@@ -241,48 +304,59 @@ def get_batches(task_name: str, split: str, *, feature_lengths: Mapping[str, int
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if start_batch < 0:
     raise ValueError(f"start_batch must be >= 0, got {start_batch}.")
+  lengths = _check_feature_lengths(feature_lengths)
+  _check_converter(feature_converter)
+  _check_shards(shuffle, seed, num_shards, shard_index)
+  task, converter, use_numpy = _source(task_name, feature_converter)
+  what = f"the {split!r} split of task {task_name!r}"
+  if not use_numpy:
+    from irl_lm.data import seqio_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
 
-  def one_pass(pass_seed: Optional[int]) -> tf.data.Dataset:
-    ds = get_dataset(task_name, split, feature_lengths=feature_lengths, shuffle=shuffle,
-                     seed=pass_seed, feature_converter=feature_converter, repeat=False,
-                     num_shards=num_shards, shard_index=shard_index)
-    return ds.batch(batch_size, drop_remainder=True)
+    def one_pass(pass_seed: Optional[int]) -> Any:
+      ds = seqio_pipeline.get_dataset(task, split, lengths=lengths, shuffle=shuffle,
+                                      seed=pass_seed, converter=converter, repeat=False,
+                                      num_shards=num_shards, shard_index=shard_index)
+      return ds.batch(batch_size, drop_remainder=True)
+
+    try:
+      return seqio_pipeline.batches(one_pass, seed, epoch_seed, repeat=repeat,
+                                    start_batch=start_batch, what=what)
+    except ValueError as e:
+      if "fewer examples" in str(e):
+        raise ValueError(f"{what} has fewer examples on this host than one batch of "
+                         f"{batch_size}: lower the batch size or use more examples (e.g. a "
+                         "larger train_examples).") from None
+      raise
+
+  task.check_split(split)
+  task.tokens(split)  # reads and tokenises the split now: missing files raise here
+
+  def one_pass(pass_seed: Optional[int]) -> Iterator[dict[str, np.ndarray]]:
+    return _numpy_pass(task, split, lengths=lengths, shuffle=shuffle, seed=pass_seed,
+                       converter=converter, batch_size=batch_size, num_shards=num_shards,
+                       shard_index=shard_index)
 
   if not repeat:
-    return one_pass(seed).skip(start_batch).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-  first = one_pass(epoch_seed(seed, 0))
-  # Batches per epoch, counted on epoch 0 only as far as placing start_batch needs.
-  counted = int(first.take(start_batch + 1).reduce(np.int64(0), lambda n, _: n + 1))
+    return itertools.islice(one_pass(seed), start_batch, None)
+  counted = sum(1 for _ in itertools.islice(one_pass(epoch_seed(seed, 0)), start_batch + 1))
   if counted == 0:
-    raise ValueError(f"the {split!r} split of task {task_name!r} has fewer examples on this "
-                     f"host than one batch of {batch_size}: lower the batch size or use more "
-                     "examples (e.g. a larger train_examples).")
+    raise ValueError(f"{what} has fewer examples on this host than one batch of {batch_size}: "
+                     "lower the batch size or use more examples (e.g. a larger "
+                     "train_examples).")
   epoch, offset = divmod(start_batch, counted) if counted <= start_batch else (0, start_batch)
-  return _epochs(one_pass, seed, epoch, offset, first if epoch == 0 else None)
+  return _numpy_epochs(one_pass, seed, epoch, offset)
 
 
-def _epochs(one_pass: Any, seed: Optional[int], epoch: int, offset: int,
-            first: Optional[tf.data.Dataset]) -> Iterator[dict[str, np.ndarray]]:
-  """Epochs `epoch`, `epoch + 1`, ... one after another, the first from batch `offset` on.
-
-  Building an epoch's pipeline and reading its first batch takes a second or more, so the
-  next epoch is opened in a background thread while the current one is read.
-  """
-  def open_epoch(e: int, ds: Optional[tf.data.Dataset] = None, skip: int = 0):
-    ds = one_pass(epoch_seed(seed, e)) if ds is None else ds
-    it = ds.skip(skip).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-    return itertools.chain([next(it)], it)  # every epoch has >= 1 batch (checked)
-
-  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="next_epoch") as pool:
-    current = open_epoch(epoch, first, offset)
-    for e in itertools.count(epoch + 1):
-      upcoming = pool.submit(open_epoch, e)
-      yield from current
-      current = upcoming.result()
+def _numpy_epochs(one_pass: Any, seed: Optional[int], epoch: int,
+                  offset: int) -> Iterator[dict[str, np.ndarray]]:
+  """Epochs `epoch`, `epoch + 1`, ... one after another, the first from batch `offset` on."""
+  yield from itertools.islice(one_pass(epoch_seed(seed, epoch)), offset, None)
+  for e in itertools.count(epoch + 1):
+    yield from one_pass(epoch_seed(seed, e))
 
 
-def _padded(tokens: np.ndarray, length: int) -> np.ndarray:
-  out = np.zeros([length], np.int32)
+def _padded(tokens: np.ndarray, length: int, pad: int = 0) -> np.ndarray:
+  out = np.full([length], pad, np.int32)
   out[:len(tokens)] = tokens
   return out
 
@@ -307,24 +381,6 @@ def subset_indices(size: int, num_examples: Optional[int], seed: Optional[int]) 
   return np.sort(rng.choice(size, size=num_examples, replace=False))
 
 
-def _split_dataset(task_name: str, split: str,
-                   feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-  return _task_dataset(get_task(task_name), split, sequence_length=dict(feature_lengths),
-                       shuffle=False, seed=None, num_epochs=1, trim_output_features=True)
-
-
-def _split_size(ds: tf.data.Dataset) -> int:
-  counted = ds.map(lambda ex: tf.constant(1, tf.int64)).batch(8192)
-  return int(counted.reduce(np.int64(0), lambda n, b: n + tf.reduce_sum(b)))
-
-
-def _take_indices(ds: tf.data.Dataset, indices: np.ndarray) -> tf.data.Dataset:
-  """The examples of `ds` at ascending `indices`, each with its ``index`` (int64)."""
-  wanted = tf.constant(indices, tf.int64)
-  ds = ds.enumerate().filter(lambda i, _: tf.reduce_any(tf.equal(i, wanted)))
-  return ds.map(lambda i, ex: {**ex, "index": i})
-
-
 def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
                  feature_lengths: Mapping[str, int],
                  seed: Optional[int] = None) -> list[dict[str, Any]]:
@@ -345,48 +401,53 @@ def get_examples(task_name: str, split: str, *, num_examples: Optional[int],
     A list of dicts: ``index`` (int, the example's position in the split), ``inputs_text``
     and ``targets_text`` (str, the untokenised texts, inputs with any task prefix),
     ``input_tokens`` (np.int32 ``[L]``: the ``inputs`` tokens trimmed to L with EOS last,
-    then 0-padded) and ``target_tokens`` (np.int32 ``[T]``, likewise).
+    then padded with -1, an id outside every vocabulary: the models' prompt padding, since id 0
+    is a real token of some vocabularies) and ``target_tokens`` (np.int32 ``[T]``, likewise but
+    0-padded).
   """
   lengths = _check_feature_lengths(feature_lengths)
-  ds = _split_dataset(task_name, split, lengths)
+  task = get_task(task_name)
+  if not isinstance(task, tasks.InMemoryTask):
+    from irl_lm.data import seqio_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    return seqio_pipeline.get_examples(task, split, num_examples=num_examples, lengths=lengths,
+                                       seed=seed, subset_indices=subset_indices)
+  indices = _indices(task, split, num_examples, seed)
+  texts_in, texts_out = task.texts(split)
+  tokens = _examples(task, split, lengths, indices)
+  return [{"index": int(i), "inputs_text": texts_in[i], "targets_text": texts_out[i],
+           "input_tokens": _padded(ex["inputs"], lengths["inputs"], pad=-1),
+           "target_tokens": _padded(ex["targets"], lengths["targets"])}
+          for i, ex in zip(indices, tokens)]
+
+
+def _indices(task: tasks.InMemoryTask, split: str, num_examples: Optional[int],
+             seed: Optional[int]) -> np.ndarray:
+  size = len(task.examples(split))
   if num_examples is not None and seed is not None:
-    ds = _take_indices(ds, subset_indices(_split_size(ds), num_examples, seed))
-  else:
-    ds = ds.enumerate().map(lambda i, ex: {**ex, "index": i})
-    if num_examples is not None:
-      ds = ds.take(num_examples)
-  return [{
-      "index": int(ex["index"]),
-      "inputs_text": ex["inputs_pretokenized"].decode("utf-8"),
-      "targets_text": ex["targets_pretokenized"].decode("utf-8"),
-      "input_tokens": _padded(ex["inputs"], lengths["inputs"]),
-      "target_tokens": _padded(ex["targets"], lengths["targets"]),
-  } for ex in ds.as_numpy_iterator()]
+    return subset_indices(size, num_examples, seed)
+  return np.arange(size if num_examples is None else min(size, num_examples))
 
 
 def get_texts(task_name: str, split: str, *, num_examples: Optional[int] = None,
               seed: Optional[int] = None) -> dict[str, list[Any]]:
-  """The untokenised texts of a split (or of its :func:`subset_indices` subset), read in
-  large batches: what text-only baselines need, without padding every example.
+  """The untokenised texts of a split (or of its :func:`subset_indices` subset): what
+  text-only baselines need, without padding every example.
 
   Returns:
     ``{'index': [int], 'inputs': [str], 'targets': [str]}`` in file order.
   """
-  lengths = {"inputs": 1 << 20, "targets": 1 << 20}  # the texts are untouched by trimming
-  ds = _split_dataset(task_name, split, lengths)
-  if num_examples is not None:
-    ds = _take_indices(ds, subset_indices(_split_size(ds), num_examples, seed))
-  else:
-    ds = ds.enumerate().map(lambda i, ex: {**ex, "index": i})
-  ds = ds.map(lambda ex: {"index": ex["index"], "inputs": ex["inputs_pretokenized"],
-                          "targets": ex["targets_pretokenized"]},
-              num_parallel_calls=tf.data.AUTOTUNE).batch(8192)
-  out: dict[str, list[Any]] = {"index": [], "inputs": [], "targets": []}
-  for batch in ds.as_numpy_iterator():
-    out["index"] += [int(i) for i in batch["index"]]
-    out["inputs"] += [t.decode("utf-8") for t in batch["inputs"]]
-    out["targets"] += [t.decode("utf-8") for t in batch["targets"]]
-  return out
+  task = get_task(task_name)
+  if not isinstance(task, tasks.InMemoryTask):
+    from irl_lm.data import seqio_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    return seqio_pipeline.get_texts(task, split, num_examples=num_examples, seed=seed,
+                                    subset_indices=subset_indices)
+  task.check_split(split)
+  size = len(task.examples(split))
+  indices = np.arange(size) if num_examples is None else subset_indices(size, num_examples,
+                                                                          seed)
+  inputs, targets = task.texts(split)
+  return {"index": [int(i) for i in indices], "inputs": [inputs[i] for i in indices],
+          "targets": [targets[i] for i in indices]}
 
 
 registry.register_all()

@@ -22,7 +22,7 @@ task                          module                 metric       gin factory
 .. [2] plus the exact metrics against its known teacher
    (:mod:`irl_lm.evaluation.known_distribution`).
 
-How a task gets registered with seqio: a gin factory (``train.task = @gsm8k_task()``) only
+How a task gets registered: a gin factory (``train.task = @gsm8k_task()``) only
 records its settings (:func:`irl_lm.data.spec.configure`) and returns the name. The first time
 the pipeline asks for a task (:func:`ensure_registered`, called by
 :func:`irl_lm.data.pipeline.get_task`), it is registered with the settings its factory recorded
@@ -31,10 +31,13 @@ calls with the same settings keep the registered task, other settings re-registe
 :mod:`irl_lm.data.pipeline` registers every default task (registration reads no file).
 
 Importing this module imports neither TensorFlow nor seqio (a configuration check never loads
-them); only :func:`ensure_registered`, :func:`register_all` and :func:`forget` import seqio.
+them). In-memory tasks go to :mod:`irl_lm.data.tasks`'s registry (no seqio); the TFDS and WMT
+tasks (``needs_seqio``) to seqio's, and asking for one without seqio installed raises
+:class:`irl_lm.data.tasks.MissingExtraError` naming the ``seqio`` extra.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from irl_lm.data import arithmetic
@@ -44,6 +47,7 @@ from irl_lm.data import local_files
 from irl_lm.data import pypackages_docstrings
 from irl_lm.data import spec
 from irl_lm.data import stdlib_docstrings
+from irl_lm.data import tasks
 from irl_lm.data import tldr
 from irl_lm.data import wmt
 from irl_lm.data import xsum
@@ -89,7 +93,7 @@ def metric_family(task_name: str) -> str:
 
 
 def ensure_registered(task_name: str) -> bool:
-  """Registers `task_name` with seqio if it is an irl_lm task whose settings are not applied.
+  """Registers `task_name` if it is an irl_lm task whose settings are not applied.
 
   A default name no factory was called for is registered with its defaults unless a task of
   that name is registered already (which is then kept, whoever registered it). A name a factory
@@ -105,8 +109,10 @@ def ensure_registered(task_name: str) -> bool:
   entry = spec.configured(task_name)
   if entry is None and task_name not in _DEFAULTS:
     return False
-  import seqio  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  registered = task_name in seqio.TaskRegistry.names()
+  task_spec = entry[0] if entry is not None else _DEFAULTS[task_name]
+  if task_spec.needs_seqio:
+    tasks.require_seqio(f"task {task_name!r}")
+  registered = tasks.is_registered(task_name)
   if entry is None:
     task_spec, settings = _DEFAULTS[task_name], {}
     if registered:
@@ -127,21 +133,24 @@ def known_names() -> tuple[str, ...]:
 
 
 def register_all() -> tuple[str, ...]:
-  """Registers every default task and every task a factory was called for (idempotent).
+  """Registers every default task and every task a factory was called for (idempotent); the
+  seqio tasks only when seqio is loaded already (else on first use), so this loads no
+  TensorFlow.
 
   Returns:
     :func:`known_names`.
   """
   names = known_names()
   for name in names:
-    ensure_registered(name)
+    entry = spec.configured(name)
+    task_spec = entry[0] if entry is not None else _DEFAULTS[name]
+    if not task_spec.needs_seqio or sys.modules.get("seqio") is not None:
+      ensure_registered(name)
   return names
 
 
 def forget(task_name: str) -> None:
-  """Removes a task from seqio's registry and drops its recorded settings (for tests)."""
-  import seqio  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  """Removes a task from the registries and drops its recorded settings (for tests)."""
   spec.forget(task_name)
   _APPLIED.pop(task_name, None)
-  if task_name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(task_name)
+  tasks.forget(task_name)

@@ -10,20 +10,97 @@ importing a task module (for its gin factory) never loads TensorFlow.
   (shuffled with the seed, sharded by example, optionally a fixed train subset).
 * :func:`tfds_source` - a read-only TFDS source (never downloads), optionally a train subset.
 * :func:`rekey`, :func:`prefix` - the preprocessors the tasks share; :func:`t5_vocabulary`.
+* :class:`SeqioVocabularyAdapter` - an irl_lm vocabulary as a ``seqio.Vocabulary``.
 """
 from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
 from irl_lm.data import sources
 from irl_lm.data import spec
 from irl_lm.data import vocabularies
+from irl_lm.data import vocabulary as vocabulary_lib
 
 T5_SUMMARIZE_PREFIX = "summarize: "
+
+
+def _decode_rows(vocab: vocabulary_lib.Vocabulary, ids: np.ndarray) -> np.ndarray:
+  """int ids [..., T] -> object array [...] of UTF-8 texts (``vocab._decode`` per row)."""
+  if ids.shape[-1] == 0:
+    return np.full(ids.shape[:-1], b"", dtype=object)
+  rows = ids.reshape(-1, ids.shape[-1])
+  texts = [vocab._decode([int(i) for i in row]).encode("utf-8")  # pylint: disable=protected-access
+           for row in rows]
+  return np.array(texts, dtype=object).reshape(ids.shape[:-1])
+
+
+class SeqioVocabularyAdapter(seqio.Vocabulary):
+  """An irl_lm :class:`~irl_lm.data.vocabulary.Vocabulary` as a ``seqio.Vocabulary``; its
+  TensorFlow ops run the Python ones through ``tf.numpy_function`` (same results)."""
+
+  def __init__(self, vocab: vocabulary_lib.Vocabulary):
+    super().__init__(extra_ids=0)
+    self.vocabulary = vocab
+
+  @property
+  def eos_id(self) -> Optional[int]:
+    return self.vocabulary.eos_id
+
+  @property
+  def unk_id(self) -> Optional[int]:
+    return self.vocabulary.unk_id
+
+  @property
+  def pad_id(self) -> int:
+    return self.vocabulary.pad_id
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self.vocabulary.vocab_size
+
+  def _encode(self, s: str) -> Sequence[int]:
+    return self.vocabulary.encode(s)
+
+  def _decode(self, ids: Sequence[int]) -> str:
+    return self.vocabulary._decode(ids)  # pylint: disable=protected-access
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+    """A scalar tf.string -> int32 ids ``[N]``."""
+    if s.shape.rank not in (0, None):
+      raise ValueError(f"{self.vocabulary!r}.as_seqio().encode_tf takes one string (a scalar), "
+                       f"got shape {s.shape}: map it over the strings instead.")
+
+    def encode(text: Any) -> np.ndarray:
+      text = text.item() if isinstance(text, np.ndarray) else text
+      return np.asarray(self.vocabulary.encode(text.decode("utf-8")), np.int32)
+
+    ids = tf.numpy_function(encode, [s], tf.int32, stateful=False)
+    ids.set_shape([None])
+    return ids
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    """int ids ``[T]`` or ``[B, T]`` -> tf.string ``[]`` or ``[B]``, as ``decode`` does."""
+    ids = tf.convert_to_tensor(ids)
+    texts = tf.numpy_function(lambda x: _decode_rows(self.vocabulary, x), [ids], tf.string,
+                              stateful=False)
+    texts.set_shape(ids.shape[:-1])
+    return texts
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, SeqioVocabularyAdapter) and other.vocabulary == self.vocabulary
+
+  def __hash__(self) -> int:
+    return hash(("SeqioVocabularyAdapter", self.vocabulary))
+
+
+def as_seqio_vocabulary(vocab: Any) -> seqio.Vocabulary:
+  """`vocab` as a ``seqio.Vocabulary`` (an irl_lm vocabulary's ``as_seqio()``)."""
+  return vocab.as_seqio() if isinstance(vocab, vocabulary_lib.Vocabulary) else vocab
 
 
 def examples_dataset(examples: Sequence[Mapping[str, str]], keys: Iterable[str],
@@ -150,19 +227,14 @@ def rekey(**key_map: str) -> Any:
   return functools.partial(seqio.preprocessors.rekey, key_map=key_map)
 
 
-def t5_vocabulary(path: Optional[str]) -> seqio.Vocabulary:
-  """The paper tasks' vocabulary, read lazily: T5's SentencePiece model from `path` (None: its
-  public GCS copy; a `.model` file: a local copy, with T5's extra ids), or a Hugging Face
-  `tokenizer.json` (or a checkpoint directory holding one) so that an imported decoder-only
-  checkpoint reads the task with its own tokenizer."""
-  if path is None or path.endswith(".model") or path.startswith("gs://"):
-    return vocabularies.t5_vocabulary(path or vocabularies.T5_VOCAB_PATH,
-                                      extra_ids=vocabularies.T5_EXTRA_IDS)
-  return vocabularies.task_vocabulary(path)
+def t5_vocabulary(path: Optional[str]) -> vocabulary_lib.Vocabulary:
+  """:func:`irl_lm.data.vocabularies.paper_vocabulary` (the paper tasks' vocabulary)."""
+  return vocabularies.paper_vocabulary(path)
 
 
-def _output_features(vocabulary: seqio.Vocabulary, inputs_eos: bool,
+def _output_features(vocabulary: Any, inputs_eos: bool,
                      targets_eos: bool) -> dict[str, seqio.Feature]:
+  vocabulary = as_seqio_vocabulary(vocabulary)
   return {
       "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=inputs_eos, dtype=tf.int32),
       "targets": seqio.Feature(vocabulary=vocabulary, add_eos=targets_eos, dtype=tf.int32),
@@ -170,7 +242,7 @@ def _output_features(vocabulary: seqio.Vocabulary, inputs_eos: bool,
 
 
 def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Any],
-             vocabulary: seqio.Vocabulary, metric: str, replace: bool,
+             vocabulary: Any, metric: str, replace: bool,
              inputs_eos: bool = True, targets_eos: bool = True) -> seqio.Task:
   """Adds a task (inputs/targets with EOS), or returns the registered one unless `replace`.
 
@@ -179,7 +251,7 @@ def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Any
     source: its data source.
     preprocessors: what turns a raw example into string ``inputs``/``targets`` (tokenising and
       EOS are appended here).
-    vocabulary: for both features.
+    vocabulary: for both features (an irl_lm vocabulary or a ``seqio.Vocabulary``).
     metric: its metric family, recorded for :func:`irl_lm.data.registry.metric_family`.
     replace: re-register a task already registered under `name`.
     inputs_eos: append EOS to ``inputs`` (after trimming); False for decoder-only prompts

@@ -5,8 +5,8 @@ Local data sets (GSM8k, the OpenAI TL;DR JSONL, WMT22 training TSVs) live under 
 dataset is built, so the variable can be set after import); each task's gin factory can point
 elsewhere (e.g. ``gsm8k_task.data_dir``).
 
-This module imports TensorFlow only inside the functions that read files (``tf.io.gfile``, so
-``gs://`` paths work too); the seqio/tf.data side is :mod:`irl_lm.data.seqio_tasks`.
+Files are read through ``etils.epath`` (local paths or ``gs://``); this module imports neither
+seqio nor TensorFlow (the seqio/tf.data side is :mod:`irl_lm.data.seqio_tasks`).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 from typing import Any, Mapping, Optional, Sequence, TypeVar
+
+from etils import epath
 
 from irl_lm.data.errors import DataError, MissingDatasetError
 
@@ -55,8 +57,7 @@ def require_file(path: str, what: str, how: str) -> str:
   Raises:
     MissingDatasetError: ``"<what> needs <path>, which does not exist: <how>."``.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(path):
+  if not epath.Path(path).exists():
     raise MissingDatasetError(f"{what} needs {path}, which does not exist: {how}.")
   return path
 
@@ -65,7 +66,7 @@ def read_jsonl(path: str, required: Sequence[str]) -> list[dict[str, Any]]:
   """Reads a JSON-lines file, checking that every record has the `required` fields.
 
   Args:
-    path: the file (any path tf.io.gfile reads, e.g. local or gs://).
+    path: the file (any path ``etils.epath`` reads, e.g. local or gs://).
     required: field names each record must have.
 
   Returns:
@@ -74,9 +75,8 @@ def read_jsonl(path: str, required: Sequence[str]) -> list[dict[str, Any]]:
   Raises:
     ValueError: a line that is not a JSON object, or lacks a required field (naming the line).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   records = []
-  with tf.io.gfile.GFile(path, "r") as f:
+  with epath.Path(path).open("r") as f:
     for number, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -90,6 +90,11 @@ def read_jsonl(path: str, required: Sequence[str]) -> list[dict[str, Any]]:
                         f"be a JSON object with {list(required)}.")
       records.append(record)
   return records
+
+
+def read_bytes(path: str) -> bytes:
+  """The bytes of a local or ``gs://`` file."""
+  return epath.Path(path).read_bytes()
 
 
 Example = TypeVar("Example", bound=Mapping[str, Any])

@@ -1,4 +1,4 @@
-"""What a task is before seqio sees it: its spec, and the settings its gin factory recorded.
+"""What a task is before it is registered: its spec, and the settings its gin factory recorded.
 
 Every task module (:mod:`irl_lm.data.gsm8k`, ...) declares a :class:`TaskSpec` (default name,
 metric family, registration function) and a gin factory that calls :func:`configure`, e.g.::
@@ -7,7 +7,7 @@ metric family, registration function) and a gin factory that calls :func:`config
     return spec.configure(SPEC, name, data_dir=data_dir, ...)
 
 :func:`configure` only records the settings and returns the name, so parsing a gin file needs
-neither TensorFlow nor seqio. :mod:`irl_lm.data.registry` registers the seqio task with the
+neither TensorFlow nor seqio. :mod:`irl_lm.data.registry` registers the task with the
 recorded settings the first time the pipeline asks for it (and again when they change).
 
 This module imports nothing heavy.
@@ -15,29 +15,29 @@ This module imports nothing heavy.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from irl_lm.data import sources
-
-if TYPE_CHECKING:  # pragma: no cover
-  import seqio
 
 METRIC_FAMILIES = ("rouge", "gsm8k", "translation")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-  """A task as the registry knows it without importing seqio.
+  """A task as the registry knows it before registering it.
 
   Attributes:
     name: the default task name (registered with default settings when first asked for).
     metric: the evaluator's metric family: 'rouge', 'gsm8k' or 'translation'.
-    register: ``register(name, *, replace=False, **settings) -> seqio.Task``; imports seqio
-      lazily, reads no file, and leaves a registered `name` alone unless `replace`.
+    register: ``register(name, *, replace=False, **settings)`` -> the registered task (an
+      :class:`irl_lm.data.tasks.InMemoryTask`, or a ``seqio.Task`` when `needs_seqio`); reads
+      no file, and leaves a registered `name` alone unless `replace`.
+    needs_seqio: the task is a seqio task (TFDS or streamed files): it needs the seqio extra.
   """
   name: str
   metric: str
-  register: Callable[..., "seqio.Task"]
+  register: Callable[..., Any]
+  needs_seqio: bool = False
 
   def __post_init__(self):
     if self.metric not in METRIC_FAMILIES:

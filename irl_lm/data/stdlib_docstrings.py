@@ -34,6 +34,7 @@ called.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -400,16 +401,14 @@ def add_docstring_task(name: str, load: Callable[[str], Sequence[dict[str, str]]
   """Registers a code -> summary task over `load(split)` examples ({'code', 'summary',
   'name'}) of `splits`, with the shipped SentencePiece vocabulary by default (both docstring
   tasks)."""
-  # pylint: disable=g-import-not-at-top  (seqio imports TensorFlow)
-  from irl_lm.data import seqio_tasks
+  # pylint: disable=g-import-not-at-top
+  from irl_lm.data import tasks
   from irl_lm.data import vocabularies
-  source = seqio_tasks.in_memory_source(load, FIELDS, tuple(splits),
-                                         train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source,
-      preprocessors=[seqio_tasks.rekey(inputs="code", targets="summary", name="name")],
+  return tasks.add_in_memory_task(
+      name, load_split=functools.lru_cache(None)(load), splits=tuple(splits),
+      inputs_key="code", targets_key="summary",
       vocabulary=vocabularies.stdlib_vocabulary(vocabulary_path or vocabularies.STDLIB_VOCAB_PATH),
-      metric=metric, replace=replace)
+      metric=metric, replace=replace, train_examples=train_examples)
 
 
 SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)

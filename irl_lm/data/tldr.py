@@ -138,18 +138,18 @@ def register_openai(name: str = OPENAI_TASK, *, data_dir: Optional[str] = None,
     The registered ``seqio.Task`` (splits train/validation/test).
   """
   check_template(input_template)
-  from irl_lm.data import seqio_tasks  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  source = seqio_tasks.in_memory_source(
-      functools.partial(load_split, data_dir=data_dir, input_template=input_template),
-      ("inputs", "targets", "id"), SPLITS, train_examples=train_examples)
-  return seqio_tasks.add_task(
-      name, source=source,
-      preprocessors=[seqio_tasks.rekey(inputs="inputs", targets="targets", id="id")],
-      vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=OPENAI_SPEC.metric,
-      replace=replace)
+  # pylint: disable=g-import-not-at-top
+  from irl_lm.data import tasks
+  from irl_lm.data import vocabularies
+  return tasks.add_in_memory_task(
+      name, load_split=functools.lru_cache(None)(
+          functools.partial(load_split, data_dir=data_dir, input_template=input_template)),
+      splits=SPLITS, inputs_key="inputs", targets_key="targets",
+      vocabulary=vocabularies.paper_vocabulary(vocabulary_path), metric=OPENAI_SPEC.metric,
+      replace=replace, train_examples=train_examples)
 
 
-SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register_tfds)
+SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register_tfds, needs_seqio=True)
 OPENAI_SPEC = spec.TaskSpec(name=OPENAI_TASK, metric="rouge", register=register_openai)
 
 

@@ -37,8 +37,8 @@ Google Cloud Storage the first time it is used, never at import or registration.
 SentencePiece ``.model`` file, or a Hugging Face ``tokenizer.json``
 (:class:`irl_lm.data.hf_tokenizer.HfTokenizerVocabulary`).
 
-This module imports seqio (and thus TensorFlow) only inside the functions that return seqio
-vocabularies.
+Every vocabulary here is an :class:`irl_lm.data.vocabulary.Vocabulary` (no seqio, no
+TensorFlow); a seqio task takes its ``as_seqio()``.
 """
 from __future__ import annotations
 
@@ -47,15 +47,14 @@ import io
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import sentencepiece as spm
 
 from irl_lm.data import sources
 from irl_lm.data import stdlib_docstrings
 
-if TYPE_CHECKING:  # pragma: no cover
-  import seqio
+from irl_lm.data.vocabulary import SentencePieceVocabulary, Vocabulary
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
@@ -174,22 +173,21 @@ def _write(proto: bytes, output_path: str) -> str:
   return output_path
 
 
-def stdlib_vocabulary(path: str = STDLIB_VOCAB_PATH) -> "seqio.SentencePieceVocabulary":
-  """Returns the shipped vocabulary of the built-in task as a seqio vocabulary.
+def stdlib_vocabulary(path: str = STDLIB_VOCAB_PATH) -> SentencePieceVocabulary:
+  """Returns the shipped vocabulary of the built-in task.
 
   Args:
     path: the ``.model`` file (default: the shipped one).
 
   Returns:
-    ``seqio.SentencePieceVocabulary`` (no extra ids; ``vocab_size`` 4096 for the shipped
+    A :class:`SentencePieceVocabulary` (no extra ids; ``vocab_size`` 4096 for the shipped
     model), loaded lazily on first use.
   """
-  import seqio  # pylint: disable=g-import-not-at-top  (keeps TensorFlow out of this import)
-  return seqio.SentencePieceVocabulary(path)
+  return SentencePieceVocabulary(path)
 
 
 def t5_vocabulary(path: str = T5_VOCAB_PATH,
-                  extra_ids: int = T5_EXTRA_IDS) -> "seqio.SentencePieceVocabulary":
+                  extra_ids: int = T5_EXTRA_IDS) -> SentencePieceVocabulary:
   """Returns T5's SentencePiece vocabulary (32000 pieces + 100 sentinel ids = 32100).
 
   Nothing is read until the vocabulary is first used, so building tasks with it needs no
@@ -200,13 +198,12 @@ def t5_vocabulary(path: str = T5_VOCAB_PATH,
     extra_ids: number of sentinel ids appended, 100 as in T5.
 
   Returns:
-    A lazily loaded ``seqio.SentencePieceVocabulary``.
+    A lazily loaded :class:`SentencePieceVocabulary`.
   """
-  import seqio  # pylint: disable=g-import-not-at-top
-  return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+  return SentencePieceVocabulary(path, extra_ids=extra_ids)
 
 
-def task_vocabulary(vocabulary: str, *, eos_token: Optional[str] = None) -> "seqio.Vocabulary":
+def task_vocabulary(vocabulary: str, *, eos_token: Optional[str] = None) -> Vocabulary:
   """The vocabulary a task's ``vocabulary`` setting names, read lazily (nothing is opened here).
 
   Args:
@@ -218,7 +215,7 @@ def task_vocabulary(vocabulary: str, *, eos_token: Optional[str] = None) -> "seq
       ``tokenizer_config.json``/``config.json`` say, see :mod:`irl_lm.data.hf_tokenizer`).
 
   Returns:
-    A ``seqio.Vocabulary``.
+    A :class:`Vocabulary`.
 
   Raises:
     ValueError: an empty setting, or `eos_token` with a SentencePiece vocabulary.
@@ -234,10 +231,19 @@ def task_vocabulary(vocabulary: str, *, eos_token: Optional[str] = None) -> "seq
       return stdlib_vocabulary()
     if vocabulary == "t5":
       return t5_vocabulary()
-    import seqio  # pylint: disable=g-import-not-at-top
-    return seqio.SentencePieceVocabulary(sources.expand_path(vocabulary))
-  from irl_lm.data import hf_tokenizer  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    return SentencePieceVocabulary(sources.expand_path(vocabulary))
+  from irl_lm.data import hf_tokenizer  # pylint: disable=g-import-not-at-top  (tokenizers)
   return hf_tokenizer.HfTokenizerVocabulary(sources.expand_path(vocabulary), eos_token=eos_token)
+
+
+def paper_vocabulary(path: Optional[str]) -> Vocabulary:
+  """The paper tasks' vocabulary, read lazily: T5's SentencePiece model from `path` (None: its
+  public GCS copy; a `.model` file: a local copy, with T5's extra ids), or a Hugging Face
+  `tokenizer.json` (or a checkpoint directory holding one) so that an imported decoder-only
+  checkpoint reads the task with its own tokenizer."""
+  if path is None or path.endswith(".model") or path.startswith("gs://"):
+    return t5_vocabulary(path or T5_VOCAB_PATH, extra_ids=T5_EXTRA_IDS)
+  return task_vocabulary(path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -275,7 +275,7 @@ def register(name: str = TASK, *, train_files: Optional[Sequence[str]] = None,
       vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=SPEC.metric, replace=replace)
 
 
-SPEC = spec.TaskSpec(name=TASK, metric="translation", register=register)
+SPEC = spec.TaskSpec(name=TASK, metric="translation", register=register, needs_seqio=True)
 
 
 def wmt22_en_de_task(name: str = TASK, train_files: Optional[Sequence[str]] = None,

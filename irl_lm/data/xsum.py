@@ -59,7 +59,7 @@ def register(name: str = TASK, *, tfds_data_dir: Optional[str] = None,
       vocabulary=seqio_tasks.t5_vocabulary(vocabulary_path), metric=SPEC.metric, replace=replace)
 
 
-SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register)
+SPEC = spec.TaskSpec(name=TASK, metric="rouge", register=register, needs_seqio=True)
 
 
 def xsum_task(name: str = TASK, tfds_data_dir: Optional[str] = None,

@@ -101,12 +101,13 @@ def make_step_fn(model: Any) -> Callable[..., tuple[jax.Array, Any]]:
   """A jitted ``(params, state, tokens [B], position, key, temperature) -> (next [B], state)``.
 
   Runs ``model.decode_step`` on the tokens fed at `position` and draws the next token from
-  ``softmax(logits / temperature)`` (argmax when temperature is 0). The state is donated.
+  ``softmax(logits / temperature)`` (argmax when temperature is 0; never a pad id that is not a
+  token, `search.drawable_logits`). The state is donated.
   """
   def step(params, state, tokens_B, position, key, temperature):
     logits_BV, state = model.decode_step(params, state, tokens_B, position)
-    return search.next_tokens(logits_BV.astype(jnp.float32), key,
-                              temperature=temperature), state
+    logits_BV = search.drawable_logits(model, logits_BV.astype(jnp.float32))
+    return search.next_tokens(logits_BV, key, temperature=temperature), state
   return jax.jit(step, donate_argnums=(1,))
 
 

@@ -11,7 +11,10 @@ Two decoders, both a single `jax.lax.while_loop` over `model.decode_step`:
 The model is anything with the decoding part of `irl_lm.models.base.Model` (`DecodableModel`):
 `init_decode_state(params, prompts_BL, max_decode_length) -> state`, `start_tokens(prompts_BL)
 -> tokens_B` (fed at position 0), `decode_step(params, state, tokens_B, position) -> (logits_BV,
-state)` and `eos_id`, where every leaf of the state has the batch on axis 0. A model that
+state)`, `eos_id` and, optionally, `pad_id` with `pad_is_token`, where every leaf of the state
+has the batch on axis 0. A model whose pad id is not a real token (`pad_is_token` False: T5 and
+seqio vocabularies) never has it sampled or searched (its logit is -inf when drawing); where it is
+a real token (Llama 3 / Qwen2's '!') it is drawn like any other. A model that
 transforms its parameters before use (a LoRA wrapper folding in its adapters) may also have
 `decoding_view(params) -> (model, params)`: the decoders call it once, before the loop, so the
 transformation is not repeated at every step.
@@ -29,8 +32,10 @@ Deliberate differences from T5X's `decoding.py`:
 * In beam search, a hypothesis that reaches `max_decode_length` without EOS is kept as a
   finished candidate (scored at length `max_decode_length`) instead of only being a fallback.
 
-Token conventions: positions after a sequence's end are 0 (PAD); the start tokens and the
-end-of-sequence id are the model's (`model.start_tokens`, `model.eos_id`).
+Token conventions: positions after a sequence's end are 0, whatever id 0 is: a sequence's end is
+its EOS or its length, never a token id; the start tokens and the end-of-sequence id are the
+model's (`model.start_tokens`, `model.eos_id`). Prompts are the model's (right-padded with
+`irl_lm.models.base.PROMPT_PAD_ID`).
 """
 from __future__ import annotations
 
@@ -54,6 +59,8 @@ class DecodableModel(Protocol):
   """What the decoders need from a model (the decoding part of `irl_lm.models.base.Model`)."""
 
   eos_id: int
+  pad_id: int  # optional, with pad_is_token
+  pad_is_token: bool  # optional: False forbids drawing pad_id
 
   def init_decode_state(self, params: Params, prompts: jax.Array,
                         max_decode_length: int) -> DecodeState:
@@ -103,6 +110,15 @@ def decoding_view(model: DecodableModel, params: Params) -> tuple[DecodableModel
   """(model, params) to run the loop with: `model.decoding_view(params)` when it has one."""
   view = getattr(model, "decoding_view", None)
   return view(params) if view is not None else (model, params)
+
+
+def drawable_logits(model: Any, logits_BV: jax.Array) -> jax.Array:
+  """float32 [..., V]: the logits to draw tokens from, the pad id's at -inf when it is not a
+  real token of the model's vocabulary (`model.pad_is_token` False; a model without the
+  attribute draws every id). Log-probabilities stay those of the unmodified logits."""
+  if getattr(model, "pad_is_token", True):
+    return logits_BV
+  return logits_BV.at[..., model.pad_id].set(_NEG_INF)
 
 
 def _is_static(x: Any) -> bool:
@@ -169,8 +185,8 @@ def _sample_from_logits(key: jax.Array, logits_BV: jax.Array, temperature: Scala
   use_top_k = 0 < top_k < vocab
   use_top_p = not (_is_static(top_p) and top_p >= 1.0)
   if use_top_p and not use_top_k:
-    # Nucleus over the whole vocabulary without sorting it (a full sort of V = 32128 costs
-    # ~60 ms per step on a CPU; the threshold search ~1 ms).
+    # Nucleus over the whole vocabulary without sorting it (a full sort of V is far slower
+    # than the threshold search on a CPU).
     probs_BV = jax.nn.softmax(scaled_BV, axis=-1)
     tau_B = nucleus_threshold(probs_BV, top_p)
     return ops.categorical(key, jnp.where(probs_BV >= tau_B[:, None], scaled_BV, _NEG_INF))
@@ -278,7 +294,8 @@ def temperature_sample(model: DecodableModel,
     i, last_B, state, tokens_BT, logp_BT, done_B, lengths_B = carry
     logits_BV, state = model.decode_step(params, state, last_B, i)
     logits_BV = logits_BV.astype(jnp.float32)
-    next_B = next_tokens(logits_BV, None if greedy_only else jax.random.fold_in(rng, i),
+    next_B = next_tokens(drawable_logits(model, logits_BV),
+                         None if greedy_only else jax.random.fold_in(rng, i),
                          temperature=temperature, top_k=top_k, top_p=top_p)
     policy_logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
     next_logp_B = jnp.take_along_axis(policy_logp_BV, next_B[:, None], axis=-1)[:, 0]
@@ -395,7 +412,8 @@ def beam_search(model: DecodableModel,
   def body_fn(carry):
     i, last_BK, alive_BKT, alive_logp_BK, state, fin_BKT, fin_scores_BK, _ = carry
     logits, state = model.decode_step(params, state, last_BK.reshape(B * K), i)
-    logp_BKV = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(B, K, -1)
+    logp_BKV = drawable_logits(
+        model, jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)).reshape(B, K, -1)
     V = logp_BKV.shape[-1]
 
     # 1-2. The 2K best one-token extensions, by summed log-prob.

@@ -7,7 +7,7 @@ the mesh's 'data' axis, the parameters laid out as in training) in the batched l
 'gsm8k': final-answer accuracy, 'translation': BLEU and chrF).
 
 With `statistics=True` every output is also teacher-forced once more for its summed implicit
-reward (DESIGN.md section 1.2), log-probability and policy entropy, and the summary gets the
+reward (docs/design.md#rewards), log-probability and policy entropy, and the summary gets the
 mean summed reward and its Spearman correlation with the per-example score.
 
 Every summary also shows the task's trivial baselines (`irl_lm.evaluation.baselines`, chosen
@@ -81,6 +81,26 @@ def _mean_entropy(stats: Mapping[str, np.ndarray]) -> float:
   return float(np.sum(stats["entropy"]) / tokens) if tokens else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+  """How an `Evaluator` scores its outputs.
+
+  Attributes:
+    metric: 'rouge', 'gsm8k' or 'translation' (None: the task's).
+    statistics: also compute implicit rewards, log-probs and entropies of the outputs.
+    gamma: discount of the implicit reward.
+    reward_score: per-example score correlated with the reward (None: by metric).
+    tokenize: sacrebleu tokenizer for BLEU, Self-BLEU and distinct-n.
+    baselines: show the task's trivial baselines and the margin over the best in summaries.
+  """
+  metric: Optional[str] = None
+  statistics: bool = True
+  gamma: float = 1.0
+  reward_score: Optional[str] = None
+  tokenize: str = metrics_lib.DEFAULT_TOKENIZE
+  baselines: bool = True
+
+
 class Evaluator:
   """Decodes and scores one split of a task; see the module docstring.
 
@@ -91,13 +111,8 @@ class Evaluator:
     feature_lengths: {'inputs': L, 'targets': T}; T is the most output tokens.
     batch_size: rows decoded at once (a multiple of the mesh's 'data' axis).
     partitioner: the mesh; param_shardings: the parameters' NamedShardings (as in training).
-    metric: 'rouge', 'gsm8k' or 'translation' (default: the task's).
-    statistics: also compute implicit rewards, log-probs and entropies of the outputs.
-    gamma: discount of the implicit reward.
-    reward_score: per-example score correlated with the reward (default by metric).
-    tokenize: sacrebleu tokenizer for BLEU, Self-BLEU and distinct-n.
     examples: the split's examples (`pipeline.get_examples` records) instead of reading them.
-    baselines: show the task's trivial baselines and the margin over the best in summaries.
+    scoring: metric, implicit-reward statistics, tokenisation and baselines (`Scoring`).
 
   Raises:
     ValueError: an empty split or a reward score that the metric does not produce.
@@ -105,10 +120,10 @@ class Evaluator:
 
   def __init__(self, model: Any, *, task: str, split: str, feature_lengths: Mapping[str, int],
                batch_size: int, partitioner: Partitioner, param_shardings: Any,
-               num_examples: Optional[int] = None, metric: Optional[str] = None,
-               statistics: bool = True, gamma: float = 1.0, reward_score: Optional[str] = None,
-               tokenize: str = metrics_lib.DEFAULT_TOKENIZE,
-               examples: Optional[Sequence[Mapping[str, Any]]] = None, baselines: bool = True):
+               num_examples: Optional[int] = None,
+               examples: Optional[Sequence[Mapping[str, Any]]] = None,
+               scoring: Scoring = Scoring()):
+    metric, gamma, tokenize = scoring.metric, scoring.gamma, scoring.tokenize
     from irl_lm.data import pipeline, registry  # pylint: disable=g-import-not-at-top (TF)
     partitioner.check_batch_size(batch_size)
     if examples is None:
@@ -121,7 +136,7 @@ class Evaluator:
     self.examples = list(examples)
     self.vocabulary = pipeline.get_vocabulary(task)
     self.metric = metric or registry.metric_family(task)
-    self.reward_score = reward_score or metrics_lib.PRIMARY_SCORE.get(self.metric)
+    self.reward_score = scoring.reward_score or metrics_lib.PRIMARY_SCORE.get(self.metric)
     self.prompts = np.stack([ex["input_tokens"] for ex in self.examples]).astype(np.int32)
     self.references = [ex["targets_text"] for ex in self.examples]
     self.max_decode_length = int(feature_lengths["targets"])
@@ -130,9 +145,9 @@ class Evaluator:
     self.gamma, self.tokenize = gamma, tokenize
     self._stats_fn = (rewards_lib.make_statistics_fn(
         model, gamma=gamma, partitioner=partitioner, param_shardings=param_shardings)
-                      if statistics else None)
+                      if scoring.statistics else None)
     self._decoders: dict[Any, Any] = {}
-    self._baselines = baselines
+    self._baselines = scoring.baselines
     self._baseline_scores: Optional[dict[str, Any]] = None
     self._known = known_distribution.KnownDistributionAnalysis.for_task(task, self, gamma=gamma)
     self.arithmetic = (arithmetic_lib.reference_for(task, split) if self.metric == "gsm8k"
@@ -172,7 +187,7 @@ class Evaluator:
     decode_fn = self._decoder(config)
     tokens = predict.map_batches(lambda p, key: decode_fn(params, p, key), [prompts],
                                  batch_size=self.batch_size, seed=config.seed)
-    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id, self.model.pad_id))
+    texts = [self.vocabulary.decode(predict.output_ids(row, self.model.eos_id))
              for row in tokens]
     return tokens, texts
 

@@ -10,7 +10,7 @@ Task scores (all on a 0-100 scale):
   the number after the last ``####``, else the last number outside calculator annotations;
   commas, ``$``, a trailing period and trailing decimal zeros are ignored, signs kept).
 
-Diversity (DESIGN.md section 3; always report K, temperature and tokenisation with the number):
+Diversity (docs/design.md#diversity; always report K, temperature and tokenisation with the number):
 
 * :func:`self_bleu` - for each input, every one of its K samples is scored with sacrebleu's
   sentence BLEU (exponential smoothing, effective order) against the other K - 1 samples as

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from irl_lm.models.base import EOS_ID, PAD_ID
+from irl_lm.models.base import EOS_ID
 
 
 def batch_keys(seed: int) -> Callable[[int], jax.Array]:
@@ -61,14 +61,14 @@ def map_batches(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *, batch_s
   return np.concatenate(parts)
 
 
-def output_ids(tokens: Sequence[int], eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> list[int]:
-  """The ids of a decoded row before its first EOS, without PAD (what its text is)."""
+def output_ids(tokens: Sequence[int], eos_id: int = EOS_ID) -> list[int]:
+  """The ids of a decoded row before its first EOS (what its text is). Every other id is a
+  token, id 0 included: the decoders never emit a pad id that is not a real token."""
   out = []
   for t in tokens:
     if t == eos_id:
       break
-    if t != pad_id:
-      out.append(int(t))
+    out.append(int(t))
   return out
 
 

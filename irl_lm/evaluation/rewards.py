@@ -1,7 +1,7 @@
 """Reward analysis: the implicit reward a model assigns to its outputs, and how it tracks quality.
 
 For any checkpoint (IQLearn, MLE or any other method), the logits are read as a soft
-Q-function (DESIGN.md section 1.1) and each output token gets the implicit reward
+Q-function (docs/design.md#the-decision-process) and each output token gets the implicit reward
 ``r_t = z(s_t, a_t) - gamma * V(s_{t+1})`` (:func:`irl_lm.losses.soft_q.implicit_rewards`, with
 ``V = 0`` after the output's last token). The summed reward of an output is the sum over its
 tokens, EOS included. The paper reports the Spearman correlation between the summed reward of

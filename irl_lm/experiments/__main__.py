@@ -1,7 +1,7 @@
 r"""Runs sweeps one run after another (resumable), or prints their commands.
 
   python -m irl_lm.experiments --sweep=gin/experiments/quick_cpu.gin [--out_dir=results]
-  python -m irl_lm.experiments --sweep=gin/experiments/xsum_base.gin --print_commands --pod
+  python -m irl_lm.experiments --sweep=gin/experiments/xsum.gin --print_commands --pod
 
 Flags:
   --sweep            sweep gin file(s), repeatable (see irl_lm.experiments.sweeps).
@@ -130,7 +130,7 @@ def _main(args: argparse.Namespace, quiet_native_logs: bool) -> int:
 
 
 if __name__ == "__main__":
-  from irl_lm import host_allocator  # tcmalloc for the in-process runs, as irl_lm.main has
+  from irl_lm.cpu import host_allocator  # tcmalloc for the in-process runs, as irl_lm.main has
   try:
     host_allocator.reexec_with_allocator("irl_lm.experiments", sys.argv)
   except ValueError as e:

@@ -192,7 +192,7 @@ def score_vs_temperature(rows: Sequence[Row], out_dir: str,
 def training_curves(curves: Sequence[Row], out_dir: str, rows: Sequence[Row] = (),
                     metric: Optional[str] = None) -> dict[str, Any]:
   """Figure: validation score over training per point (mean ± SEM band over seeds), for the
-  points with more than one evaluation (periodic `train.eval_every` records); only the data
+  points with more than one evaluation (periodic `EvalSettings.every` records); only the data
   subset points (a `train_examples` column) when there are any."""
   metrics = sorted({c["metric"] for c in curves})
   if metric is None:

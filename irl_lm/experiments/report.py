@@ -43,7 +43,7 @@ def _mean_sem_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def write_report(out_dir: str, items: Mapping[str, Mapping[str, Any]],
                  rows: Sequence[Mapping[str, Any]], *, title: str, notes: Sequence[str] = (),
-                 timing: Optional[Mapping[str, Any]] = None) -> str:
+                 timing: Optional[Mapping[str, Any]] = None, preamble: str = "") -> str:
   """Writes ``<out_dir>/results.md``; returns its path.
 
   Args:
@@ -53,11 +53,13 @@ def write_report(out_dir: str, items: Mapping[str, Mapping[str, Any]],
     title: the heading.
     notes: lines under the heading (protocol, budget, caveats).
     timing: `timing.measure`'s result, if measured.
+    preamble: Markdown placed after the notes (e.g. `protocol.verdict_markdown`).
   """
   runs = results.per_run(rows)
   parts = [f"# {title}\n", *[f"- {n}" for n in notes], "",
            f"{figures.self_bleu_caption(rows)}. Error bars and ± are the standard error of the "
            "mean over seeds (sample std / sqrt(n)); n is given with every number.\n",
+           *([preamble] if preamble else []),
            "## Runs\n",
            markdown_table(runs, ["sweep", "point", "method", "seed", "status", "failed_phase",
                                  "step", "train_steps_per_second", "train_seconds"])]

@@ -6,7 +6,9 @@ one row of their status):
 
 * setting ``final_greedy``: the end-of-training evaluation (``summary.json['eval']``);
 * one row per evaluate-mode setting (``greedy``, ``beam4``, ``sample_t0.5``, ...);
-* setting ``diversity``: the K-samples summary (Self-BLEU, distinct-n over all samples).
+* setting ``diversity``: the K-samples summary (Self-BLEU, distinct-n over all samples);
+* one row per temperature of ``evaluate.diversity_temperatures`` (setting
+  ``diversity_K<K>_t<T>``): the same K-samples summary at that temperature.
 
 ``status`` is the sweep's record ('ok', 'failed' with ``failed_phase``), or without one
 'missing' (never ran), 'incomplete' (trained, evaluation missing) or 'ok'.
@@ -33,7 +35,7 @@ evaluate mode's top-level numbers; `collect_positions(out_dir)` gives
 
 `collect_curves(out_dir)` gives ``curves.csv`` rows (sweep, point, method, the swept columns,
 seed, step, metric, value) from each run's ``metrics.jsonl`` evaluation records
-(``eval_<split>/<metric>``: the periodic ones when ``train.eval_every`` is set, and the final).
+(``eval_<split>/<metric>``: the periodic ones when ``EvalSettings.every`` is set, and the final).
 """
 from __future__ import annotations
 
@@ -195,6 +197,9 @@ def run_rows(entry: Mapping[str, Any]) -> list[Row]:
     if evaluation.get("diversity"):
       rows.append({**base, "setting": DIVERSITY_SETTING,
                    **_setting_metrics(evaluation["diversity"]), **common})
+    for summary in evaluation.get("diversity_sweep") or ():  # K samples at each temperature
+      rows.append({**base, "setting": summary["setting"], **_setting_metrics(summary),
+                   **common})
     if known_distribution_metrics(evaluation):
       rows.append({**base, "setting": KNOWN_DISTRIBUTION_SETTING,
                    **known_distribution_metrics(evaluation), **common})

@@ -6,7 +6,7 @@ gin) and binds only ``Sweep.*``:
   import irl_lm.experiments.sweeps
   Sweep.name = 'quick_cpu'
   Sweep.gin_files = ['iqlearn_tiny.gin']
-  Sweep.bindings = ["train.num_train_steps = 100"]
+  Sweep.bindings = ["TrainSettings.num_train_steps = 100"]
   Sweep.seeds = [0, 1, 2]
   Sweep.points = [{'name': 'mle', 'method': 'mle', 'td_weight': 0.0,
                    'bindings': ['IQLearn.td_weight = 0.0']}]
@@ -19,9 +19,14 @@ A point is a dict: ``name``, ``bindings`` (list of gin bindings), optional ``eva
 sweep's); every other key is a plain result column (``method``, ``td_weight``, ...). A grid
 expands to one point per value, named ``<method>_<column><value>``.
 
+Model size is a sweep parameter: with ``Sweep.sizes = ['base', 'large', 'xl']`` every point runs
+at every size, named ``<size>/<point>`` with a ``size`` column, and ``{size}`` in any gin file
+name or binding of the sweep or its points is replaced by the point's size (e.g.
+``'gin/models/t5_1_1_{size}.gin'``). ``--sweep_bindings="Sweep.sizes = ['xl']"`` runs one size.
+
 Each run trains with ``run.run_dir = '<out_dir>/<sweep>/<point>/seed<k>'`` and
-``train.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on the
-same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
+``TrainSettings.seed = k``, then (unless the point says ``evaluate: False``) runs evaluate mode on
+the same directory. A `PhaseRunner` runs each phase: `subprocess_phases` as ``python -m
 irl_lm.main`` (what pods run), or `irl_lm.experiments.inprocess.InProcessRunner` in this
 process; both write the same files. The sweep writes ``<out_dir>/<sweep>/manifest.json`` (every run, before any
 starts) and per run ``status.json`` ({'status': 'ok' | 'failed', 'phase' (the failed one),
@@ -46,6 +51,7 @@ import irl_lm
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(irl_lm.__file__)))
 POINT_KEYS = ("name", "bindings", "evaluate", "evaluate_bindings", "gin_files")
+SIZE = "{size}"  # replaced by the point's `size` column (Sweep.sizes)
 STATUS_FILE, LOG_FILE, MANIFEST_FILE = "status.json", "sweep.log", "manifest.json"
 STDERR_TAIL_CHARS = 4000
 
@@ -114,12 +120,29 @@ def grid_points(grid: dict[str, Any]) -> list[dict[str, Any]]:
           for value in grid["values"]]
 
 
+def _mentions_size(value: Any) -> bool:
+  if isinstance(value, str):
+    return SIZE in value
+  if isinstance(value, dict):
+    value = list(value.values())
+  if isinstance(value, (list, tuple)):
+    return any(_mentions_size(v) for v in value)
+  return False
+
+
+def _fill_size(items: Optional[Sequence[str]], size: Optional[str]) -> Optional[tuple[str, ...]]:
+  """`items` with ``{size}`` replaced by `size` (unchanged when `size` is None)."""
+  if items is None:
+    return None
+  return tuple(item if size is None else item.replace(SIZE, size) for item in items)
+
+
 def make_sweep(name: str, gin_files: Sequence[str], points: Sequence[dict[str, Any]] = (),
                grids: Sequence[dict[str, Any]] = (), bindings: Sequence[str] = (),
                seeds: Sequence[int] = (0,), evaluate_bindings: Sequence[str] = (),
                description: str = "", overrides: Sequence[str] = (),
                evaluate_overrides: Sequence[str] = (),
-               select: Optional[Sequence[str]] = None) -> Sweep:
+               select: Optional[Sequence[str]] = None, sizes: Sequence[str] = ()) -> Sweep:
   """Builds a `Sweep` (registered with gin as ``Sweep``); points first, then grids in order.
 
   Args:
@@ -127,18 +150,26 @@ def make_sweep(name: str, gin_files: Sequence[str], points: Sequence[dict[str, A
     gin_files: every run's gin files (a point's ``gin_files`` replace them).
     points, grids: point specs and grids (module docstring).
     bindings: every run's training bindings, before the point's.
-    seeds: `train.seed` values; each point runs once per seed.
+    seeds: `TrainSettings.seed` values; each point runs once per seed.
     evaluate_bindings: evaluate-mode bindings (a point's ``evaluate_bindings`` replace them).
     description: a line for the results.
     overrides, evaluate_overrides: bindings after everything else in every training and
       evaluation command (a reduced variant of a sweep file that includes the full one).
-    select: keep only these point names (in the sweep's order).
+    select: keep only these point names (in the sweep's order; with `sizes`, ``<size>/<point>``).
+    sizes: model sizes; every point runs at each (module docstring).
 
   Raises:
-    ValueError: two points share a name, a point has no name, or `select` names an unknown
-      point.
+    ValueError: two points share a name, a point has no name, `select` names an unknown
+      point, or ``{size}`` appears without `sizes`.
   """
   specs = [*points, *(p for grid in grids for p in grid_points(grid))]
+  if sizes:
+    specs = [{**spec, "name": f"{size}/{spec.get('name')}", "size": size}
+             for size in sizes for spec in specs]
+  elif _mentions_size([gin_files, bindings, evaluate_bindings, overrides, evaluate_overrides,
+                       *specs]):
+    raise ValueError(f"sweep '{name}' uses {SIZE} but sets no sizes: add Sweep.sizes = "
+                     "['base'] (or the sizes to run).")
   parsed = tuple(_point(dict(spec)) for spec in specs)
   names = [p.name for p in parsed]
   if len(set(names)) != len(names):
@@ -172,20 +203,28 @@ def load_sweep(path: str, bindings: Sequence[str] = ()) -> Sweep:
 
 def expand(sweep: Sweep, out_dir: str, extra_bindings: Sequence[str] = ()) -> list[Run]:
   """Every (point, seed) of `sweep` as a `Run`, point-major, under ``out_dir/<sweep>/``;
-  `extra_bindings` go last into every run's training bindings (e.g. a local override)."""
+  `extra_bindings` go last into every run's training bindings (e.g. a local override). In a
+  point's bindings ``{sweep_dir}`` becomes ``out_dir/<sweep>`` and ``{seed}`` the run's seed
+  (e.g. GAIL from the MLE run of the same seed: ``train.init_from =
+  '{sweep_dir}/mle/seed{seed}'``; an earlier point of the sweep runs first)."""
   runs = []
+  sweep_dir = os.path.join(out_dir, sweep.name)
   for point in sweep.points:
     for seed in sweep.seeds:
-      run_dir = os.path.join(out_dir, sweep.name, point.name, f"seed{seed}")
-      train = (*sweep.bindings, *point.bindings, f"train.seed = {seed}", *sweep.overrides,
-               *extra_bindings)
+      run_dir = os.path.join(sweep_dir, point.name, f"seed{seed}")
+      size = point.columns.get("size")
+      own = (b.replace("{sweep_dir}", sweep_dir).replace("{seed}", str(seed))
+             for b in point.bindings)
+      train = _fill_size((*sweep.bindings, *own, f"TrainSettings.seed = {seed}", *sweep.overrides,
+                          *extra_bindings), size)
       evaluation = None
       if point.evaluate:
-        evaluation = (*(point.evaluate_bindings if point.evaluate_bindings is not None else
-                        sweep.evaluate_bindings), *sweep.evaluate_overrides)
+        evaluation = _fill_size((*(point.evaluate_bindings if point.evaluate_bindings is not None
+                                   else sweep.evaluate_bindings), *sweep.evaluate_overrides), size)
       runs.append(Run(sweep=sweep.name, point=point.name, seed=seed, run_dir=run_dir,
-                      gin_files=point.gin_files or sweep.gin_files, train_bindings=train,
-                      evaluate_bindings=evaluation, columns=dict(point.columns)))
+                      gin_files=_fill_size(point.gin_files or sweep.gin_files, size),
+                      train_bindings=train, evaluate_bindings=evaluation,
+                      columns=dict(point.columns)))
   return runs
 
 
@@ -249,14 +288,17 @@ def train_summary_path(run_dir: str) -> str:
 
 
 def eval_summary_path(run_dir: str) -> Optional[str]:
-  """The evaluate-mode summary of the run's final step, or None if there is none."""
+  """The evaluate-mode summary of the run's final step, else of a selected checkpoint
+  (``eval/*_best_<metric>_step<k>``, `evaluate.select_by`), or None if there is none."""
   try:
     with open(train_summary_path(run_dir)) as f:
       step = json.load(f)["final_step"]
   except (OSError, ValueError, KeyError):
     return None
   matches = sorted(glob.glob(os.path.join(run_dir, "eval", f"*_step{step}", "summary.json")))
-  return matches[0] if matches else None
+  matches = [m for m in matches if "_best_" not in os.path.basename(os.path.dirname(m))]
+  selected = sorted(glob.glob(os.path.join(run_dir, "eval", "*_best_*_step*", "summary.json")))
+  return (matches or selected or [None])[0]
 
 
 def is_finished(run: Run) -> bool:

@@ -8,14 +8,15 @@ when it is known.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+import dataclasses
+from typing import Any, Optional, Union
 
 import jax
 
 from irl_lm.jobs import common
 from irl_lm.models import memory
-from irl_lm.partitioning import Partitioner
 from irl_lm.training import state as state_lib
+from irl_lm.training.settings import RunSettings
 
 
 def _device_memory_bytes(device_memory_gib: Union[None, float, str]) -> Optional[float]:
@@ -31,17 +32,26 @@ def _device_memory_bytes(device_memory_gib: Union[None, float, str]) -> Optional
   return float(device_memory_gib) * 2 ** 30
 
 
-def check(run_dir: str, *, training: Mapping[str, Any],
-          device_memory_gib: Union[None, float, str] = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class CheckSettings:
+  """What check mode compares the estimate with (gin: `check.*`).
+
+  Attributes:
+    device_memory_gib: one device's memory, in GiB or by name (`memory.DEVICE_MEMORY_GIB`,
+      e.g. 'tpu_v5e'); default the local accelerator's when it reports one (a CPU does not).
+  """
+  device_memory_gib: Union[None, float, str] = None
+
+
+def check(run_dir: str, options: CheckSettings, training: RunSettings) -> dict[str, Any]:
   """Sizes of the run's abstract, sharded train state (`state.layout_summary`) and an estimate
   of one device's memory during a train step.
 
   Args:
     run_dir: unused (the check writes nothing); kept so every job has the same call.
-    training: the training job's arguments (`model`, `objective`, `partitioner`, `optimizer`,
-      `schedule`, `batch_size`, `feature_lengths`, `num_train_steps`, `seed`).
-    device_memory_gib: one device's memory, in GiB or by name (`memory.DEVICE_MEMORY_GIB`, e.g.
-      'tpu_v5e'); default the local accelerator's when it reports one (a CPU does not).
+    options: the device memory to compare with (`CheckSettings`).
+    training: the training run's settings (model, objective, mesh, optimiser, batch size,
+      feature lengths, steps, seed).
 
   Returns:
     `layout_summary` plus 'activation_bytes_per_device' (estimate), 'estimated_bytes_per_device'
@@ -49,26 +59,19 @@ def check(run_dir: str, *, training: Mapping[str, Any],
     'device_memory_bytes' and 'fits'.
   """
   del run_dir
-  settings = common.check_settings(training)
-  partitioner = settings.get("partitioner") or Partitioner()
-  layout, _, _ = common.train_state_layout(
-      model=settings["model"], objective=settings.get("objective"),
-      partitioner=partitioner,
-      optimizer=settings["optimizer"], schedule=settings["schedule"],
-      batch_size=settings["batch_size"], feature_lengths=settings["feature_lengths"],
-      num_train_steps=settings.get("num_train_steps"), seed=settings.get("seed", 0))
+  run = training.validate()
+  layout, _, _ = common.train_state_layout(run)
   summary = state_lib.layout_summary(layout)
   mesh = summary["mesh"]
   # With gradient accumulation one microbatch's activations live at a time.
-  microbatches = settings.get("microbatches", 1) or 1
   activations = memory.activation_bytes(
-      settings["model"].config, settings["batch_size"] // microbatches,
-      settings["feature_lengths"], data=mesh.get("data", 1), model=mesh.get("model", 1))
+      run.model.config, run.training.batch_size // run.training.microbatches,
+      run.feature_lengths, data=mesh.get("data", 1), model=mesh.get("model", 1))
   params_share = summary["max_param_bytes_per_device"]
   estimate = summary["max_state_bytes_per_device"] + params_share + activations
   summary.update(activation_bytes_per_device=int(activations),
                  estimated_bytes_per_device=int(estimate))
-  limit = _device_memory_bytes(device_memory_gib)
+  limit = _device_memory_bytes(options.device_memory_gib)
   if limit is not None:
     summary.update(device_memory_bytes=int(limit), fits=bool(estimate <= limit))
     if estimate > limit:
@@ -76,5 +79,6 @@ def check(run_dir: str, *, training: Mapping[str, Any],
             f"(state {summary['max_state_bytes_per_device'] / 2**30:.1f}, gradients "
             f"{params_share / 2**30:.1f}, activations {activations / 2**30:.1f}) but a device "
             f"has {limit / 2**30:.1f} GiB: it will not fit; try a larger 'model' mesh axis, "
-            f"train.microbatches, a smaller batch, or the model config's remat_policy = 'full'.")
+            f"TrainSettings.microbatches, a smaller batch, or the model config's "
+            "remat_policy = 'full'.")
   return summary

@@ -6,7 +6,8 @@ r"""Evaluate mode: score a training run's newest checkpoint under several decodi
       --gin_bindings="evaluate.temperatures = [0.25, 0.5, 0.75, 1.0]"
 
 The run directory, model, task, feature lengths, optimiser and mesh are the training run's (the
-same gin files; ``run.*`` and ``evaluate.*`` bindings do not change the run directory), and the
+same gin files; ``run.*`` and ``evaluate.*`` bindings (:class:`EvaluateSettings`) do not change
+the run directory), and the
 checkpoint is restored with :func:`irl_lm.jobs.common.restore_run`; the work is
 :class:`irl_lm.evaluation.evaluator.Evaluator`'s.
 
@@ -17,16 +18,25 @@ GSM8k's calculator), the split is decoded and written to
 
 * ``<setting>.jsonl`` - one line per example: ``index``, ``input``, ``reference``, ``output``,
   ``scores`` (the task's per-example scores), ``implicit_reward`` (summed over the output's
-  tokens, DESIGN.md section 1.2), ``log_prob``, ``num_tokens``, ``mean_entropy``.
+  tokens, docs/design.md#rewards), ``log_prob``, ``num_tokens``, ``mean_entropy``.
 * ``<setting>_summary.json`` - the task scores (ROUGE-1/2/Lsum, GSM8k accuracy, or BLEU/chrF),
   distinct-1/2 of the outputs, the mean per-token policy entropy, the mean summed implicit reward
   and its Spearman correlation with the per-example task score.
 
-Diversity (DESIGN.md section 3): K samples per input at one temperature (default K = 4,
+Diversity (docs/design.md#diversity): K samples per input at one temperature (default K = 4,
 temperature 1.0) give Self-BLEU, distinct-1/2 over all samples, the mean entropy and the
 reward-score correlation over all K*N samples, in ``diversity_K<K>_t<temp>.jsonl`` and
 ``..._summary.json``. Each diversity number is written with the K, temperature and tokenisation
-it was measured with. ``summary.json`` collects every summary.
+it was measured with. ``evaluate.diversity_temperatures`` adds the same K samples at each of
+several temperatures (a temperature frontier of diversity against sample quality), listed
+under ``diversity_sweep``. ``summary.json`` collects every summary.
+
+Checkpoint selection: ``evaluate.select_by = 'nll'`` restores, of the run's checkpoints, the
+one with the lowest teacher-forced validation NLL that the train job logged
+(``eval_<EvalSettings.split>/nll`` in ``metrics.jsonl``, every ``EvalSettings.every`` steps; keep
+them with ``CheckpointSettings.every = EvalSettings.every`` and ``CheckpointSettings.keep = None``)
+and writes to ``<task>_<split>_best_nll_step<step>/``, its summary naming the selection
+(``checkpoint_selection``: metric, value, candidates, final step).
 
 On the built-in arithmetic task every summary also has an ``arithmetic`` entry
 (:mod:`irl_lm.evaluation.arithmetic`): for each setting the accuracy with its binomial standard
@@ -37,6 +47,8 @@ and of log pi for correct vs incorrect samples.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -46,7 +58,10 @@ from irl_lm.decoding.config import DecodingConfig
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.evaluation import evaluator as evaluator_lib
 from irl_lm.evaluation.evaluator import Evaluator
+from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.jobs import common
+from irl_lm.training import validation
+from irl_lm.training.settings import RunSettings
 
 DecodingSetting = Union[str, DecodingConfig]
 
@@ -78,20 +93,12 @@ def resolve_settings(settings: Sequence[DecodingSetting] = ("greedy",),
   return out
 
 
-def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optional[int] = None,
-             settings: Sequence[DecodingSetting] = ("greedy",),
-             temperatures: Sequence[float] = (), beam_sizes: Sequence[int] = (),
-             diversity_samples: int = 4, diversity_temperature: float = 1.0,
-             tokenize: str = metrics_lib.DEFAULT_TOKENIZE, metric: Optional[str] = None,
-             reward_score: Optional[str] = None, gamma: Optional[float] = None,
-             batch_size: Optional[int] = None, checkpoint_step: Optional[int] = None,
-             output_dir: Optional[str] = None, seed: int = 0,
-             training: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-  """Decodes a split with every setting and writes per-example and summary files.
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings:
+  """What evaluate mode decodes and how it scores (gin: `evaluate.*`).
 
-  Args:
-    run_dir: the training run directory (the runner passes the one the gin files name).
-    split: the split to decode (default the run's ``train.eval_split``, else 'validation').
+  Attributes:
+    split: the split to decode (default the run's ``EvalSettings.split``).
     num_examples: a seeded random subset of N examples of the split, the same as the train
       job's evaluation of N (None: all of it); their indices are in ``summary.json``.
     settings, temperatures, beam_sizes: the decoding settings (see :func:`resolve_settings`).
@@ -107,47 +114,93 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     checkpoint_step: restore this step instead of the newest.
     output_dir: where files go (default ``<run_dir>/eval/<task>_<split>_step<step>``).
     seed: sampling seed.
-    training: the training job's arguments as ``irl_lm.jobs.train.train`` takes them
-      (``model``, ``task``, ``feature_lengths``, ``optimizer``, ``schedule``, ...).
+    diversity_temperatures: also K samples at each of these temperatures (``diversity_sweep``).
+    select_by: 'nll' (or another teacher-forced validation metric the train job logged):
+      restore the checkpoint with its lowest value (module docstring); None: the newest (or
+      `checkpoint_step`).
+  """
+  split: Optional[str] = None
+  num_examples: Optional[int] = None
+  settings: Sequence[DecodingSetting] = ("greedy",)
+  temperatures: Sequence[float] = ()
+  beam_sizes: Sequence[int] = ()
+  diversity_samples: int = 4
+  diversity_temperature: float = 1.0
+  tokenize: str = metrics_lib.DEFAULT_TOKENIZE
+  metric: Optional[str] = None
+  reward_score: Optional[str] = None
+  gamma: Optional[float] = None
+  batch_size: Optional[int] = None
+  checkpoint_step: Optional[int] = None
+  output_dir: Optional[str] = None
+  seed: int = 0
+  diversity_temperatures: Sequence[float] = ()
+  select_by: Optional[str] = None
+
+
+def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> dict[str, Any]:
+  """Decodes a split with every setting and writes per-example and summary files.
+
+  Args:
+    run_dir: the training run directory (the runner passes the one the gin files name).
+    options: what to decode and how to score it (`EvaluateSettings`).
+    training: the training run's settings (``model``, ``task``, ``feature_lengths``, the
+      optimiser, ...).
 
   Returns:
     ``{'output_dir', 'checkpoint_step', 'task', 'split', 'num_examples', 'settings':
-    {name: summary}, 'diversity': summary or None}`` (also written as ``summary.json``).
+    {name: summary}, 'diversity': summary or None, 'diversity_sweep': [summary, ...],
+    'checkpoint_selection': {...} or None}`` (also written as ``summary.json``).
 
   Raises:
     checkpoints.CheckpointError: no (matching) checkpoint in the run directory.
-    common.JobError: the configuration lacks the trained model's settings.
+    errors.SettingError: the configuration lacks the trained model's settings.
+    common.JobError: nothing to evaluate, or `select_by` finds no checkpointed step with a
+      logged value.
     ValueError: unknown setting names, metric family or reward score.
   """
-  run = common.check_settings(training or {})
-  configs = resolve_settings(settings, temperatures, beam_sizes, seed)
+  run = training.require()
+  diversity_samples, seed = options.diversity_samples, options.seed
+  configs = resolve_settings(options.settings, options.temperatures, options.beam_sizes, seed)
   if not configs and diversity_samples < 2:
     raise common.JobError("nothing to evaluate: give evaluate.settings (e.g. ['greedy']) or "
                           "evaluate.diversity_samples >= 2.")
   common.require_checkpoint(run_dir, "evaluate")
-  task_name, lengths = run["task"], dict(run["feature_lengths"])
-  split = split or run.get("eval_split") or "validation"
+  task_name, lengths = run.task, dict(run.feature_lengths)
+  checkpoint_step, selection = options.checkpoint_step, None
+  if options.select_by is not None:
+    if checkpoint_step is not None:
+      raise common.JobError("give evaluate.checkpoint_step or evaluate.select_by, not both.")
+    selection = select_checkpoint(run_dir, split=run.evaluation.split, metric=options.select_by)
+    checkpoint_step = selection["step"]
+  split = options.split or run.evaluation.split
+  gamma = options.gamma
   if gamma is None:
-    gamma = float(getattr(run.get("objective"), "gamma", 1.0))
+    gamma = float(getattr(run.objective, "gamma", 1.0))
 
   from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  examples = pipeline.get_examples(task_name, split, num_examples=num_examples,
+  examples = pipeline.get_examples(task_name, split, num_examples=options.num_examples,
                                    feature_lengths=lengths, seed=pipeline.EVAL_SUBSET_SEED)
   k = diversity_samples if diversity_samples >= 2 else 1
-  restored = common.restore_run(run_dir, run, rows=len(examples) * k, batch_size=batch_size,
+  restored = common.restore_run(run_dir, run, rows=len(examples) * k,
+                                batch_size=options.batch_size,
                                 checkpoint_step=checkpoint_step, mode="evaluate")
   evaluator = Evaluator(restored.model, task=task_name, split=split, feature_lengths=lengths,
                         batch_size=restored.batch_size, partitioner=restored.partitioner,
-                        param_shardings=restored.param_shardings, metric=metric, gamma=gamma,
-                        reward_score=reward_score, tokenize=tokenize, examples=examples)
+                        param_shardings=restored.param_shardings, examples=examples,
+                        scoring=evaluator_lib.Scoring(
+                            metric=options.metric, gamma=gamma,
+                            reward_score=options.reward_score, tokenize=options.tokenize))
   step = restored.step
-  output_dir = output_dir or os.path.join(run_dir, "eval", f"{task_name}_{split}_step{step}")
+  selected = f"_best_{options.select_by}" if selection else ""
+  output_dir = options.output_dir or os.path.join(run_dir, "eval",
+                                                  f"{task_name}_{split}{selected}_step{step}")
   writer = common.is_writer()
   if writer:
     os.makedirs(output_dir, exist_ok=True)
   context = {"task": task_name, "split": split, "num_examples": evaluator.num_examples,
              "checkpoint_step": step, "run_dir": os.path.abspath(run_dir),
-             "metric": evaluator.metric}
+             "metric": evaluator.metric, "checkpoint_selection": selection}
 
   def write(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
     if writer:
@@ -162,19 +215,63 @@ def evaluate(run_dir: str, *, split: Optional[str] = None, num_examples: Optiona
     summaries[summary["setting"]] = summary
     logging.info("evaluate %s: %s", summary["setting"], evaluator_lib.describe(summary))
 
-  diversity = None
+  diversity, sweep = None, []
   if diversity_samples >= 2:
-    diversity, records = evaluator.diversity(restored.params, samples_per_input=k,
-                                             temperature=diversity_temperature, seed=seed)
-    diversity.update(context)
-    write(diversity["setting"], diversity, records)
+    first, temperatures = options.diversity_temperature, options.diversity_temperatures
+    for i, temperature in enumerate([first, *(
+        t for t in temperatures if float(t) != float(first))]):
+      summary, records = evaluator.diversity(restored.params, samples_per_input=k,
+                                             temperature=float(temperature), seed=seed)
+      summary.update(context)
+      write(summary["setting"], summary, records)
+      diversity = diversity or summary
+      if i > 0 or first in temperatures:
+        sweep.append(summary)
+  elif options.diversity_temperatures:
+    raise common.JobError("evaluate.diversity_temperatures needs evaluate.diversity_samples "
+                          ">= 2 (the K samples per input at each temperature).")
+  sweep.sort(key=lambda summary: summary["decoding"]["temperature"])
   result = {"output_dir": os.path.abspath(output_dir), **context, "settings": summaries,
-            "diversity": diversity,
+            "diversity": diversity, "diversity_sweep": sweep,
             "example_indices": [int(ex["index"]) for ex in evaluator.examples]}
   if writer:
     common.write_json(os.path.join(output_dir, "summary.json"), result)
     _print_table(result)
   return result
+
+
+def select_checkpoint(run_dir: str, *, split: str, metric: str = "nll") -> dict[str, Any]:
+  """The run's checkpoint with the lowest logged ``eval_<split>/<metric>``
+  (`validation.select_step` over ``metrics.jsonl`` and the checkpoints on disk).
+
+  Returns:
+    {'metric': 'eval_<split>/<metric>', 'step', 'value', 'candidates' (checkpointed steps with
+    a value), 'final_step' (the newest checkpoint)}.
+
+  Raises:
+    common.JobError: no checkpointed step has a logged value.
+  """
+  checkpointer = checkpoints_lib.Checkpointer(os.path.join(run_dir, "checkpoints"),
+                                              async_save=False, read_only=True)
+  try:
+    steps = checkpointer.all_steps()
+  finally:
+    checkpointer.close()
+  records = []
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if os.path.isfile(path):
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  key = f"eval_{split}/{metric}"
+  chosen = validation.select_step(records, steps, split=split, metric=metric)
+  if chosen is None:
+    raise common.JobError(
+        f"evaluate.select_by = '{metric}' finds no checkpoint of {run_dir} with {key} in "
+        "metrics.jsonl: train with EvalSettings.every = CheckpointSettings.every and "
+        "CheckpointSettings.keep = None (every evaluated step kept), or drop evaluate.select_by.")
+  candidates = sum(1 for r in records if key in r and int(r["step"]) in set(steps))
+  return {"metric": key, "step": chosen[0], "value": chosen[1], "candidates": candidates,
+          "final_step": max(steps)}
 
 
 def _print_table(result: Mapping[str, Any]) -> None:

@@ -4,8 +4,8 @@ r"""Inference mode: decode an input file with the newest checkpoint of a trainin
       --gin_bindings="run.mode = 'infer'" --gin_bindings="infer.input_file = 'inputs.jsonl'"
 
 The run directory is the training run's (found from the same gin files: `run.*` and `infer.*`
-bindings do not change it, see `irl_lm.runner`). The model, task, feature lengths,
-optimiser and mesh come from the `train` bindings, so the train state is rebuilt exactly as in
+bindings do not change it, see `irl_lm.runner`). The model, task, feature lengths, optimiser
+and mesh come from the training run's settings, so the train state is rebuilt exactly as in
 training and restored (`irl_lm.jobs.common.restore_run`).
 
 Input: JSON lines with an "input" (or "inputs") string field per line, other fields are copied
@@ -20,8 +20,8 @@ Output: JSON lines, one per input, in input order:
    ((5 + length) / 6) ** alpha), "truncated": bool (input longer than the encoder), ...extra
    input fields}.
 
-Decoding (`DecodingConfig`, default: the training run's `train.decoding`): bind a scoped one so the
-run directory stays the training run's, e.g.
+Decoding (`DecodingConfig`, default: the training run's `EvalSettings.decoding`): bind a scoped one
+so the run directory stays the training run's, e.g.
   --gin_bindings="infer.decoding = @infer/DecodingConfig()"
   --gin_bindings="infer/DecodingConfig.method = 'sample'"
   --gin_bindings="infer/DecodingConfig.temperature = 0.7"
@@ -29,11 +29,12 @@ run directory stays the training run's, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
@@ -44,7 +45,9 @@ from irl_lm.decoding.config import DecodingConfig, make_decode_fn
 from irl_lm.evaluation import predict
 from irl_lm.evaluation import rewards as rewards_lib
 from irl_lm.jobs import common
-from irl_lm.models.base import EOS_ID
+from irl_lm.models.base import EOS_ID, PROMPT_PAD_ID
+from irl_lm.training import settings as settings_lib
+from irl_lm.training.settings import RunSettings
 
 INPUT_FIELDS = ("input", "inputs")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -136,9 +139,10 @@ def encode_inputs(texts: Sequence[str], vocabulary: Any, length: int, prefix: st
     eos_id: the model's end-of-sequence id.
 
   Returns:
-    (tokens int32 [N, L] with 0 padding, truncated bool [N]: True where tokens were cut).
+    (tokens int32 [N, L] right-padded with `PROMPT_PAD_ID`, truncated bool [N]: True where
+    tokens were cut).
   """
-  tokens = np.zeros((len(texts), length), np.int32)
+  tokens = np.full((len(texts), length), PROMPT_PAD_ID, np.int32)
   truncated = np.zeros((len(texts),), bool)
   for row, text in enumerate(texts):
     ids = list(vocabulary.encode(prefix + text))
@@ -151,8 +155,11 @@ def encode_inputs(texts: Sequence[str], vocabulary: Any, length: int, prefix: st
 def task_input_prefix(task: Any) -> str:
   """The string a seqio task prepends to its inputs ('' if none).
 
-  Recognises preprocessors bound as `functools.partial(fn, prefix='...')` (irl_lm.data).
+  Reads an in-memory task's `input_prefix`, and recognises seqio preprocessors bound as
+  `functools.partial(fn, prefix='...')` (irl_lm.data).
   """
+  if isinstance(getattr(task, "input_prefix", None), str):
+    return task.input_prefix
   for preprocessor in getattr(task, "preprocessors", ()):
     if isinstance(preprocessor, functools.partial):
       prefix = preprocessor.keywords.get("prefix")
@@ -161,20 +168,15 @@ def task_input_prefix(task: Any) -> str:
   return ""
 
 
-def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[str] = None, *,
-          decoding: Optional[DecodingConfig] = None,
-          batch_size: Optional[int] = None, max_decode_length: Optional[int] = None,
-          input_prefix: Optional[str] = None, input_format: str = "auto",
-          checkpoint_step: Optional[int] = None, progress: bool = True,
-          training: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-  """Decodes an input file with the newest checkpoint of a training run (`run.mode = 'infer'`).
+@dataclasses.dataclass(frozen=True)
+class InferSettings:
+  """What infer mode decodes and how (gin: `infer.*`).
 
-  Args:
-    run_dir: the training run directory (the runner passes the one the gin files name).
+  Attributes:
     input_file: JSON lines or plain text, see `read_inputs`.
     output_file: JSON lines written (default `<run_dir>/infer_<input name>_<decoding>.jsonl`).
     decoding: greedy / sample (temperature, top_k, top_p) / beam settings; default the run's
-      `train.decoding` (what the end-of-training evaluation used).
+      `EvalSettings.decoding` (what the end-of-training evaluation used).
     batch_size: inputs decoded at once (default the run's eval batch size, or its training batch
       size); lowered to the smallest multiple of the mesh's data axis that holds all inputs.
     max_decode_length: most output tokens (default `feature_lengths['targets']`).
@@ -182,43 +184,63 @@ def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[
     input_format: 'auto', 'jsonl' or 'text'.
     checkpoint_step: restore this step instead of the newest.
     progress: show a progress bar.
-    training: the training job's arguments (`model`, `task`, `feature_lengths`, `partitioner`,
-      `optimizer`, `schedule`, `num_train_steps`, `seed`, `batch_size`, ... as
-      `irl_lm.jobs.train.train` takes them).
+  """
+  input_file: Optional[str] = None
+  output_file: Optional[str] = None
+  decoding: Optional[DecodingConfig] = None
+  batch_size: Optional[int] = None
+  max_decode_length: Optional[int] = None
+  input_prefix: Optional[str] = None
+  input_format: str = "auto"
+  checkpoint_step: Optional[int] = None
+  progress: bool = True
+
+
+def infer(run_dir: str, options: InferSettings, training: RunSettings) -> dict[str, Any]:
+  """Decodes an input file with the newest checkpoint of a training run (`run.mode = 'infer'`).
+
+  Args:
+    run_dir: the training run directory (the runner passes the one the gin files name).
+    options: the input, output and decoding (`InferSettings`).
+    training: the training run's settings (model, task, feature lengths, mesh, optimiser, ...).
 
   Returns:
     Summary {'output_file', 'num_inputs', 'num_truncated', 'checkpoint_step', 'decoding',
     'batch_size', 'output_tokens', 'seconds', 'tokens_per_second'}.
 
   Raises:
-    common.JobError: no or unusable input file / settings.
+    common.JobError: no or unusable input file.
+    errors.SettingError: unusable settings.
     checkpoints.CheckpointError: no checkpoint in the run directory, or a mismatched one.
   """
+  input_file = options.input_file
   if input_file is None:
     raise common.JobError("no input file: pass one with --gin_bindings=\"infer.input_file = "
                          "'inputs.jsonl'\" (JSON lines with an \"input\" field, or plain text).")
-  records = read_inputs(input_file, input_format)
-  settings = common.check_settings(training or {})
+  records = read_inputs(input_file, options.input_format)
+  run = training.require()
   common.require_checkpoint(run_dir, "infer")
-  task_name, lengths = settings["task"], dict(settings["feature_lengths"])
-  decoding = decoding or settings.get("decoding") or DecodingConfig()
-  common.check_decoding(decoding, "infer.decoding")
-  max_decode_length = max_decode_length or lengths["targets"]
-  restored = common.restore_run(run_dir, settings, rows=len(records), batch_size=batch_size,
-                                checkpoint_step=checkpoint_step,
+  task_name, lengths = run.task, dict(run.feature_lengths)
+  decoding = options.decoding or run.evaluation.decoding
+  settings_lib.check_decoding(decoding, "infer.decoding")
+  max_decode_length = options.max_decode_length or lengths["targets"]
+  restored = common.restore_run(run_dir, run, rows=len(records), batch_size=options.batch_size,
+                                checkpoint_step=options.checkpoint_step,
                                 max_decode_length=max_decode_length)
   model, params = restored.model, restored.params
 
   from irl_lm.data import pipeline  # TensorFlow only when a task is needed.
   task = pipeline.get_task(task_name)
   vocabulary = pipeline.get_vocabulary(task_name)
-  prefix = task_input_prefix(task) if input_prefix is None else input_prefix
+  prefix = (task_input_prefix(task) if options.input_prefix is None else
+            options.input_prefix)
   prompts, truncated = encode_inputs([r["input"] for r in records],
                                      task.output_features["inputs"].vocabulary,
                                      lengths["inputs"], prefix, eos_id=model.eos_id)
   if truncated.any():
     logging.warning("%d of %d inputs are longer than the input length (%d tokens) and were cut.",
                     int(truncated.sum()), len(records), lengths["inputs"])
+  output_file = options.output_file
   if output_file is None:
     name = os.path.splitext(os.path.basename(input_file))[0]
     output_file = os.path.join(run_dir, f"infer_{name}_{decoding.describe()}.jsonl")
@@ -233,9 +255,8 @@ def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[
                input_file, restored.step, decoding.describe(), restored.batch_size)
   start = time.time()
   emitted = _decode_to_file(records, prompts, truncated, decode_fn=decode_fn, stats_fn=stats_fn,
-                            params=params, model=model, vocabulary=vocabulary,
-                            batch_size=restored.batch_size, decoding=decoding,
-                            output_path=output_file, progress=progress)
+                            restored=restored, vocabulary=vocabulary, decoding=decoding,
+                            output_path=output_file, progress=options.progress)
   seconds = time.time() - start
   summary = {"output_file": os.path.abspath(output_file), "num_inputs": len(records),
              "num_truncated": int(truncated.sum()), "checkpoint_step": restored.step,
@@ -249,13 +270,14 @@ def infer(run_dir: str, input_file: Optional[str] = None, output_file: Optional[
 
 
 def _decode_to_file(records: Sequence[dict[str, Any]], prompts: np.ndarray,
-                    truncated: np.ndarray, *, decode_fn: Any, stats_fn: Any, params: Any,
-                    model: Any, vocabulary: Any, batch_size: int, decoding: DecodingConfig,
+                    truncated: np.ndarray, *, decode_fn: Any, stats_fn: Any,
+                    restored: common.RestoredRun, vocabulary: Any, decoding: DecodingConfig,
                     output_path: str, progress: bool) -> int:
   """Decodes every input in batches (`predict.iterate_batches`, keys `predict.batch_keys`) and
   writes one JSON line per input as each batch finishes; returns the emitted tokens' count."""
   import tqdm  # only the CLI needs it
 
+  params, model, batch_size = restored.params, restored.model, restored.batch_size
   key_of = predict.batch_keys(decoding.seed)
   emitted = 0
   bar = tqdm.tqdm(total=len(records), unit="input", desc="infer",
@@ -268,7 +290,7 @@ def _decode_to_file(records: Sequence[dict[str, Any]], prompts: np.ndarray,
       start = index * batch_size
       for row in range(n):
         length = predict.emitted_length(tokens[row], model.eos_id)
-        ids = predict.output_ids(tokens[row], model.eos_id, model.pad_id)
+        ids = predict.output_ids(tokens[row], model.eos_id)
         result = {**records[start + row], "output": vocabulary.decode(ids), "tokens": ids,
                   "length": length, "log_prob": float(log_probs[row]),
                   "truncated": bool(truncated[start + row])}

@@ -1,4 +1,4 @@
-"""GAIL (adversarial imitation) losses, DESIGN.md section 1.2: pure functions, float32 inside.
+"""GAIL (adversarial imitation) losses, docs/design.md#objectives: pure functions, float32 inside.
 
 A discriminator ``D(s_t, a_t) = sigmoid(l_t)`` scores every (prefix, token) pair; it is trained
 with the logistic loss to tell data (label 1) from policy samples (label 0). The policy is

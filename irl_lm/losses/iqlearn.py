@@ -1,4 +1,4 @@
-"""Offline IQLearn loss (chi^2-regularised inverse soft-Q learning), DESIGN.md section 1.2.
+"""Offline IQLearn loss (chi^2-regularised inverse soft-Q learning), docs/design.md#objectives.
 
 ``L = -mean log pi(a_t|s_t) + td_weight * mean r_t^2``,
 ``r_t = z(s_t, a_t) - gamma * V(s_{t+1})`` (``V(s_{t+1}) = 0`` after the last real token of a
@@ -102,7 +102,7 @@ def iqlearn_online_loss(data: soft_q.Sequences,
   ``loss = nll + online_mix * (vdiff_samples - vdiff_data) + td_weight * td_loss`` where
   ``nll = E_data[-log pi(a|s)]``, ``vdiff_x = E_x[V(s) - gamma V(s')]`` and ``td_loss`` is
   ``E_data[r^2]`` (``td_on='data'``) or ``(1 - online_mix) E_data[r^2] + online_mix E_samples[r^2]``
-  (``td_on='mixture'``), ``r = z(s, a) - gamma V(s')``. This equals DESIGN.md's
+  (``td_on='mixture'``), ``r = z(s, a) - gamma V(s')``. This equals docs/design.md's
   ``-E_data[z - gamma V'] + E_mix[V - gamma V'] + td_weight E_reg[r^2]`` with
   ``E_mix = (1 - online_mix) E_data + online_mix E_samples``. Each ``E_x`` is a per-token mean
   over the real tokens of ``x``. Gradients flow through the logits of both sets (the sampled

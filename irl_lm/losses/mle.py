@@ -1,4 +1,4 @@
-"""Maximum-likelihood (teacher-forced cross-entropy) loss, DESIGN.md section 1.2.
+"""Maximum-likelihood (teacher-forced cross-entropy) loss, docs/design.md#objectives.
 
 ``L = -mean log pi(a_t|s_t) - entropy_weight * mean H(pi(.|s_t)) + z_loss * mean V(s_t)^2``
 

@@ -1,4 +1,4 @@
-"""Soft-Q view of a language model's logits (DESIGN.md section 1.1).
+"""Soft-Q view of a language model's logits (docs/design.md#the-decision-process).
 
 The logits ``z(s_t, .)`` of a model are read as a soft Q-function over the next token:
 

@@ -7,6 +7,12 @@ family are those the losses read, in seqio's naming: ``decoder_target_tokens`` [
 when packed, ``decoder_segment_ids`` [B, T]. For a decoder-only model their length is that of the
 whole sequence, S = L + T (prompt then continuation); `continuation_length` gives T.
 
+Prompts passed between layers (`prompts(batch)`, decoding, `teacher_forcing_batch`) are int32
+[B, L], right-padded with `PROMPT_PAD_ID` (-1, outside every vocabulary), so that no token id
+marks padding: in Llama 3 and Qwen2 vocabularies id 0 (`PAD_ID`) is the ordinary token '!'.
+Continuations end by lengths and EOS, never at a token id; `pad_is_token` says whether the
+model's `pad_id` is also a real token (sampled like any other) or never sampled.
+
 Shapes: B batch, L prompt (input) length, T continuation (target) length, V vocabulary.
 """
 from __future__ import annotations
@@ -26,14 +32,17 @@ InputShapes = Mapping[str, Sequence[int]]
 # seqio's SentencePiece conventions, shared by T5 and the shipped vocabularies.
 PAD_ID = 0
 EOS_ID = 1
+# Right-pads prompts [B, L] between layers: an id outside every vocabulary.
+PROMPT_PAD_ID = -1
 
 
 class Model(Protocol):
   """The interface every model family implements (T5 1.1 encoder-decoder, decoder-only)."""
 
   config: Any
-  pad_id: int
+  pad_id: int  # written on padding positions of target features
   eos_id: int
+  pad_is_token: bool  # True: pad_id is also a real token (sampled); False: never sampled
 
   def input_shapes(self, batch_size: int, feature_lengths: Mapping[str, int]) -> InputShapes:
     """The shapes `init` traces with, from {'inputs': L, 'targets': T}."""
@@ -52,12 +61,13 @@ class Model(Protocol):
     ...
 
   def feature_converter(self, pack: bool) -> Any:
-    """The `seqio.FeatureConverter` that turns a task's 'inputs'/'targets' into this model's
-    features."""
+    """The `irl_lm.models.features.FeatureConverter` that turns a task's 'inputs'/'targets'
+    into this model's features (its `seqio_converter()` for seqio tasks)."""
     ...
 
   def prompts(self, batch: Batch) -> Array:
-    """The (unpacked) batch's prompts, int32 [B, L], as `teacher_forcing_batch` takes them."""
+    """The (unpacked) batch's prompts, int32 [B, L] right-padded with `PROMPT_PAD_ID`, as
+    decoding and `teacher_forcing_batch` take them."""
     ...
 
   def continuation_length(self, batch: Batch) -> int:
@@ -70,9 +80,11 @@ class Model(Protocol):
                             lengths: Optional[Array] = None) -> dict[str, Array]:
     """Features that teacher-force `continuations` [B, T] after `prompts` [B, L].
 
-    A continuation ends after `lengths` [B] tokens (default: all T), at its first EOS
-    (included) or before a PAD, whichever comes first; later positions are padding. The result
-    has the shared loss features (`decoder_target_tokens`, float32 `decoder_loss_weights`).
+    `prompts` are right-padded with `PROMPT_PAD_ID`. A continuation ends after `lengths` [B]
+    tokens (default: all T) or at its first EOS (included), whichever comes first; later
+    positions are padding (`continuation_mask`). The pad id is an ordinary token inside a
+    continuation. The result has the shared loss features (`decoder_target_tokens`, float32
+    `decoder_loss_weights`).
     """
     ...
 
@@ -95,19 +107,18 @@ class Model(Protocol):
 
 
 def continuation_mask(tokens_BT: Array, lengths_B: Optional[Array] = None, *,
-                      eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Array:
+                      eos_id: int = EOS_ID) -> Array:
   """bool [B, T]: the real tokens of continuations (the rule of `teacher_forcing_batch`).
 
-  Real tokens come before `lengths` [B] (default T), up to and including the first EOS, and
-  before the first PAD (a PAD is never a target token in seqio's features).
+  Real tokens come before `lengths` [B] (default T) and up to and including the first EOS;
+  no other id ends a continuation (a sampler's lengths and this mask always agree).
   """
   positions_T = jnp.arange(tokens_BT.shape[1], dtype=jnp.int32)
   real_BT = jnp.ones(tokens_BT.shape, bool)
   if lengths_B is not None:
     real_BT &= positions_T[None, :] < lengths_B[:, None]
   is_eos = tokens_BT == eos_id
-  real_BT &= (jnp.cumsum(is_eos, axis=1) - is_eos) == 0
-  return real_BT & (jnp.cumsum(tokens_BT == pad_id, axis=1) == 0)
+  return real_BT & ((jnp.cumsum(is_eos, axis=1) - is_eos) == 0)
 
 
 class FlaxModel:
@@ -121,6 +132,7 @@ class FlaxModel:
   module: nn.Module
   pad_id: int = PAD_ID
   eos_id: int = EOS_ID
+  pad_is_token: bool = False
 
   def _dummy_inputs(self, input_shapes: InputShapes) -> tuple[Array, ...]:
     raise NotImplementedError

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers, precision
+from irl_lm.models import base, features, layers, precision
+from irl_lm.models.decoder_only_layout import (batch_prompts, positions_and_bias, prompt_lengths,
+                                               shift_right, split_positions_and_bias)
 
 Array = jax.Array
 Params = base.Params
@@ -64,6 +66,13 @@ class DecoderOnlyConfig:
     activation_dtype: dtype of activations (parameters and logits are float32); by default
       bfloat16 on GPUs and TPUs, float32 on CPUs (`precision.default_activation_dtype`).
     eos_id: end-of-sequence id (seqio's SentencePiece EOS = 1; an imported checkpoint's own).
+    pad_is_token: whether id 0 (the pad id of target features) is also a real token of the
+      vocabulary (an imported Llama 3 / Qwen2 vocabulary: '!'), sampled like any other; False
+      (seqio's SentencePiece vocabularies): id 0 is padding only and is never sampled.
+    start_id: the token fed before each sequence's first prompt token (seqio's start token 0);
+      None: no start token, the prompt's first token starts the sequence, as a Hugging Face
+      model reads its tokenizer's output (a task's template writes any BOS). An empty prompt
+      then starts from `eos_id`.
     remat_policy: what each layer keeps for the backward pass ('none', 'minimal', 'dots',
       'full': `layers.REMAT_POLICIES`); the rest is recomputed, saving activation memory.
   """
@@ -85,6 +94,8 @@ class DecoderOnlyConfig:
   activation_dtype: Any = dataclasses.field(
       default_factory=precision.default_activation_dtype)
   eos_id: int = 1
+  pad_is_token: bool = False
+  start_id: Optional[int] = 0
   remat_policy: str = "none"
 
 
@@ -110,59 +121,14 @@ def decoder_only_config(size: str, **overrides: Any) -> DecoderOnlyConfig:
   return DecoderOnlyConfig(**{**_PRESETS[size], **overrides})
 
 
-def prompt_lengths(prompts_BL: Array, pad_id: int = base.PAD_ID) -> Array:
-  """int32 [B]: each right-padded prompt's length, up to and including its last token != PAD
-  (PAD ids before it count as real tokens; an all-PAD row has length 0)."""
-  ends_L = jnp.arange(1, prompts_BL.shape[1] + 1, dtype=jnp.int32)
-  return jnp.max(jnp.where(prompts_BL != pad_id, ends_L[None, :], 0), axis=1,
-                 initial=0).astype(jnp.int32)
+def _first_slot(config: DecoderOnlyConfig) -> int:
+  """The first valid prompt slot: 0 (the start token) or 1 (no start token)."""
+  return 1 if config.start_id is None else 0
 
 
-def _shift_right(tokens_BS: Array, start_id: int) -> Array:
-  """seqio's autoregressive inputs of an unpacked row: [start, x_0, ..., x_{S-2}]."""
-  return jnp.pad(tokens_BS[:, :-1], ((0, 0), (1, 0)), constant_values=start_id)
-
-
-def positions_and_bias(tokens_BS: Array, segment_ids_BS: Array | None = None,
-                       positions_BS: Array | None = None) -> tuple[Array, Array]:
-  """Rotary positions int32 [B, S] (0..S-1 unless given) and the attention bias float32
-  [B or 1, 1, S, S] of a teacher-forced sequence: causal and, with segment ids, within segments.
-
-  No padding mask: padding is only at the right, where causal attention never lets real positions
-  see it (and a token id 0 may be a real token of an imported vocabulary)."""
-  batch, length = tokens_BS.shape
-  if positions_BS is None:
-    positions_BS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-  mask = layers.causal_mask(length)
-  if segment_ids_BS is not None:
-    mask = mask & layers.make_attention_mask(segment_ids_BS, segment_ids_BS, jnp.equal)
-  return positions_BS, layers.mask_to_bias(mask)
-
-
-def split_positions_and_bias(prompts_BL: Array, num_targets: int,
-                             pad_id: int = base.PAD_ID) -> tuple[Array, Array]:
-  """Rotary positions int32 [B, L + T] and attention bias float32 [B, 1, L + T, L + T] of the
-  split layout: L prompt slots (right-padded), then T continuation slots.
-
-  Prompt slot j sits at position j and sees prompt slots <= j. Continuation slot t sits at
-  position len_b + t and sees row b's real prompt slots (< len_b) and continuation slots <= t:
-  what a row of the prompt and continuation in one unpadded sequence would see, without moving
-  tokens to per-row offsets. The policy's prompt slots hold [0, p_0, .., p_{L-2}] (and its
-  continuation slot 0 holds p_{len-1}), GAIL's scorer's [p_0, .., p_{L-1}]: len_b valid slots
-  either way.
-  """
-  batch, length = prompts_BL.shape
-  len_B1 = prompt_lengths(prompts_BL, pad_id)[:, None]
-  positions = jnp.concatenate([
-      jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length)),
-      len_B1 + jnp.arange(num_targets, dtype=jnp.int32)[None, :]], axis=1)
-  q = jnp.arange(length + num_targets)[:, None]
-  k = jnp.arange(length + num_targets)[None, :]
-  causal = (k <= q)[None]  # [1, S, S]
-  prompt_key_valid = (k[None] < len_B1[:, :, None]) | (k[None] >= length)  # [B, 1, S]
-  from_continuation = (q >= length)[None]
-  mask = causal & (~from_continuation | prompt_key_valid)
-  return positions, layers.mask_to_bias(mask[:, None])
+def _lengths(config: DecoderOnlyConfig, prompts_BL: Array) -> Array:
+  """int32 [B]: `prompt_lengths` under the config's vocabulary (is id 0 a token?)."""
+  return prompt_lengths(prompts_BL, None if config.pad_is_token else base.PAD_ID)
 
 
 def _kv_heads_major(x: Array) -> Array:
@@ -294,15 +260,20 @@ class DecoderOnlyTransformer(nn.Module):
     ids and positions alike; fully causal, no attention across packed segments) or [B, T, V]
     (split layout: `prompt_tokens` [B, L] and continuation inputs [B, T]; the stack runs over
     all L + T slots, the output layer over the T continuation slots only)."""
+    cfg = self.config
+    first = _first_slot(cfg)
     if prompt_tokens is None:
       positions, bias = positions_and_bias(decoder_input_tokens, decoder_segment_ids,
-                                           decoder_positions)
-      x, _ = self.decoder(self.token_embedder(decoder_input_tokens), positions, bias,
-                          deterministic)
+                                           decoder_positions, first_slot=first)
+      tokens = decoder_input_tokens
+      if cfg.start_id not in (None, base.PAD_ID):  # seqio's converter starts segments with 0
+        tokens = jnp.where(positions == 0, cfg.start_id, tokens)
+      x, _ = self.decoder(self.token_embedder(tokens), positions, bias, deterministic)
       return self._logits(x)
     length = prompt_tokens.shape[1]
-    positions, bias = split_positions_and_bias(prompt_tokens, decoder_input_tokens.shape[1])
-    tokens = jnp.concatenate([_shift_right(prompt_tokens, base.PAD_ID), decoder_input_tokens], 1)
+    positions, bias = split_positions_and_bias(_lengths(cfg, prompt_tokens), length,
+                                               decoder_input_tokens.shape[1], first_slot=first)
+    tokens = jnp.concatenate([shift_right(prompt_tokens, cfg.start_id), decoder_input_tokens], 1)
     x, _ = self.decoder(self.token_embedder(tokens), positions, bias, deterministic)
     return self._logits(x[:, length:])
 
@@ -310,14 +281,14 @@ class DecoderOnlyTransformer(nn.Module):
     """Prefills the caches from prompts [B, L]; see ``DecoderOnlyModel.init_decode_state``."""
     cfg = self.config
     batch, length = prompts.shape
-    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-    inputs = _shift_right(prompts, base.PAD_ID)
-    _, kv = self.decoder(self.token_embedder(inputs), positions,
-                         layers.mask_to_bias(layers.causal_mask(length)), True)
+    lengths_B = _lengths(cfg, prompts)
+    positions, bias = split_positions_and_bias(lengths_B, length, 0, first_slot=_first_slot(cfg))
+    inputs = shift_right(prompts, cfg.start_id)
+    _, kv = self.decoder(self.token_embedder(inputs), positions, bias, True)
     empty = layers.constrain(
         jnp.zeros((batch, cfg.num_kv_heads, max_decode_length, cfg.head_dim),
                   cfg.activation_dtype), layers.KV_HEADS_MAJOR_ACT)
-    state: DecodeState = {"prompt_lengths": prompt_lengths(prompts)}
+    state: DecodeState = {"prompt_lengths": lengths_B}
     for i, (key, value) in enumerate(kv):
       state[f"layers_{i}"] = {"prompt_key": _kv_heads_major(key.astype(cfg.activation_dtype)),
                               "prompt_value": _kv_heads_major(value.astype(cfg.activation_dtype)),
@@ -331,65 +302,16 @@ class DecoderOnlyTransformer(nn.Module):
     caches = {k: v for k, v in state.items() if k != "prompt_lengths"}
     prompt_slots = caches["layers_0"]["prompt_key"].shape[2]
     decode_slots = caches["layers_0"]["key"].shape[2]
+    first = _first_slot(self.config)
+    prompt_slot_L = jnp.arange(prompt_slots)[None, :]
     valid_BK = jnp.concatenate([
-        jnp.arange(prompt_slots)[None, :] < lengths_B[:, None],
+        (prompt_slot_L < lengths_B[:, None]) & (prompt_slot_L >= first),
         jnp.broadcast_to(jnp.arange(decode_slots)[None, :] <= step,
                          (lengths_B.shape[0], decode_slots))], axis=1)
     bias = layers.mask_to_bias(valid_BK)[:, None, None, :]
     x = self.token_embedder(tokens[:, None])
-    x, caches = self.decoder.decode(x, caches, (lengths_B + step)[:, None], bias, step)
+    x, caches = self.decoder.decode(x, caches, (lengths_B - first + step)[:, None], bias, step)
     return self._logits(x)[:, 0], {**caches, "prompt_lengths": lengths_B}
-
-
-@functools.lru_cache(maxsize=None)
-def _split_converter_class() -> type:
-  """The unpacked decoder-only feature converter (built on first use: seqio loads TensorFlow)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  spec = seqio.FeatureConverter.FeatureSpec
-
-  class SplitPrefixLMFeatureConverter(seqio.FeatureConverter):
-    """Unpacked decoder-only features in the split layout (see `DecoderOnlyModel`): the task's
-    'inputs' right-padded to L as 'prompt_tokens', its 'targets' right-padded to T as
-    'decoder_target_tokens', 'decoder_input_tokens' [T] = [last input token, targets[:-1]]
-    (0 for an empty prompt) and 'decoder_loss_weights' [T] (1 on the targets; from lengths, not
-    token ids, since 0 may be a real token of an imported vocabulary)."""
-
-    TASK_FEATURES = {"inputs": spec(dtype=tf.int32), "targets": spec(dtype=tf.int32)}
-    MODEL_FEATURES = {"prompt_tokens": spec(dtype=tf.int32),
-                      "decoder_target_tokens": spec(dtype=tf.int32),
-                      "decoder_input_tokens": spec(dtype=tf.int32),
-                      "decoder_loss_weights": spec(dtype=tf.int32)}
-    PACKING_FEATURE_DTYPES = {}
-
-    def __init__(self, **kwargs: Any):
-      super().__init__(pack=False, **kwargs)
-
-    def _convert_features(self, ds, task_feature_lengths):
-      prompt_len, target_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
-
-      def pad(x, length):
-        return tf.pad(x, [[0, length - tf.shape(x)[0]]])
-
-      def convert(ex):
-        inputs, targets = ex["inputs"][:prompt_len], pad(ex["targets"][:target_len], target_len)
-        last = tf.concat([[0], inputs], 0)[-1:]
-        return {"prompt_tokens": pad(inputs, prompt_len),
-                "decoder_target_tokens": targets,
-                "decoder_input_tokens": tf.concat([last, targets[:-1]], 0),
-                "decoder_loss_weights": pad(tf.ones_like(ex["targets"][:target_len]),
-                                            target_len)}
-
-      return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def get_model_feature_lengths(self, task_feature_lengths):
-      target_len = task_feature_lengths["targets"]
-      return {"prompt_tokens": task_feature_lengths["inputs"],
-              "decoder_target_tokens": target_len, "decoder_input_tokens": target_len,
-              "decoder_loss_weights": target_len}
-
-  return SplitPrefixLMFeatureConverter
 
 
 class DecoderOnlyModel(base.FlaxModel):
@@ -397,7 +319,8 @@ class DecoderOnlyModel(base.FlaxModel):
 
   Features, in one of two layouts:
   * split (unpacked batches: training, evaluation, online samples): 'prompt_tokens' [B, L] (the
-    prompt right-padded with 0), 'decoder_target_tokens' [B, T] (the continuation),
+    prompt right-padded with 0), 'prompt_mask' [B, L] (1 on its real tokens; without it, 0 is
+    padding unless `config.pad_is_token`), 'decoder_target_tokens' [B, T] (the continuation),
     'decoder_input_tokens' [B, T] ([last prompt token, y_0, .., y_{T-2}]) and
     'decoder_loss_weights' [B, T]. The stack runs over the L + T slots with per-row positions and
     masks (`split_positions_and_bias`), as if each prompt ran straight into its continuation,
@@ -409,21 +332,21 @@ class DecoderOnlyModel(base.FlaxModel):
     continuation), 'decoder_loss_weights' (1 on continuations), 'decoder_segment_ids',
     'decoder_positions'; seqio's 'decoder_causal_attention' is ignored (fully causal,
     Llama-style), no attention across packed segments.
-  Either way a sequence starts with token 0 (seqio's start token) before the prompt.
+  Either way a sequence starts with `config.start_id` (seqio's start token 0) before the
+  prompt, or, when it is None, with the prompt's first token (the start slot is masked out).
 
   Decoding: `init_decode_state` runs the prompts once (each row's prompt but its last real
-  token, after the start token 0) into per-layer caches; `decode_step` at continuation step t
+  token, after the start token) into per-layer caches; `decode_step` at continuation step t
   feeds row b's token at position len_b + t and writes decode slot t. The logits of step t equal
   the split layout's teacher-forced logits at column t.
 
   Attributes:
     config: the DecoderOnlyConfig.
     module: the flax module (``DecoderOnlyTransformer``).
-    pad_id: 0 (also the start token of every sequence, as seqio's ``bos_id``).
+    pad_id: 0, written on padding positions of target features.
     eos_id: ``config.eos_id``.
+    pad_is_token: ``config.pad_is_token``.
   """
-
-  decoder_start_id: int = base.PAD_ID
 
   def __init__(self, config: DecoderOnlyConfig):
     if config.mlp_activation not in layers.ACTIVATIONS:
@@ -437,6 +360,7 @@ class DecoderOnlyModel(base.FlaxModel):
     self.config = config
     self.module = DecoderOnlyTransformer(config)
     self.eos_id = config.eos_id
+    self.pad_is_token = config.pad_is_token
 
   def _dummy_inputs(self, input_shapes: base.InputShapes) -> tuple[Array, ...]:
     return (jnp.ones(tuple(input_shapes["decoder_input_tokens"]), jnp.int32),)
@@ -447,24 +371,29 @@ class DecoderOnlyModel(base.FlaxModel):
     return {"decoder_input_tokens": (batch_size,
                                      feature_lengths["inputs"] + feature_lengths["targets"])}
 
-  def feature_converter(self, pack: bool) -> Any:
-    """Packed: seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)`; unpacked: the
-    split layout's converter (imported here: seqio loads TensorFlow)."""
+  def feature_converter(self, pack: bool) -> features.FeatureConverter:
+    """Packed: `features.PrefixLMFeatureConverter` (seqio's prefix LM, loss on targets only);
+    unpacked: the split layout's `features.SplitFeatureConverter`."""
     if pack:
-      import seqio  # pylint: disable=g-import-not-at-top
-      return seqio.PrefixLMFeatureConverter(loss_on_targets_only=True, pack=True)
-    return _split_converter_class()()
+      return features.PrefixLMFeatureConverter(pack=True)
+    return features.SplitFeatureConverter(empty_start_id=self._empty_start_id)
+
+  @property
+  def _empty_start_id(self) -> int:
+    """The token an empty prompt's continuation starts from."""
+    return self.eos_id if self.config.start_id is None else self.config.start_id
 
   def prompts(self, batch: base.Batch) -> Array:
-    """'prompt_tokens' [B, L] (unpacked batches only).
+    """int32 [B, L]: 'prompt_tokens' right-padded with `base.PROMPT_PAD_ID` where 'prompt_mask'
+    is 0 (`batch_prompts`; unpacked batches only).
 
     Raises:
       ValueError: the batch has no 'prompt_tokens' (it is packed).
     """
     if "prompt_tokens" not in batch:
       raise ValueError("This batch has no 'prompt_tokens': packed batches have no per-row "
-                       "prompts; set train.pack = False.")
-    return batch["prompt_tokens"]
+                       "prompts; set TrainSettings.pack = False.")
+    return batch_prompts(batch)
 
   def continuation_length(self, batch: base.Batch) -> int:
     """T, the continuation columns of an unpacked (split-layout) batch (static)."""
@@ -474,20 +403,24 @@ class DecoderOnlyModel(base.FlaxModel):
   def teacher_forcing_batch(self, prompts: Array, continuations: Array,
                             lengths: Array | None = None) -> dict[str, Array]:
     """Split-layout features for `continuations` [B, T] of `prompts` [B, L] (right-padded
-    with 0): what the unpacked feature converter makes of the same token lists.
+    with `base.PROMPT_PAD_ID`, see `prompt_lengths`): what the unpacked feature converter makes
+    of the same token lists.
 
     A continuation ends as `base.continuation_mask` says (after `lengths`, at the first EOS
-    inclusive, before a PAD); later columns are padding.
+    inclusive); later columns are padding.
 
     Returns:
-      {'prompt_tokens' [B, L], 'decoder_target_tokens' [B, T] (0 after the end),
-      'decoder_input_tokens' [B, T] ([last real prompt token, targets[:-1]]),
-      'decoder_loss_weights' float32 [B, T] (1 on real tokens)}.
+      {'prompt_tokens' [B, L] (0-padded), 'prompt_mask' int32 [B, L] (1 on real tokens),
+      'decoder_target_tokens' [B, T] (0 after the end), 'decoder_input_tokens' [B, T]
+      ([last real prompt token, targets[:-1]]), 'decoder_loss_weights' float32 [B, T]
+      (1 on real tokens)}.
     """
-    real_BT = base.continuation_mask(continuations, lengths, eos_id=self.eos_id,
-                                     pad_id=self.pad_id)
+    prompts = jnp.asarray(prompts, jnp.int32)
+    real_BL = jnp.arange(prompts.shape[1])[None, :] < _lengths(self.config, prompts)[:, None]
+    real_BT = base.continuation_mask(continuations, lengths, eos_id=self.eos_id)
     targets = jnp.where(real_BT, continuations, self.pad_id).astype(jnp.int32)
-    return {"prompt_tokens": jnp.asarray(prompts, jnp.int32),
+    return {"prompt_tokens": jnp.where(real_BL, prompts, self.pad_id),
+            "prompt_mask": real_BL.astype(jnp.int32),
             "decoder_target_tokens": targets,
             "decoder_input_tokens": jnp.concatenate(
                 [self.start_tokens(prompts)[:, None], targets[:, :-1]], axis=1),
@@ -499,7 +432,8 @@ class DecoderOnlyModel(base.FlaxModel):
 
     Args:
       params: from ``init``.
-      batch: split layout ('prompt_tokens' [B, L], 'decoder_input_tokens' [B, T]) or prefix-LM
+      batch: split layout ('prompt_tokens' [B, L], optional 'prompt_mask' [B, L],
+        'decoder_input_tokens' [B, T]) or prefix-LM
         layout ('decoder_input_tokens' [B, S] and, packed, 'decoder_segment_ids' and
         'decoder_positions' [B, S]: rotary positions, default 0..S-1).
       dropout_rng: enables dropout when given and config.dropout_rate > 0.
@@ -510,8 +444,9 @@ class DecoderOnlyModel(base.FlaxModel):
     rngs = {} if deterministic else {"dropout": dropout_rng}
     return self.module.apply(
         {"params": params}, batch["decoder_input_tokens"], batch.get("decoder_segment_ids"),
-        batch.get("decoder_positions"), batch.get("prompt_tokens"), deterministic=deterministic,
-        rngs=rngs)
+        batch.get("decoder_positions"),
+        batch_prompts(batch) if "prompt_tokens" in batch else None,
+        deterministic=deterministic, rngs=rngs)
 
   def init_decode_state(self, params: Params, prompts: Array,
                         max_decode_length: int) -> DecodeState:
@@ -519,13 +454,15 @@ class DecoderOnlyModel(base.FlaxModel):
 
     Args:
       params: from ``init``.
-      prompts: int32 [B, L], right-padded with 0 (unpacked); rows may differ in length.
+      prompts: int32 [B, L], right-padded with `base.PROMPT_PAD_ID` (see `prompt_lengths`);
+        rows may differ in length.
       max_decode_length: T, the decode cache's length (static).
     Returns:
       DecodeState, a dict whose every leaf has batch as its leading axis:
-        'prompt_lengths': int32 [B] (`prompt_lengths(prompts)`);
+        'prompt_lengths': int32 [B] (`prompt_lengths`);
         'layers_i': {'prompt_key', 'prompt_value': [B, N, L, D] (the rotated keys / values of
-                     inputs [0, p_0, .., p_{L-2}]; slots >= the row's length are never read),
+                     inputs [start, p_0, .., p_{L-2}]; slots >= the row's length, and the start
+                     slot when there is no start token, are never read),
                      'key', 'value': [B, N, T, D] (decode slots, zeros until written)}
       heads-major, in config.activation_dtype.
     """
@@ -533,10 +470,12 @@ class DecoderOnlyModel(base.FlaxModel):
                              max_decode_length, method=DecoderOnlyTransformer.init_decode_state)
 
   def start_tokens(self, prompts: Array) -> Array:
-    """int32 [B]: each row's last real prompt token (0, the start token, for an empty prompt)."""
-    len_B = prompt_lengths(prompts, self.pad_id)
+    """int32 [B]: each row's last real prompt token (for an empty prompt the start token, or
+    EOS when the model has none)."""
+    prompts = jnp.asarray(prompts, jnp.int32)
+    len_B = _lengths(self.config, prompts)
     last_B = jnp.take_along_axis(prompts, jnp.maximum(len_B - 1, 0)[:, None], axis=1)[:, 0]
-    return jnp.where(len_B > 0, last_B, self.decoder_start_id).astype(jnp.int32)
+    return jnp.where(len_B > 0, last_B, self._empty_start_id).astype(jnp.int32)
 
   def decode_step(self, params: Params, state: DecodeState, tokens: Array,
                   position: Array | int) -> tuple[Array, DecodeState]:

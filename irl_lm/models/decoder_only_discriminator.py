@@ -59,9 +59,12 @@ class DecoderOnlyScorer(nn.Module):
           decoder_target_tokens, decoder_segment_ids, decoder_positions)
       x, _ = self.decoder(self.token_embedder(decoder_target_tokens), positions, bias, True)
       return self.decoder.scores(x)
-    positions, bias = decoder_only.split_positions_and_bias(prompt_tokens,
-                                                            decoder_target_tokens.shape[1])
-    tokens = jnp.concatenate([prompt_tokens, decoder_target_tokens], axis=1)
+    cfg = self.config
+    lengths_B = decoder_only.prompt_lengths(prompt_tokens,
+                                            None if cfg.pad_is_token else base.PAD_ID)
+    positions, bias = decoder_only.split_positions_and_bias(
+        lengths_B, prompt_tokens.shape[1], decoder_target_tokens.shape[1])
+    tokens = jnp.concatenate([jnp.maximum(prompt_tokens, 0), decoder_target_tokens], axis=1)
     x, _ = self.decoder(self.token_embedder(tokens), positions, bias, True)
     return self.decoder.scores(x[:, prompt_tokens.shape[1]:])
 
@@ -88,6 +91,7 @@ class DecoderOnlyDiscriminatorModel(base.FlaxModel):
     activation dtype, other fields from `overrides`."""
     config = decoder_only.decoder_only_config(
         size, **{**dict(overrides or {}), "vocab_size": policy.config.vocab_size,
+                 "pad_is_token": policy.config.pad_is_token,
                  "activation_dtype": policy.config.activation_dtype})
     return cls(config)
 
@@ -99,8 +103,8 @@ class DecoderOnlyDiscriminatorModel(base.FlaxModel):
 
     Args:
       params: from ``init``.
-      batch: the policy's features, split layout ('prompt_tokens' [B, L],
-        'decoder_target_tokens' [B, T]) or prefix-LM ('decoder_target_tokens' [B, S] and,
+      batch: the policy's features, split layout ('prompt_tokens' [B, L], optional
+        'prompt_mask' [B, L], 'decoder_target_tokens' [B, T]) or prefix-LM ('decoder_target_tokens' [B, S] and,
         packed, 'decoder_segment_ids', 'decoder_positions' [B, S]).
 
     Returns:
@@ -109,4 +113,5 @@ class DecoderOnlyDiscriminatorModel(base.FlaxModel):
     """
     return self.module.apply({"params": params}, batch["decoder_target_tokens"],
                              batch.get("decoder_segment_ids"), batch.get("decoder_positions"),
-                             batch.get("prompt_tokens"))
+                             (decoder_only.batch_prompts(batch) if "prompt_tokens" in batch
+                              else None))

@@ -3,7 +3,7 @@ model-FLOP utilisation (MFU) the trainer logs.
 
 Matmuls only, 2 FLOPs per multiply-add, backward = 2 x forward; element-wise work, the optimiser
 and (for online objectives) sampling are left out, as in the usual MFU definition.
-`benchmarks/roofline.py` cross-checks the count with XLA's cost analysis.
+`python -m benchmarks roofline` cross-checks the count with XLA's cost analysis.
 
 Shapes: B batch, L input (prompt) length, T target length, E emb dim, J = H·D, J_kv = K·D,
 F mlp dim, V vocabulary.

@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 
 from irl_lm import ops
+from irl_lm.cpu import xla
 
 Array = jax.Array
 DType = Any
@@ -91,22 +92,7 @@ class Embed(nn.Module):
 
   def attend(self, x: Array) -> Array:
     """Tied logits ``x @ embedding.T``: x [..., E] -> float32 [..., V] (no 1/sqrt(E) scaling)."""
-    return dot_last(x.astype(jnp.float32), self.embedding.T)
-
-
-def dot_last(x: Array, kernel: Array) -> Array:
-  """x [..., In] @ kernel [In, Out] -> [..., Out], as one 2-D product over the flattened rows.
-
-  Equal to ``jnp.dot(x, kernel)``. Flattening first matters for the backward pass: the weight
-  gradient of a 3-D ``jnp.dot`` contracts two axes (batch and length), and XLA's CPU backend
-  lays that out by writing a transposed copy of the output gradient for every layer (a
-  [1024, 4096] copy per MLP projection of T5-small at B 8, L 512), where the 2-D form contracts
-  rows as they lie (`benchmarks/op_profile.py`, `benchmarks/xla_cpu_rewrites.py`).
-  """
-  if x.ndim <= 2:
-    return jnp.dot(x, kernel)
-  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel)
-  return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
+    return ops.dot_last(x.astype(jnp.float32), self.embedding.T)
 
 
 class Dense(nn.Module):
@@ -128,7 +114,7 @@ class Dense(nn.Module):
     kernel = self.param(
         "kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
         (x.shape[-1], self.features), jnp.float32)
-    y = dot_last(x.astype(self.dtype), kernel.astype(self.dtype))
+    y = ops.dot_last(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param(
           "bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.kernel_axes[1],)),
@@ -206,8 +192,7 @@ class MultiHeadAttention(nn.Module):
     """Attention of decode-step queries over a head-major K/V cache (no dropout).
 
     The cache is stored heads-first so that the per-step dot products read it as it lies: with
-    the [B, K, H, D] layout XLA transposes the whole cache of every layer at every step (on a
-    CPU that made sampling a T5-small batch, 8 x 512 inputs, 128 tokens, 1.4x slower).
+    the [B, K, H, D] layout XLA transposes the whole cache of every layer at every step.
 
     Args:
       query: [B, Q, H, D] (Q = 1 when decoding).
@@ -479,19 +464,6 @@ REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
 }
 
 
-def _after(cotangent: Any, tree: Any) -> Any:
-  """`tree` unchanged bit for bit, but computed from `cotangent`: its floating leaves plus a
-  -0.0 that XLA cannot prove constant (x + -0.0 == x for every float, -0.0 and NaN included)."""
-  first = jnp.ravel(jax.tree.leaves(cotangent)[0])[0]
-  neg_zero = -(jnp.abs(jnp.where(jnp.isfinite(first), first, 0.0)) * 0.0)
-
-  def tie(leaf):
-    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
-      return leaf + neg_zero.astype(leaf.dtype)
-    return leaf
-  return jax.tree.map(tie, tree)
-
-
 def remat(layer_cls: type, policy: str, deterministic_argnum: int) -> type:
   """`layer_cls` rematerialised with `REMAT_POLICIES[policy]` (itself for 'none').
 
@@ -499,11 +471,9 @@ def remat(layer_cls: type, policy: str, deterministic_argnum: int) -> type:
   does not keep, trading compute for activation memory. `deterministic_argnum`: the position of
   `__call__`'s Python-bool `deterministic` argument, counting `self` as 0 (static under remat).
 
-  `nn.remat` alone saved almost nothing on XLA's CPU backend: the recomputation depends only
-  on the layer's saved inputs, so the scheduler ran every layer's recomputation right after
-  the forward pass and held all of them at once (a stack of 8 remat'd layers: 352 of 360 MB of
-  temporaries). Here the backward pass first makes what the layer saved depend on the incoming
-  cotangent (`_after`, exact), so a layer is recomputed only when its backward pass can run.
+  On a CPU the backward pass first ties what the layer saved to its incoming cotangent
+  (`irl_lm.cpu.xla.remat_in_backward_order`), so that XLA's CPU scheduler recomputes each layer
+  when its backward pass runs rather than all of them at once.
   """
   if policy not in REMAT_POLICIES:
     raise ValueError(f"remat_policy {policy!r} is unknown; choose one of "
@@ -512,29 +482,7 @@ def remat(layer_cls: type, policy: str, deterministic_argnum: int) -> type:
     return layer_cls
   checkpointed = nn.remat(layer_cls, policy=REMAT_POLICIES[policy],
                           static_argnums=(deterministic_argnum,))
-  static = deterministic_argnum - 1  # its index among the arguments after `self`
-
-  def call(module, *args):
-    return checkpointed.__call__(module, *args)
-
-  def forward(module, *args):
-    deterministic = args[static]
-    rest = args[:static] + args[static + 1:]
-
-    def without_static(m, *r):
-      return call(m, *r[:static], deterministic, *r[static:])
-    return nn.vjp(without_static, module, *rest)
-
-  def backward(deterministic, vjp_fn, cotangent):
-    del deterministic
-    return _after(cotangent, vjp_fn)(cotangent)
-
-  tied = nn.custom_vjp(call, forward_fn=forward, backward_fn=backward,
-                       nondiff_argnums=(deterministic_argnum,))
-
-  class Rematerialised(checkpointed):  # pylint: disable=missing-class-docstring
-    def __call__(self, *args):
-      return tied(self, *args)
-
-  Rematerialised.__name__ = Rematerialised.__qualname__ = layer_cls.__name__
-  return Rematerialised
+  if xla.applies("remat"):
+    checkpointed = xla.remat_in_backward_order(checkpointed, deterministic_argnum)
+  checkpointed.__name__ = checkpointed.__qualname__ = layer_cls.__name__
+  return checkpointed

@@ -309,7 +309,8 @@ def _check_sliding_window(hf_config: Mapping[str, Any], model_type: str) -> None
 
 
 def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> DecoderOnlyConfig:
-  """Our DecoderOnlyConfig from a Hugging Face Llama, Mistral or Qwen2 `config.json` dict.
+  """Our DecoderOnlyConfig from a Hugging Face Llama, Mistral or Qwen2 `config.json` dict, with
+  the tokenizer's ids as they are (`pad_is_token`, no start token: `start_id` None).
 
   Args:
     hf_config: the parsed `config.json`.
@@ -348,7 +349,10 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> DecoderOnl
       norm_epsilon=float(hf_config.get("rms_norm_eps", 1e-6)),
       mlp_activation="gelu" if activation in _TANH_GELUS else "silu",
       qkv_bias=model_type == "qwen2",
-      tie_embeddings=bool(hf_config.get("tie_word_embeddings", False)))
+      tie_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
+      # The token ids as the checkpoint's tokenizer gives them: id 0 is a token (Llama 3 and
+      # Qwen2: '!'), and a sequence starts with its own first token (any BOS is in the text).
+      pad_is_token=True, start_id=None)
   if eos is not None:
     fields["eos_id"] = int(eos)
   fields.update(overrides)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from irl_lm.models import base, layers, precision
+from irl_lm.models import base, features, layers, precision
 
 Array = jax.Array
 Params = base.Params
@@ -319,6 +319,11 @@ class T5Transformer(nn.Module):
     return logits, {**cache, "encoder_bias": state["encoder_bias"]}
 
 
+def _encoder_tokens(prompts_BL: Array) -> Array:
+  """int32 [B, L]: prompts with `base.PROMPT_PAD_ID` padding as T5's 0-padded encoder tokens."""
+  return jnp.maximum(jnp.asarray(prompts_BL, jnp.int32), base.PAD_ID)
+
+
 class EncoderDecoderModel(base.FlaxModel):
   """T5 1.1 as pure functions of (params, inputs): the `base.Model` seam for encoder-decoders.
 
@@ -351,12 +356,11 @@ class EncoderDecoderModel(base.FlaxModel):
             "decoder_input_tokens": (batch_size, feature_lengths["targets"])}
 
   def feature_converter(self, pack: bool) -> Any:
-    """`seqio.EncDecFeatureConverter` (imported here: seqio loads TensorFlow)."""
-    import seqio  # pylint: disable=g-import-not-at-top
-    return seqio.EncDecFeatureConverter(pack=pack)
+    """`features.EncDecFeatureConverter` (seqio's encoder-decoder features)."""
+    return features.EncDecFeatureConverter(pack=pack)
 
   def prompts(self, batch: base.Batch) -> Array:
-    """'encoder_input_tokens' [B, L]."""
+    """'encoder_input_tokens' [B, L] (0-padded: for T5, 0 and `base.PROMPT_PAD_ID` both pad)."""
     return batch["encoder_input_tokens"]
 
   def continuation_length(self, batch: base.Batch) -> int:
@@ -374,10 +378,9 @@ class EncoderDecoderModel(base.FlaxModel):
       start token 0), 'decoder_target_tokens' [B, T] (0 after the end), 'decoder_loss_weights'
       float32 [B, T] (1 on real tokens)}.
     """
-    real = base.continuation_mask(continuations, lengths, eos_id=self.eos_id,
-                                  pad_id=self.pad_id)
+    real = base.continuation_mask(continuations, lengths, eos_id=self.eos_id)
     targets = jnp.where(real, continuations, self.pad_id).astype(jnp.int32)
-    return {"encoder_input_tokens": prompts,
+    return {"encoder_input_tokens": _encoder_tokens(prompts),
             "decoder_input_tokens": jnp.pad(targets[:, :-1], ((0, 0), (1, 0)),
                                             constant_values=self.decoder_start_id),
             "decoder_target_tokens": targets,
@@ -409,7 +412,7 @@ class EncoderDecoderModel(base.FlaxModel):
 
     Args:
       params: from ``init``.
-      prompts: encoder input tokens, int32 [B, L], 0 = padding (unpacked).
+      prompts: encoder input tokens, int32 [B, L], 0 or `base.PROMPT_PAD_ID` = padding.
       max_decode_length: T, the length of the self-attention cache (static).
     Returns:
       DecodeState, a dict whose every leaf has batch as its leading axis:
@@ -419,7 +422,7 @@ class EncoderDecoderModel(base.FlaxModel):
       (heads-major, so that each step's attention reads the cache without transposing it)
       with K/V in config.activation_dtype.
     """
-    return self.module.apply({"params": params}, prompts, max_decode_length,
+    return self.module.apply({"params": params}, _encoder_tokens(prompts), max_decode_length,
                              method=T5Transformer.init_decode_state)
 
   def start_tokens(self, prompts: Array) -> Array:

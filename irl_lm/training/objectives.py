@@ -193,7 +193,7 @@ class OnlineObjective:
     """
     if "decoder_segment_ids" in batch:
       raise ValueError("online objectives sample completions per input and need unpacked "
-                       "batches: set train.pack = False.")
+                       "batches: set TrainSettings.pack = False.")
     prompts_BL = model.prompts(batch)
     data_axis = _data_axis_size()
     num_rows = num_sampled_rows(prompts_BL.shape[0], self.sample_fraction, data_axis)
@@ -244,7 +244,7 @@ class IQLearnOnline(OnlineObjective):
 
   Each step, `ceil(online_mix * B)` of the batch's inputs (rounded up to a multiple of the
   mesh's data axis) get one completion sampled from the current policy; the loss is
-  `iqlearn.iqlearn_online_loss` with mixture weight `online_mix` (DESIGN.md 1.2).
+  `iqlearn.iqlearn_online_loss` with mixture weight `online_mix` (docs/design.md#objectives).
 
   Attributes:
     td_weight: λ, the χ² (TD) regularisation strength.

@@ -62,7 +62,7 @@ def make_schedule(name: str = "constant", *, learning_rate: float = 1e-3,
   else:
     if total_steps is None:
       raise errors.SettingError(f"make_schedule.name = '{name}' needs total_steps: bind "
-                                "make_schedule.total_steps (or train.num_train_steps).")
+                                "make_schedule.total_steps (or TrainSettings.num_train_steps).")
     decay_steps = max(total_steps - warmup_steps, 1)
     if name == "linear":
       decay = optax.linear_schedule(learning_rate, learning_rate * end_fraction, decay_steps)

@@ -32,14 +32,6 @@ NONFINITE_MODES = ("stop", "skip")
 HEALTH_KEYS = ("finite_loss", "finite_grad_norm", "finite_state")
 
 
-def check_nonfinite_mode(on_nonfinite: str) -> str:
-  """Returns `on_nonfinite` if it is one of NONFINITE_MODES, else raises ValueError."""
-  if on_nonfinite not in NONFINITE_MODES:
-    raise ValueError(f"train.on_nonfinite = {on_nonfinite!r} is not a mode: use 'stop' (stop "
-                     "at the first non-finite loss or gradient) or 'skip' (skip that update).")
-  return on_nonfinite
-
-
 def _all_finite(tree: Any) -> jax.Array:
   flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
            if jnp.issubdtype(x.dtype, jnp.inexact)]
@@ -193,13 +185,14 @@ def check_microbatches(microbatches: int, objective: Objective, batch_size: int,
                        data_axis: int = 1) -> int:
   """Returns `microbatches` if usable with this objective and batch, else raises ValueError."""
   if not isinstance(microbatches, int) or microbatches < 1:
-    raise ValueError(f"train.microbatches = {microbatches!r} must be a positive integer.")
+    raise ValueError(f"TrainSettings.microbatches = {microbatches!r} must be a positive integer.")
   if microbatches > 1 and isinstance(objective, OnlineObjective):
-    raise ValueError(f"train.microbatches = {microbatches} accumulates gradients of offline "
-                     f"objectives only, and {type(objective).__name__} samples online: set it "
+    raise ValueError(f"TrainSettings.microbatches = {microbatches} accumulates gradients of "
+                     f"offline objectives only, and {type(objective).__name__} samples online: set it "
                      "to 1.")
   if microbatches > 1 and batch_size % (microbatches * data_axis):
-    raise ValueError(f"train.batch_size = {batch_size} is not divisible by train.microbatches "
+    raise ValueError(f"TrainSettings.batch_size = {batch_size} is not divisible by "
+                     f"TrainSettings.microbatches "
                      f"({microbatches}) x the mesh's data axis ({data_axis}): choose a batch "
                      "size that is.")
   return microbatches
@@ -225,7 +218,6 @@ def make_train_step(*, model: Any, objective: Objective, tx: optax.GradientTrans
     parameters in their training layout, samples sharded over 'data') and feeds its output
     to the jitted update; both are dispatched without waiting on the host.
   """
-  check_nonfinite_mode(on_nonfinite)
   if isinstance(objective, OnlineObjective) and not objective.sample_in_step:
     return _make_two_stage_step(model=model, objective=objective, tx=tx, schedule=schedule,
                                 partitioner=partitioner, shardings=shardings,

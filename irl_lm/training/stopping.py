@@ -53,8 +53,8 @@ class Preempted(TrainingStopped):
 
 
 class NonFiniteError(TrainingStopped):
-  """A step's loss, gradient norm or updated state is not finite (`train.on_nonfinite='stop'`);
-  nothing from that step on was saved."""
+  """A step's loss, gradient norm or updated state is not finite
+  (`TrainSettings.on_nonfinite = 'stop'`); nothing from that step on was saved."""
 
   def __init__(self, message: str, *, step: int):
     super().__init__(message, step=step, exit_code=EXIT_NONFINITE)

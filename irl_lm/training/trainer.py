@@ -7,6 +7,7 @@ to absl logging (INFO is hidden unless `--verbosity=0`; warnings show).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from irl_lm.checkpoints import manager as checkpoints_lib
 from irl_lm.training import state as state_lib
 from irl_lm.training import step as step_lib
 from irl_lm.training import stopping
+from irl_lm.training.settings import TrainSettings
 
 Batch = Mapping[str, np.ndarray]
 
@@ -36,8 +38,20 @@ def _format_duration(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
+_NOTED_NO_TENSORBOARD = []
+
+
+def _note_no_tensorboard() -> None:
+  if not _NOTED_NO_TENSORBOARD:
+    _NOTED_NO_TENSORBOARD.append(True)
+    logging.warning('TensorBoard event files need clu and TensorFlow, which are not installed '
+                 '(pip install "irl_lm[seqio]"); metrics go to metrics.jsonl only.')
+
+
 class MetricsLog:
-  """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`) and to TensorBoard.
+  """Writes averaged metrics as JSON lines (`<run_dir>/metrics.jsonl`, always) and to
+  TensorBoard (`<run_dir>/tensorboard`, when clu and TensorFlow are installed: the seqio extra;
+  without them the log says so once and only the JSON lines are written).
 
   Resuming: pass `resume_step` (the step the run restarts from; 0 for a fresh start) and the
   file is rewritten (atomically, by process 0) keeping only the records with `step <=
@@ -54,9 +68,13 @@ class MetricsLog:
     if jax.process_index() == 0 and resume_step is not None:
       self._keep_until(resume_step)
     if tensorboard and jax.process_index() == 0:
-      from clu import metric_writers  # imports TensorFlow; only for real runs.
-      self._writer = metric_writers.create_default_writer(
-          os.path.join(run_dir, "tensorboard"), asynchronous=False)
+      try:
+        from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      except ImportError:
+        _note_no_tensorboard()
+      else:
+        self._writer = metric_writers.create_default_writer(
+            os.path.join(run_dir, "tensorboard"), asynchronous=False)
 
   def _keep_until(self, step: int) -> None:
     if not self.path.exists():
@@ -94,6 +112,34 @@ def global_batch(local: Batch, sharding: jax.sharding.NamedSharding) -> dict[str
   """One global `jax.Array` per feature from this host's rows, sharded with `sharding`."""
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}
+
+
+def global_batches(local: Iterator[Batch], sharding: jax.sharding.NamedSharding
+                   ) -> Iterator[dict[str, jax.Array]]:
+  """`global_batch` of each host batch, made when the loop asks for it."""
+  return (global_batch(batch, sharding) for batch in local)
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+  """What a step's speed is compared with.
+
+  Attributes:
+    flops_per_step: the model FLOPs of one step (`models.flops.train_flops`; None: unknown).
+    peak_flops: the peak FLOP/s of all devices together (None: unknown, e.g. CPUs).
+  """
+  flops_per_step: Optional[float] = None
+  peak_flops: Optional[float] = None
+
+  def rates(self, steps_per_second: float) -> dict[str, float]:
+    """{'model_tflops_per_second', 'mfu' (model-FLOP utilisation)}, those that are known."""
+    if not self.flops_per_step:
+      return {}
+    flops_per_second = self.flops_per_step * steps_per_second
+    out = {"model_tflops_per_second": flops_per_second / 1e12}
+    if self.peak_flops:
+      out["mfu"] = flops_per_second / self.peak_flops
+    return out
 
 
 _BLAME = {"finite_loss": "the loss", "finite_grad_norm": "the gradient norm",
@@ -140,7 +186,7 @@ class _Window:
       self.total_skipped += 1
       if self.total_skipped == 1:
         logging.warning("step %d: %s is not finite (%s); its update was skipped "
-                        "(train.on_nonfinite = 'skip'), and so will later ones be.",
+                        "(TrainSettings.on_nonfinite = 'skip'), and so will later ones be.",
                         step, _BLAME[key], detail)
       return
     last_good = self._last_good()
@@ -149,7 +195,7 @@ class _Window:
              "no checkpoint of this run was saved before it")
     raise stopping.NonFiniteError(
         f"training stopped at step {step}: {_BLAME[key]} is not finite ({detail}); {saved}. "
-        "Lower the learning rate (or set train.on_nonfinite = 'skip') and resume with "
+        "Lower the learning rate (or set TrainSettings.on_nonfinite = 'skip') and resume with "
         "--gin_bindings=\"run.allow_config_change = True\", or start a new run directory.",
         step=step)
 
@@ -167,43 +213,47 @@ class _Window:
     return means, skipped
 
 
-def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: Iterator[Batch], *,
-        num_train_steps: int, batch_sharding: jax.sharding.NamedSharding,
-        checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog, log_every: int = 50,
+def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
+        batches: Iterator[Mapping[str, jax.Array]], *, settings: TrainSettings,
+        checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog,
         evaluate: Optional[Callable[[int, state_lib.TrainState], None]] = None,
-        eval_every: int = 0, on_nonfinite: str = "stop", handle_signals: bool = True,
-        flops_per_step: Optional[float] = None, peak_flops: Optional[float] = None
+        eval_every: int = 0, handle_signals: bool = True,
+        throughput: Throughput = Throughput()
         ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
-  """Runs `train_step` from `state.step` up to `num_train_steps`.
+  """Runs `train_step` on `batches` (global, sharded over 'data': see `global_batches`) from
+  `state.step` up to `settings.num_train_steps`.
 
-  Every `log_every` steps the metrics since the last record are averaged, written to `log` and
+  Every `settings.log_every` steps the metrics since the last record are averaged, written to `log` and
   printed as a progress line; checkpoints follow `checkpointer.should_save`; `evaluate(step,
-  state)` runs every `eval_every` steps (0: never here). The final state is always saved.
+  state)` runs every `eval_every` steps (0: never here), and at step 0 of a run that starts
+  there (the first point of every validation curve). The final state is always saved.
 
   Stops early (see `stopping`):
   - on SIGTERM / SIGINT (`handle_signals`): after the current step, which is logged and saved
     (also off the checkpoint grid), raising `stopping.Preempted`; the caller closes (waits for)
     the checkpointer;
-  - with `on_nonfinite='stop'`, at the first step whose loss, gradient norm or updated state is
-    not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
+  - with `settings.on_nonfinite = 'stop'`, at the first step whose loss, gradient norm or
+    updated state is not finite, raising `stopping.NonFiniteError` before anything from that step on is saved
     (so the last finite checkpoint is never rotated out). With 'skip' such steps were not
     applied by `train_step` (built with the same mode); they are left out of the averaged
     metrics and counted as `skipped_updates` in each record.
 
   Every checkpoint is saved only after every step up to it was checked finite.
 
-  With `flops_per_step` (the model FLOPs of one step, `models.flops.train_flops`) each record
-  has `model_tflops_per_second`, and with `peak_flops` (of all devices together) `mfu`, the
-  model-FLOP utilisation, also shown on the progress line.
+  Each record also has the `throughput` rates (`Throughput.rates`); the model-FLOP
+  utilisation shows on the progress line.
 
   Returns:
     (final state, logged records [{'step', metric: value, ...}], seconds spent in the loop).
   """
-  step_lib.check_nonfinite_mode(on_nonfinite)
+  num_train_steps, log_every = settings.num_train_steps, settings.log_every
+  on_nonfinite = settings.on_nonfinite
   history: list[dict[str, Any]] = []
   start_step = int(state.step)
   saved = [start_step] if start_step in checkpointer.all_steps() else []
   window = _Window(on_nonfinite, lambda: saved[-1] if saved else None, checkpointer.directory)
+  if evaluate is not None and eval_every > 0 and start_step == 0 < num_train_steps:
+    evaluate(0, state)
   train_start = time.time()
   window_start, window_step = train_start, start_step
 
@@ -214,10 +264,7 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
     steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
     window_start, window_step = now, done
     means["steps_per_second"] = steps_per_second
-    if flops_per_step:
-      means["model_tflops_per_second"] = flops_per_step * steps_per_second / 1e12
-      if peak_flops:
-        means["mfu"] = flops_per_step * steps_per_second / peak_flops
+    means.update(throughput.rates(steps_per_second))
     if on_nonfinite == "skip":
       means["skipped_updates"] = float(skipped)
     log.write(done, "train", means)
@@ -238,7 +285,7 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any], batches: It
   with stopping.StopRequest(enabled=handle_signals,
                             directory=getattr(checkpointer, "directory", None)) as stop:
     for step in range(start_step, num_train_steps):
-      state, metrics = train_step(state, global_batch(next(batches), batch_sharding))
+      state, metrics = train_step(state, next(batches))
       done = step + 1
       window.add(done, metrics)
       # Keep at most one step in flight: the host still prepares the next batch while the

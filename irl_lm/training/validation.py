@@ -8,7 +8,7 @@ which need no samples.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -60,3 +60,25 @@ def mean_metrics(loss_fn: Callable[[Any, Batch], Mapping[str, float]], params: A
   if not per_batch:
     return {}
   return {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
+
+
+def select_step(records: Sequence[Mapping[str, Any]], steps: Sequence[int], *, split: str,
+                metric: str = "nll") -> Optional[tuple[int, float]]:
+  """The checkpoint to report: of `steps`, the one whose evaluation record has the lowest
+  ``eval_<split>/<metric>`` (the earliest on a tie). Pure.
+
+  Args:
+    records: ``metrics.jsonl`` records ({'step', 'eval_<split>/<metric>': value, ...}).
+    steps: the steps that have a checkpoint.
+    split, metric: which value selects (lower is better, e.g. teacher-forced NLL).
+
+  Returns:
+    (step, value), or None when no checkpointed step has a finite value.
+  """
+  key, available = f"eval_{split}/{metric}", set(int(s) for s in steps)
+  values = {int(r["step"]): float(r[key]) for r in records
+            if key in r and int(r.get("step", -1)) in available and np.isfinite(r[key])}
+  if not values:
+    return None
+  best = min(sorted(values), key=lambda s: values[s])
+  return best, values[best]

@@ -72,6 +72,7 @@ def _hf_model(kind):
 def _tokens():
   rng = np.random.default_rng(0)
   tokens = rng.integers(4, VOCAB, (len(LENGTHS), max(LENGTHS))).astype(np.int32)
+  tokens[:, :2] = 0  # id 0 is an ordinary token of these vocabularies ('!' in Qwen2's)
   mask = np.arange(max(LENGTHS))[None, :] < np.array(LENGTHS)[:, None]
   return np.where(mask, tokens, 0), mask
 
@@ -83,11 +84,14 @@ def _hf_logits(model, tokens, mask):
                  attention_mask=torch.tensor(mask, dtype=torch.long)).logits.float().numpy()
 
 
-def _ours(config, params, tokens):
+def _ours(config, params, tokens, mask):
+  """Our logits at each real token in the split layout (a one-token prompt, the rest
+  teacher-forced), which reads the token ids as the tokenizer gives them: [B, S, V]."""
   model = decoder_only.DecoderOnlyModel(config)
-  return np.asarray(model.logits(params, {"decoder_input_tokens": tokens,
-                                          "decoder_target_tokens": tokens,
-                                          "decoder_loss_weights": np.ones(tokens.shape)}))
+  prompts = np.where(mask[:, :1], tokens[:, :1], -1)
+  continuations = np.pad(tokens[:, 1:], ((0, 0), (0, 1)))  # column t reads token t
+  batch = model.teacher_forcing_batch(prompts, continuations, mask.sum(1))
+  return np.asarray(model.logits(params, batch))
 
 
 @pytest.mark.parametrize("kind, expected", [
@@ -107,10 +111,10 @@ def test_logits_match_transformers_both_ways(tmp_path, kind, expected):
   config = cf.config_from_checkpoint(str(tmp_path / "hf"), activation_dtype=jnp.float32)
   assert config == DecoderOnlyConfig(
       vocab_size=VOCAB, emb_dim=64, num_heads=4, mlp_dim=96, num_layers=2, norm_epsilon=1e-5,
-      eos_id=3, activation_dtype=jnp.float32, **expected)
+      eos_id=3, activation_dtype=jnp.float32, pad_is_token=True, start_id=None, **expected)
   model = llama_checkpoint.make_model(config)
   params = cf.load_params(str(tmp_path / "hf"), _abstract(model))
-  ours = _ours(config, params, tokens)
+  ours = _ours(config, params, tokens, mask)
   assert ours.shape == (len(LENGTHS), max(LENGTHS), VOCAB) and ours.dtype == np.float32
   assert np.abs(want[mask]).max() > 3.0  # not a trivially small comparison
   np.testing.assert_allclose(ours[mask], want[mask], atol=1e-4, rtol=0)

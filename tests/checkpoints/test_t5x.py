@@ -1,5 +1,5 @@
 """T5X checkpoints: the legacy layout (msgpack + zarr) and the Orbax layout, written following
-their documented layouts (NOTES "T5X checkpoint formats"), detected and read back."""
+their documented layouts (docs/design.md#checkpoint-formats), detected and read back."""
 
 import json
 import os

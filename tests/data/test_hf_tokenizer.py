@@ -1,15 +1,14 @@
-"""The seqio vocabulary over a Hugging Face tokenizer.json (a tiny BPE trained here, offline)."""
+"""The vocabulary over a Hugging Face tokenizer.json (a tiny BPE trained here, offline)."""
 import json
 import os
 
 import numpy as np
 import pytest
-import seqio
 import tensorflow as tf
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from irl_lm.data import errors, hf_tokenizer, sources, vocabularies
+from irl_lm.data import errors, hf_tokenizer, sources, vocabularies, vocabulary
 from tests.data import helpers
 
 SPECIALS = ["<pad>", "</s>", "<|im_start|>", "<|im_end|>"]  # ids 0..3 (trained first)
@@ -55,7 +54,7 @@ def test_round_trip_python_and_tf_paths_agree(bpe_dir):
   assert min(ids) >= len(SPECIALS)  # no special token added
   assert vocab.encode("") == []
   assert vocab.decode(ids) == TEXT  # byte-level BPE: newlines, spaces, unicode survive
-  assert vocab.encode_tf(tf.constant(TEXT)).numpy().tolist() == ids
+  assert vocab.as_seqio().encode_tf(tf.constant(TEXT)).numpy().tolist() == ids
   # Special tokens written in the text are matched, and decoded (nothing is skipped) ...
   chat = "<|im_start|>hello<|im_end|>"
   chat_ids = vocab.encode(chat)
@@ -69,13 +68,14 @@ def test_round_trip_python_and_tf_paths_agree(bpe_dir):
   rows = [ids + [1, 0, 0], ids[:3] + [size + 5, 1] + ids, chat_ids]
   width = max(len(r) for r in rows)
   rows = [r + [0] * (width - len(r)) for r in rows]
-  assert vocab.decode_tf(tf.constant(rows[0])).numpy().decode() == vocab.decode(rows[0])
-  batch = vocab.decode_tf(tf.constant(rows)).numpy()
+  as_seqio = vocab.as_seqio()
+  assert as_seqio.decode_tf(tf.constant(rows[0])).numpy().decode() == vocab.decode(rows[0])
+  batch = as_seqio.decode_tf(tf.constant(rows)).numpy()
   assert [b.decode() for b in batch] == [vocab.decode(r) for r in rows]
   assert [b.decode() for b in batch] == [TEXT, vocab.decode(ids[:3]),
                                          chat + "<pad>" * (width - len(chat_ids))]
   # Inside tf.data, as seqio's tokenize preprocessor runs it.
-  ds = tf.data.Dataset.from_tensor_slices([TEXT, chat]).map(vocab.encode_tf)
+  ds = tf.data.Dataset.from_tensor_slices([TEXT, chat]).map(vocab.as_seqio().encode_tf)
   assert [x.tolist() for x in ds.as_numpy_iterator()] == [ids, chat_ids]
   assert vocab == vocabularies.task_vocabulary(os.path.join(bpe_dir, "tokenizer.json"))
 
@@ -90,7 +90,8 @@ def test_unknown_token_stands_for_ids_beyond_the_tokenizer(tmp_path):
   assert (vocab.vocab_size, vocab.eos_id, vocab.unk_id) == (5, 1, 2)
   assert vocab.encode("a b zz") == [3, 4, 2]
   assert vocab.decode([3, 7, 4]) == "a <unk> b"  # seqio's rule when the tokenizer has an unk
-  assert vocab.decode_tf(tf.constant([3, 7, 4, 1, 3])).numpy().decode() == "a <unk> b"
+  as_seqio = vocab.as_seqio()
+  assert as_seqio.decode_tf(tf.constant([3, 7, 4, 1, 3])).numpy().decode() == "a <unk> b"
 
 
 @pytest.mark.parametrize("configs,eos_token,expected", [
@@ -152,7 +153,7 @@ def test_task_vocabulary_names(tmp_path, monkeypatch):
   t5 = vocabularies.task_vocabulary("t5")
   assert (t5.sentencepiece_model_file, t5.extra_ids) == (vocabularies.T5_VOCAB_PATH, 100)
   spm = vocabularies.task_vocabulary(helpers.STDLIB_SPM)
-  assert isinstance(spm, seqio.SentencePieceVocabulary) and spm.vocab_size == 4096
+  assert isinstance(spm, vocabulary.SentencePieceVocabulary) and spm.vocab_size == 4096
   hf = vocabularies.task_vocabulary("{data_root}/ckpt/tok.json")
   assert hf.tokenizer_file == str(tmp_path / "ckpt" / "tok.json")
   assert vocabularies.task_vocabulary("{data_root}/ckpt").tokenizer_file == str(

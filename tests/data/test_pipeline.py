@@ -8,6 +8,7 @@ import seqio
 from irl_lm.data import pipeline
 from irl_lm.data import registry
 from irl_lm.data import stdlib_docstrings as sd
+from irl_lm.data import tasks
 
 ENC_DEC = seqio.EncDecFeatureConverter(pack=False)
 LENGTHS = {"inputs": 64, "targets": 16}
@@ -15,25 +16,29 @@ LENGTHS = {"inputs": 64, "targets": 16}
 pytestmark = pytest.mark.usefixtures("stdlib_cache")
 
 
-def _padded(ids, length):
-  out = np.zeros([length], np.int32)
+def _padded(ids, length, pad=0):
+  out = np.full([length], pad, np.int32)
   out[:len(ids)] = ids
   return out
 
 
 def test_tasks_registered_idempotently():
-  assert {"stdlib_docstrings", "xsum"} <= set(seqio.TaskRegistry.names())
-  task = seqio.get_mixture_or_task("stdlib_docstrings")
+  task = tasks.get("stdlib_docstrings")
+  assert isinstance(task, tasks.InMemoryTask)
   importlib.reload(pipeline)  # registering again is a no-op, not an error
-  assert seqio.get_mixture_or_task("stdlib_docstrings") is task
+  assert tasks.get("stdlib_docstrings") is task
   assert registry.register_all() == registry.TASK_NAMES
-  assert seqio.get_mixture_or_task("stdlib_docstrings") is task
+  assert tasks.get("stdlib_docstrings") is task
   assert sd.register() is task
   assert pipeline.get_task("stdlib_docstrings") is task
   assert set(task.output_features) == {"inputs", "targets"}
   assert all(f.add_eos for f in task.output_features.values())
   assert pipeline.get_vocabulary("stdlib_docstrings").vocab_size == 4096
+  # Its seqio twin (for seqio converters) is registered with seqio under the same name.
+  twin = task.seqio_task()
+  assert seqio.get_mixture_or_task("stdlib_docstrings") is twin is task.seqio_task()
   xsum_vocab = pipeline.get_vocabulary("xsum")  # T5's, never loaded in tests
+  assert isinstance(pipeline.get_task("xsum"), seqio.Task)
   assert xsum_vocab.sentencepiece_model_file.startswith("gs://t5-data/vocabs/cc_all.32000")
   assert xsum_vocab._model is None  # pylint: disable=protected-access
 
@@ -136,7 +141,8 @@ def test_get_examples():
     assert set(ex) == {"index", "inputs_text", "targets_text", "input_tokens", "target_tokens"}
     assert ex["input_tokens"].dtype == np.int32 and ex["target_tokens"].dtype == np.int32
     expected = vocab.encode(raw["code"])[:LENGTHS["inputs"] - 1] + [1]
-    np.testing.assert_array_equal(ex["input_tokens"], _padded(expected, LENGTHS["inputs"]))
+    # Prompts are padded with -1 (no real token marks padding).
+    np.testing.assert_array_equal(ex["input_tokens"], _padded(expected, LENGTHS["inputs"], -1))
     expected = vocab.encode(raw["summary"])[:LENGTHS["targets"] - 1] + [1]
     np.testing.assert_array_equal(ex["target_tokens"], _padded(expected, LENGTHS["targets"]))
 

@@ -7,7 +7,7 @@ import pytest
 import seqio
 
 from irl_lm.data import arithmetic, gsm8k, local_files, pipeline, pypackages_docstrings, registry
-from irl_lm.data import stdlib_docstrings, tldr
+from irl_lm.data import stdlib_docstrings, tasks, tldr
 from irl_lm.data import vocabularies, wmt, xsum
 from tests.data import helpers
 
@@ -37,7 +37,11 @@ def test_all_tasks_registered_with_metric_families():
   assert pipeline.get_task("gsm8k").splits == ("train", "test")
   assert pipeline.get_task("wmt22_en_de").splits == ("train", "validation", "test")
   assert pipeline.get_task("local_files").splits == ("train", "validation")
-  assert set(registry.TASK_NAMES) <= set(seqio.TaskRegistry.names())  # importing the pipeline
+  # Registered (importing the pipeline): the in-memory tasks with irl_lm, the others with seqio.
+  needs_seqio = {s.name for s in registry.SPECS if s.needs_seqio}
+  assert needs_seqio == {"xsum", "tldr", "wmt22_en_de"}
+  assert set(registry.TASK_NAMES) - needs_seqio <= set(tasks.names())
+  assert needs_seqio <= set(seqio.TaskRegistry.names())
 
 
 def test_factories_keep_their_gin_names_and_take_train_examples():

@@ -9,6 +9,7 @@ import sentencepiece as spm
 
 from irl_lm.data import stdlib_docstrings as sd
 from irl_lm.data import vocabularies
+from irl_lm.data import vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,9 @@ def test_seqio_round_trip_python_and_tf():
   ids = vocab.encode(code)
   assert 0 not in ids and 1 not in ids and 2 not in ids  # byte fallback: no UNK
   assert vocab.decode(ids) == code  # whitespace, tabs, newlines and unicode survive
-  tf_ids = vocab.encode_tf(tf.constant(code)).numpy().tolist()
+  tf_ids = vocab.as_seqio().encode_tf(tf.constant(code)).numpy().tolist()
   assert tf_ids == ids
-  assert vocab.decode_tf(tf.constant(ids)).numpy().decode("utf-8") == code
+  assert vocab.as_seqio().decode_tf(tf.constant(ids)).numpy().decode("utf-8") == code
   # Decoding stops at EOS (T5 convention) and padding is dropped.
   summary = "Return the sum of two numbers."
   assert vocab.decode(vocab.encode(summary) + [1, 0, 0]) == summary
@@ -102,3 +103,20 @@ def test_arithmetic_model_round_trips_and_splits_digits(tmp_path):
   out = vocabularies.train_arithmetic_vocabulary(str(tmp_path / "a.model"))
   with open(out, "rb") as a, open(vocabularies.ARITHMETIC_VOCAB_PATH, "rb") as b:
     assert a.read() == b.read()
+
+
+@pytest.mark.parametrize("extra_ids", [0, 100])
+def test_sentencepiece_ids_equal_seqios(extra_ids):
+  seqio = pytest.importorskip("seqio")
+  ours = vocabulary.SentencePieceVocabulary(vocabularies.STDLIB_VOCAB_PATH, extra_ids=extra_ids)
+  theirs = seqio.SentencePieceVocabulary(vocabularies.STDLIB_VOCAB_PATH, extra_ids=extra_ids)
+  assert (ours.pad_id, ours.eos_id, ours.unk_id, ours.vocab_size) == (
+      theirs.pad_id, theirs.eos_id, theirs.unk_id, theirs.vocab_size) == (0, 1, 2,
+                                                                         4096 + extra_ids)
+  texts = ["def f(x):\n    return x  # ünïcode ✓", "Return the sum.", "", "  two  spaces",
+           "a <extra_id_0> b <extra_id_99>"]
+  for text in texts:
+    assert ours.encode(text) == list(theirs.encode(text)), text
+  rows = [[5, 9, 1, 7, 0], [4096, 4097, 4195, 300], [0, 0], [1], [3, 4200, 2, 1, 8]]
+  for ids in rows + [ours.encode(t) for t in texts]:
+    assert ours.decode(ids) == theirs.decode(ids), ids

@@ -230,9 +230,9 @@ def test_reward_and_log_pi_rank_alike_only_at_gamma_one():
 @pytest.mark.slow
 def test_train_and_evaluate_report_the_exact_metrics(tmp_path):
   run_dir = tmp_path / "run"
-  bindings = [f"run.run_dir = '{run_dir}'", "train.num_train_steps = 20",
-              "train.eval_examples = 8", "train.eval_batch_size = 8",
-              "train.checkpoint_every = 20", "make_schedule.warmup_steps = 5",
+  bindings = [f"run.run_dir = '{run_dir}'", "TrainSettings.num_train_steps = 20",
+              "EvalSettings.examples = 8", "EvalSettings.batch_size = 8",
+              "CheckpointSettings.every = 20", "make_schedule.warmup_steps = 5",
               "known_distribution_task.sizes = {'train': 200, 'validation': 8, 'test': 8}"]
   env = {**os.environ, "PYTHONPATH": REPO}
   for extra in ([], ["run.mode = 'evaluate'", "evaluate.num_examples = 8"]):

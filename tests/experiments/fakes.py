@@ -84,7 +84,7 @@ import irl_lm.experiments.sweeps
 Sweep.name = 'toy'
 Sweep.gin_files = ['gin/iqlearn_tiny.gin']
 Sweep.seeds = [0, 1]
-Sweep.bindings = ["train.num_train_steps = 10"]
+Sweep.bindings = ["TrainSettings.num_train_steps = 10"]
 Sweep.evaluate_bindings = ["evaluate.settings = ['greedy']"]
 Sweep.points = [{'name': 'mle', 'method': 'mle', 'td_weight': 0.0,
                  'bindings': ['IQLearn.td_weight = 0.0']}]

@@ -51,7 +51,7 @@ def test_failed_phases_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
   assert "failed" in lines[1] and "train exit 1" in lines[1]
   typo = open(os.path.join(tmp_path, "fails", "typo", "seed0", sweeps.LOG_FILE)).read()
   assert "error: unknown gin configurable 'IQLearnn'" in typo and "(exit 2)" in typo
-  assert "train.seed = 0" in typo
+  assert "TrainSettings.seed = 0" in typo
   crash = open(os.path.join(tmp_path, "fails", "crash", "seed0", sweeps.LOG_FILE)).read()
   assert "Traceback" in crash and "a bug in run 'crash'" in crash
   assert sweeps.read_status(os.path.join(tmp_path, "fails", "crash", "seed0"))["phase"] == "train"
@@ -102,10 +102,10 @@ import irl_lm.experiments.sweeps
 Sweep.name = 'tiny'
 Sweep.gin_files = ['gin/iqlearn_tiny.gin']
 Sweep.seeds = [0]
-Sweep.bindings = ["train.num_train_steps = 2", "train.batch_size = 8", "train.log_every = 1",
-                  "train.checkpoint_every = 2", "train.tensorboard = False",
-                  "make_schedule.warmup_steps = 0", "train.eval_examples = 8",
-                  "train.eval_batch_size = 8"]
+Sweep.bindings = ["TrainSettings.num_train_steps = 2", "TrainSettings.batch_size = 8",
+                  "TrainSettings.log_every = 1", "CheckpointSettings.every = 2", "TrainSettings.tensorboard = False",
+                  "make_schedule.warmup_steps = 0", "EvalSettings.examples = 8",
+                  "EvalSettings.batch_size = 8"]
 Sweep.evaluate_bindings = ["evaluate.settings = ['greedy']", "evaluate.num_examples = 8",
                            "evaluate.diversity_samples = 2"]
 Sweep.grids = [{'method': 'iqlearn', 'parameter': 'IQLearn.td_weight', 'column': 'td_weight',

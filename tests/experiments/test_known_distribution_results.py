@@ -157,5 +157,5 @@ def test_known_distribution_quick_sweep_file():
   online = by_point["iqlearn_online_online_mix0.1"]
   assert online.gin_files[1] == "gin/methods/iqlearn_online.gin"
   assert {"train.objective = @IQLearnOnline()", "IQLearnOnline.online_mix = 0.1",
-          "train.pack = False"} <= set(online.train_bindings)
+          "TrainSettings.pack = False"} <= set(online.train_bindings)
   assert all(r.evaluate_bindings is not None for r in runs)

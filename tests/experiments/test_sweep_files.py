@@ -14,9 +14,38 @@ SWEEP_FILES = sorted(glob.glob(os.path.join(config.GIN_DIR, "experiments", "*.gi
 
 def test_there_are_cpu_and_paper_sweeps():
   names = {os.path.basename(p) for p in SWEEP_FILES}
-  assert {"quick_cpu.gin", "quick_cpu_reduced.gin", "xsum_base.gin", "xsum_large.gin",
-          "xsum_xl.gin", "gsm8k_base.gin", "gsm8k_large.gin", "gsm8k_xl.gin",
+  assert {"quick_cpu.gin", "quick_cpu_reduced.gin", "xsum.gin", "gsm8k.gin",
           "xsum_subsets_base.gin"} <= names
+
+
+@pytest.mark.parametrize("name", ["xsum", "gsm8k"])
+def test_the_paper_sweeps_run_every_point_at_three_sizes_from_their_checkpoints(name, tmp_path):
+  sweep = sweeps.load_sweep(os.path.join(config.GIN_DIR, "experiments", f"{name}.gin"))
+  runs = sweeps.expand(sweep, str(tmp_path))
+  sizes = ("base", "large", "xl")
+  assert [r.columns["size"] for r in runs[::len(sweep.seeds)]] == [
+      s for s in sizes for _ in range(len(sweep.points) // 3)]
+  for run in runs:
+    size = run.columns["size"]
+    assert run.point.startswith(f"{size}/")
+    assert f"gin/models/t5_1_1_{size}.gin" in run.gin_files
+    assert (f"train.init_from = 'gs://t5-data/pretrained_models/t5x/t5_1_1_{size}/"
+            "checkpoint_1000000'") in run.train_bindings
+    assert not any("{size}" in b for b in (*run.gin_files, *run.train_bindings,
+                                           *(run.evaluate_bindings or ())))
+  (gail,) = [r for r in runs if r.point == "large/gail" and r.seed == 0]
+  assert "GAIL.discriminator_size = 'large'" in gail.train_bindings
+
+
+@pytest.mark.parametrize("name", ["xsum", "gsm8k"])
+def test_each_size_of_a_paper_sweep_builds_abstractly(name, tmp_path):
+  sweep = sweeps.load_sweep(os.path.join(config.GIN_DIR, "experiments", f"{name}.gin"))
+  for run in sweeps.expand(sweep, str(tmp_path))[::len(sweep.seeds) * (len(sweep.points) // 3)]:
+    config.parse(run.gin_files, [*run.train_bindings, "run.mode = 'check'",
+                                 f"run.run_dir = '{tmp_path}/check'"])
+    summary = gin.get_configurable("run")()
+    assert summary["param_count"] == {"base": 247_577_856, "large": 783_150_080,
+                                      "xl": 2_849_757_184}[run.columns["size"]]
 
 
 def _gin_file_exists(path: str) -> bool:

@@ -24,8 +24,8 @@ def test_grid_and_points_expand_to_runs_per_seed(toy, tmp_path):
   run = runs[3]
   assert run.run_dir == str(tmp_path / "out" / "toy" / "iqlearn_td_weight0.1" / "seed1")
   assert run.columns == {"method": "iqlearn", "td_weight": 0.1}
-  assert run.train_bindings == ("train.num_train_steps = 10", "IQLearn.td_weight = 0.1",
-                                "train.seed = 1")
+  assert run.train_bindings == ("TrainSettings.num_train_steps = 10", "IQLearn.td_weight = 0.1",
+                                "TrainSettings.seed = 1")
   argv = sweeps.command(run, "evaluate")
   assert argv[1:3] == ["-m", "irl_lm.main"]
   assert "--gin_bindings=run.mode = 'evaluate'" in argv
@@ -37,6 +37,35 @@ def test_duplicate_and_unknown_points_are_refused():
     sweeps.make_sweep("s", ["x.gin"], points=[{"name": "a"}, {"name": "a"}])
   with pytest.raises(ValueError, match="unknown points"):
     sweeps.make_sweep("s", ["x.gin"], points=[{"name": "a"}], select=["b"])
+
+
+def test_every_point_runs_at_every_size_with_the_size_filled_in(tmp_path):
+  sweep = sweeps.make_sweep(
+      "s", ["a.gin", "models/t5_1_1_{size}.gin"], bindings=["x.init = '/ckpt/{size}/1'"],
+      points=[{"name": "mle", "method": "mle", "bindings": ["x.size = '{size}'"],
+               "evaluate_bindings": ["y.z = '{size}'"]}],
+      grids=[{"method": "iqlearn", "parameter": "IQLearn.td_weight", "column": "td_weight",
+              "values": [0.1]}],
+      sizes=["base", "xl"], select=["xl/mle", "base/iqlearn_td_weight0.1"])
+  runs = sweeps.expand(sweep, str(tmp_path))
+  assert [(r.point, r.columns) for r in runs] == [
+      ("base/iqlearn_td_weight0.1", {"method": "iqlearn", "td_weight": 0.1, "size": "base"}),
+      ("xl/mle", {"method": "mle", "size": "xl"})]
+  base, xl = runs
+  assert base.run_dir == str(tmp_path / "s" / "base" / "iqlearn_td_weight0.1" / "seed0")
+  assert base.gin_files == ("a.gin", "models/t5_1_1_base.gin")
+  assert base.train_bindings == ("x.init = '/ckpt/base/1'", "IQLearn.td_weight = 0.1",
+                                 "TrainSettings.seed = 0")
+  assert xl.gin_files == ("a.gin", "models/t5_1_1_xl.gin")
+  assert xl.train_bindings == ("x.init = '/ckpt/xl/1'", "x.size = 'xl'", "TrainSettings.seed = 0")
+  assert xl.evaluate_bindings == ("y.z = 'xl'",)
+
+
+def test_a_size_placeholder_without_sizes_is_refused():
+  with pytest.raises(ValueError, match=r"uses \{size\} but sets no sizes"):
+    sweeps.make_sweep("s", ["models/t5_1_1_{size}.gin"], points=[{"name": "a"}])
+  with pytest.raises(ValueError, match="sets no sizes"):
+    sweeps.make_sweep("s", ["a.gin"], points=[{"name": "a", "bindings": ["x = '{size}'"]}])
 
 
 def _ok(argv):
@@ -111,3 +140,28 @@ def test_the_cli_writes_results_and_figures_unless_told_not_to():
   assert args.results and args.figures
   args = experiments_cli.parse_args(["--sweep=x.gin", "--no-results", "--no-figures"])
   assert not args.results and not args.figures
+
+
+def test_eval_summary_path_prefers_the_final_step_then_a_selected_checkpoint(tmp_path):
+  run_dir = str(tmp_path)
+  assert sweeps.eval_summary_path(run_dir) is None
+  with open(sweeps.train_summary_path(run_dir), "w") as f:
+    json.dump({"final_step": 300}, f)
+  selected = tmp_path / "eval" / "task_test_best_nll_step100"
+  selected.mkdir(parents=True)
+  (selected / "summary.json").write_text("{}")
+  assert sweeps.eval_summary_path(run_dir) == str(selected / "summary.json")
+  final = tmp_path / "eval" / "task_validation_step300"
+  final.mkdir()
+  (final / "summary.json").write_text("{}")
+  assert sweeps.eval_summary_path(run_dir) == str(final / "summary.json")
+
+
+def test_point_bindings_name_the_sweep_folder_and_seed(tmp_path):
+  sweep = sweeps.make_sweep("s", ["a.gin"], seeds=[0, 3], points=[
+      {"name": "mle", "bindings": []},
+      {"name": "gail", "bindings": ["train.init_from = '{sweep_dir}/mle/seed{seed}'",
+                                    "train.task = @{data_root}"]}])
+  runs = sweeps.expand(sweep, str(tmp_path))
+  assert runs[3].train_bindings[:2] == (f"train.init_from = '{tmp_path}/s/mle/seed3'",
+                                        "train.task = @{data_root}")

@@ -1,6 +1,6 @@
-"""The README's decoder-only recipe end to end: a Hugging Face Qwen2 checkpoint (random, tiny, with
-its own tokenizer.json) fine-tuned with IQLearn on a JSONL file by `gin/iqlearn_decoder_finetune.gin`,
-then used for inference."""
+"""The decoder-only recipe (README, docs/guide.md) end to end: a Hugging Face Qwen2 checkpoint
+(random, tiny, with its own tokenizer.json) fine-tuned with IQLearn on a JSONL file by
+`gin/iqlearn_decoder_finetune.gin`, then used for inference."""
 
 import json
 import os
@@ -67,10 +67,12 @@ def test_finetune_an_imported_qwen2_on_jsonl_then_infer(tmp_path):
             "--gin_bindings=train.feature_lengths = {'inputs': 16, 'targets': 8}",
             f"--gin_bindings=run.run_dir = '{run_dir}'"]
   # Learning rate 0: the run's parameters must stay exactly the imported ones.
-  result = _main(*common, "--gin_bindings=train.num_train_steps = 3",
-                 "--gin_bindings=train.log_every = 1", "--gin_bindings=train.checkpoint_every = 3",
+  result = _main(*common, "--gin_bindings=TrainSettings.num_train_steps = 3",
+                 "--gin_bindings=TrainSettings.log_every = 1",
+                 "--gin_bindings=CheckpointSettings.every = 3",
                  "--gin_bindings=make_schedule.learning_rate = 0.0",
-                 "--gin_bindings=train.eval_examples = 4", "--gin_bindings=train.eval_batch_size = 4")
+                 "--gin_bindings=EvalSettings.examples = 4",
+                 "--gin_bindings=EvalSettings.batch_size = 4")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Validation (1 examples)" in result.stdout or "Validation (" in result.stdout
 
@@ -93,7 +95,7 @@ def test_finetune_an_imported_qwen2_on_jsonl_then_infer(tmp_path):
 
   inputs = tmp_path / "prompts.jsonl"
   inputs.write_text(json.dumps({"input": "Question: what is 2 plus 2?\nAnswer:"}) + "\n")
-  # As the README's third command: the checkpoint and run directory, no data settings.
+  # As the recipe's inference command: the checkpoint and run directory, no data settings.
   out = _main("--gin_file=gin/iqlearn_decoder_finetune.gin", f"--gin_bindings=CHECKPOINT = '{ckpt}'",
               f"--gin_bindings=run.run_dir = '{run_dir}'", "--gin_bindings=run.mode = 'infer'",
               f"--gin_bindings=infer.input_file = '{inputs}'")

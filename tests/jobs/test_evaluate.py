@@ -1,6 +1,7 @@
 """Evaluate mode end to end: a short training run on a tiny GSM8k JSONL, then `run.mode =
 'evaluate'` through gin with greedy, greedy + calculator, beam search, a temperature and Self-BLEU
 samples; every number in the output files is checked against an independent recomputation."""
+import dataclasses
 import json
 import os
 
@@ -10,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from irl_lm import config
+from irl_lm import config, errors, runner
 from irl_lm.jobs import common
+from irl_lm.jobs import train as train_job
+from irl_lm.jobs.evaluate import EvaluateSettings
 from irl_lm.data import pipeline, registry, vocabularies
 from irl_lm.data import calculator
 from irl_lm.jobs import evaluate as evaluate_job
@@ -20,6 +23,7 @@ from irl_lm.evaluation import metrics, predict, rewards
 from irl_lm.losses import soft_q
 from irl_lm.checkpoints import manager as checkpoints
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import RunSettings, TrainSettings
 
 TASK = "gsm8k_evaluate_e2e"
 STEPS = 80
@@ -41,13 +45,14 @@ def _bindings(data_dir: str, run_dir: str) -> list[str]:
       "t5_1_1_config.vocab_size = 4224", f"gsm8k_task.name = '{TASK}'",
       f"gsm8k_task.data_dir = '{data_dir}'",
       f"gsm8k_task.vocabulary_path = '{vocabularies.STDLIB_VOCAB_PATH}'",
-      f"train.feature_lengths = {LENGTHS}", "train.batch_size = 8",
-      f"train.num_train_steps = {STEPS}", "train.optimizer = @make_optimizer",
-      "make_optimizer.name = 'adamw'", "train.schedule = @make_schedule",
+      f"train.feature_lengths = {LENGTHS}", "TrainSettings.batch_size = 8",
+      f"TrainSettings.num_train_steps = {STEPS}", "TrainSettings.optimizer = @make_optimizer",
+      "make_optimizer.name = 'adamw'", "TrainSettings.schedule = @make_schedule",
       "make_schedule.name = 'constant'", "make_schedule.learning_rate = 3e-3",
       "IQLearn.td_weight = 0.1", "IQLearn.gamma = 0.9",
-      "train.eval_examples = 0", "train.tensorboard = False", f"train.checkpoint_every = {STEPS}",
-      f"train.log_every = {STEPS // 2}", f"run.run_dir = '{run_dir}'"]
+      "EvalSettings.examples = 0", "TrainSettings.tensorboard = False",
+      f"CheckpointSettings.every = {STEPS}",
+      f"TrainSettings.log_every = {STEPS // 2}", f"run.run_dir = '{run_dir}'"]
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +68,19 @@ def evaluated(tmp_path_factory):
         f.write(json.dumps({"question": question, "answer": answer}) + "\n")
   bindings = _bindings(data_dir, run_dir)
   config.parse(GIN_FILES, bindings)
-  model = gin.get_bindings("train")["model"]
-  batches = pipeline.get_batches(gin.get_bindings("train")["task"], "train",
+  run = runner.training_settings()
+  batches = pipeline.get_batches(run.task, "train",
                                  feature_lengths=LENGTHS, batch_size=8, shuffle=False, seed=None,
-                                 feature_converter=model.feature_converter(False))
-  train_summary = gin.get_configurable("train")(
-      run_dir=run_dir, batches=batches,
-      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])))
+                                 feature_converter=run.model.feature_converter(False))
+  train_summary = train_job.train(run_dir, dataclasses.replace(
+      run, partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1]))), batches=batches)
   assert train_summary["loss_last"] < 0.5 * train_summary["loss_first"]
 
   config.parse(GIN_FILES, bindings + [
       "run.mode = 'evaluate'", f"evaluate.settings = {SETTINGS}",
       "evaluate.temperatures = [0.0, 0.7]", "evaluate.diversity_samples = 2"])
   result = gin.get_configurable("run")()  # evaluates on the 8-device mesh of meshes/cpu.gin
-  settings = dict(gin.get_bindings("train"))
+  settings = runner.training_settings()
   yield result, run_dir, settings
   config.parse(GIN_FILES[:1])
   registry.forget(TASK)
@@ -90,7 +94,7 @@ def _read_jsonl(path):
 def test_files_and_summaries(evaluated):
   result, run_dir, _ = evaluated
   out = result["output_dir"]
-  assert out == os.path.join(run_dir, "eval", f"{TASK}_test_step{STEPS}")  # train.eval_split
+  assert out == os.path.join(run_dir, "eval", f"{TASK}_test_step{STEPS}")  # EvalSettings.split
   names = ["greedy", "greedy_calc", "beam2", "sample_t0", "sample_t0.7"]
   assert list(result["settings"]) == names
   expected_files = {f"{n}{suffix}" for n in names + ["diversity_K2_t1"]
@@ -155,9 +159,9 @@ def test_outputs_rewards_and_calculator(evaluated):
 
   # Independent recomputation with the restored parameters: greedy tokens from the plain
   # jitted decoder, and the implicit reward from soft_q on teacher-forced logits.
-  model, vocab = settings["model"], pipeline.get_vocabulary(TASK)
+  model, vocab = settings.model, pipeline.get_vocabulary(TASK)
   partitioner = Partitioner((1, 1), devices=tuple(jax.devices()[:1]))
-  tx = settings["optimizer"](schedule=settings["schedule"](total_steps=STEPS))
+  tx, _ = settings.training.make_optimizer()
   params, shardings, step = common.restore_params(
       run_dir, model=model, tx=tx, partitioner=partitioner,
       input_shapes={"encoder_input_tokens": (4, LENGTHS["inputs"]),
@@ -203,15 +207,14 @@ def test_diversity_summary(evaluated):
 
 
 def test_evaluate_errors(tmp_path):
-  settings = dict(model=object(), task="arithmetic_word_problems",
-                  feature_lengths={"inputs": 8, "targets": 8},
-                  optimizer=lambda schedule: None, schedule=lambda total_steps: None)
+  settings = RunSettings(model=object(), task="arithmetic_word_problems",
+                         feature_lengths={"inputs": 8, "targets": 8})
   with pytest.raises(ValueError, match="unknown decoding setting 'beam_4'"):
-    evaluate_job.evaluate(str(tmp_path), settings=["beam_4"], training=settings)
+    evaluate_job.evaluate(str(tmp_path), EvaluateSettings(settings=["beam_4"]), settings)
   with pytest.raises(ValueError, match="calculator works with greedy"):
-    evaluate_job.evaluate(str(tmp_path), settings=["beam4_calc"], training=settings)
-  with pytest.raises(common.JobError, match="lacks train.model"):
-    evaluate_job.evaluate(str(tmp_path), training={"task": "x"})
+    evaluate_job.evaluate(str(tmp_path), EvaluateSettings(settings=["beam4_calc"]), settings)
+  with pytest.raises(errors.SettingError, match="lacks train.model"):
+    evaluate_job.evaluate(str(tmp_path), EvaluateSettings(), RunSettings(task="x"))
   assert [c.describe() for c in evaluate_job.resolve_settings(
       ["greedy", "sample_t0.5"], temperatures=[0.5, 1.0], beam_sizes=[4])] == [
           "greedy", "sample_t0.5", "sample_t1", "beam4"]
@@ -220,11 +223,40 @@ def test_evaluate_errors(tmp_path):
 def test_no_checkpoint_error(tmp_path):
   import optax  # pylint: disable=g-import-not-at-top
   from irl_lm.models import t5  # pylint: disable=g-import-not-at-top
-  settings = dict(model=t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096)),
-                  task="arithmetic_word_problems", feature_lengths={"inputs": 8, "targets": 8},
-                  optimizer=lambda schedule: optax.adam(schedule),
-                  schedule=lambda total_steps: optax.constant_schedule(1e-3),
-                  partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])))
+  settings = RunSettings(
+      model=t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096)),
+      task="arithmetic_word_problems", feature_lengths={"inputs": 8, "targets": 8},
+      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      training=TrainSettings(optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(1e-3)))
   with pytest.raises(checkpoints.CheckpointError, match="no checkpoint in .*train one first"):
-    evaluate_job.evaluate(str(tmp_path / "never_trained"), num_examples=2, training=settings)
+    evaluate_job.evaluate(str(tmp_path / "never_trained"), EvaluateSettings(num_examples=2),
+                          settings)
   assert not (tmp_path / "never_trained").exists()
+
+
+def test_select_by_nll_and_diversity_temperatures(evaluated, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  _, run_dir, settings = evaluated
+  copy = str(tmp_path / "run")
+  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))
+  with pytest.raises(common.JobError, match="no checkpoint of .* with eval_test/nll"):
+    evaluate_job.evaluate(copy, settings=["greedy"], select_by="nll", training=settings)
+  with open(os.path.join(copy, "metrics.jsonl"), "a") as f:  # as EvalSettings.every logs them
+    f.write(json.dumps({"step": STEPS // 2, "eval_test/nll": 0.5}) + "\n")  # no checkpoint
+    f.write(json.dumps({"step": STEPS, "eval_test/nll": 0.9}) + "\n")
+  with pytest.raises(common.JobError, match="not both"):
+    evaluate_job.evaluate(copy, select_by="nll", checkpoint_step=STEPS, training=settings)
+  result = evaluate_job.evaluate(copy, settings=["greedy"], select_by="nll",
+                                 diversity_samples=2, diversity_temperatures=[0.5, 1.0],
+                                 training=settings)
+  assert result["checkpoint_selection"] == {"metric": "eval_test/nll", "step": STEPS,
+                                            "value": 0.9, "candidates": 1, "final_step": STEPS}
+  assert result["output_dir"] == os.path.join(copy, "eval", f"{TASK}_test_best_nll_step{STEPS}")
+  assert [s["setting"] for s in result["diversity_sweep"]] == ["diversity_K2_t0.5",
+                                                               "diversity_K2_t1"]
+  assert result["diversity"]["setting"] == "diversity_K2_t1"  # evaluate.diversity_temperature
+  for summary in result["diversity_sweep"]:
+    records = _read_jsonl(os.path.join(result["output_dir"], f"{summary['setting']}.jsonl"))
+    groups = [[s["output"] for s in r["samples"]] for r in records]
+    assert summary["self_bleu"]["value"] == pytest.approx(metrics.self_bleu(groups))

@@ -20,6 +20,7 @@ from irl_lm.checkpoints import manager as checkpoints
 from irl_lm.jobs import train as train_job
 from irl_lm.training import objectives
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 
 TASK = "stdlib_docstrings"
 L, T, B, STEPS = 32, 16, 8, 60
@@ -49,17 +50,18 @@ def trained_run(tmp_path_factory):
   """A tiny T5 that memorised PAIRS: (run_dir, training settings, vocabulary)."""
   vocab = pipeline.get_vocabulary(TASK)
   run_dir = str(tmp_path_factory.mktemp("run"))
-  settings = dict(
+  settings = RunSettings(
       model=t5.EncoderDecoderModel(t5.t5_1_1_config(
           "tiny", vocab_size=vocab.vocab_size, activation_dtype=jnp.float32)),
-      task=TASK, feature_lengths={"inputs": L, "targets": T}, batch_size=B,
-      num_train_steps=STEPS, objective=objectives.IQLearn(td_weight=0.1),
-      partitioner=Partitioner((-1, 1)), optimizer=lambda schedule: optax.adam(schedule),
-      schedule=lambda total_steps: optax.constant_schedule(3e-3), seed=0,
-      decoding=DecodingConfig("greedy"))
-  summary = train_job.train(run_dir=run_dir, **settings, checkpoint_every=STEPS, log_every=5,
-                          eval_examples=0, batches=itertools.repeat(_training_batch(vocab)),
-                          tensorboard=False)
+      task=TASK, feature_lengths={"inputs": L, "targets": T},
+      objective=objectives.IQLearn(td_weight=0.1), partitioner=Partitioner((-1, 1)),
+      training=TrainSettings(num_train_steps=STEPS, batch_size=B,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(3e-3),
+                             log_every=5, tensorboard=False),
+      evaluation=EvalSettings(examples=0, decoding=DecodingConfig("greedy")),
+      checkpoints=CheckpointSettings(every=STEPS))
+  summary = train_job.train(run_dir, settings, batches=itertools.repeat(_training_batch(vocab)))
   assert summary["final_step"] == STEPS and summary["loss_last"] < 0.5 * summary["loss_first"]
   return run_dir, settings, vocab
 
@@ -81,8 +83,9 @@ def test_decodes_memorised_targets_with_consistent_scores(trained_run, tmp_path)
   # JSON lines with both field names and an extra field that must be carried through.
   path = _write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "input": PAIRS[0][0]},
                                               {"id": "b", "inputs": PAIRS[1][0]}])
-  summary = inference.infer(run_dir, path, str(tmp_path / "out.jsonl"),
-                            decoding=DecodingConfig("greedy"), progress=False, training=settings)
+  summary = inference.infer(run_dir, inference.InferSettings(
+      path, str(tmp_path / "out.jsonl"), decoding=DecodingConfig("greedy"), progress=False),
+                            settings)
   assert summary["checkpoint_step"] == STEPS and summary["num_inputs"] == 2
   assert summary["batch_size"] == 8  # the training batch size (8) fits the data axis (8)
   records = _read_jsonl(tmp_path / "out.jsonl")
@@ -96,12 +99,12 @@ def test_decodes_memorised_targets_with_consistent_scores(trained_run, tmp_path)
 
   # log_prob equals the sum of the per-token log-probs the cached sampler reports.
   params, _, step = common.restore_params(
-      run_dir, model=settings["model"], tx=settings["optimizer"](settings["schedule"](STEPS)),
-      partitioner=settings["partitioner"],
+      run_dir, model=settings.model, tx=settings.training.make_optimizer()[0],
+      partitioner=settings.partitioner,
       input_shapes={"encoder_input_tokens": (B, L), "decoder_input_tokens": (B, T)})
   assert step == STEPS
   enc, _ = inference.encode_inputs([p[0] for p in PAIRS], vocab, L)
-  out = decoding.temperature_sample(settings["model"], params, jnp.asarray(enc),
+  out = decoding.temperature_sample(settings.model, params, jnp.asarray(enc),
                                     jax.random.key(0), max_decode_length=T, temperature=0.0)
   np.testing.assert_allclose([r["log_prob"] for r in records],
                              np.asarray(out.log_probs).sum(axis=1), rtol=1e-4, atol=1e-4)
@@ -111,7 +114,8 @@ def test_decodes_memorised_targets_with_consistent_scores(trained_run, tmp_path)
   text = tmp_path / "in.txt"
   text.write_text(f"{PAIRS[0][0]}\n\n{PAIRS[1][0]}\n")
   beam = DecodingConfig("beam", beam_size=3, alpha=0.6)
-  summary = inference.infer(run_dir, str(text), decoding=beam, progress=False, training=settings)
+  summary = inference.infer(run_dir, inference.InferSettings(str(text), decoding=beam,
+                                                             progress=False), settings)
   assert summary["output_file"] == os.path.join(run_dir, "infer_in_beam3.jsonl")
   records = _read_jsonl(summary["output_file"])
   assert [r["output"] for r in records] == [PAIRS[0][1], PAIRS[1][1]]
@@ -120,29 +124,32 @@ def test_decodes_memorised_targets_with_consistent_scores(trained_run, tmp_path)
         r["score"], r["log_prob"] / float(decoding.length_penalty(r["length"], 0.6)), rtol=1e-6)
 
   # Sampling with top_k = 1 can only pick the argmax: equals greedy.
-  summary = inference.infer(run_dir, str(text), str(tmp_path / "k1.jsonl"),
-                            decoding=DecodingConfig("sample", temperature=1.0, top_k=1, seed=3),
-                            progress=False, training=settings)
+  summary = inference.infer(run_dir, inference.InferSettings(
+      str(text), str(tmp_path / "k1.jsonl"),
+      decoding=DecodingConfig("sample", temperature=1.0, top_k=1, seed=3), progress=False),
+                            settings)
   assert [r["output"] for r in _read_jsonl(tmp_path / "k1.jsonl")] == [p[1] for p in PAIRS]
 
 
 def test_missing_checkpoint_and_input_errors(tmp_path):
   vocab_size = pipeline.get_vocabulary(TASK).vocab_size
-  settings = dict(model=t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=vocab_size)),
-                  task=TASK, feature_lengths={"inputs": L, "targets": T}, batch_size=B,
-                  optimizer=lambda schedule: optax.adam(schedule),
-                  schedule=lambda total_steps: optax.constant_schedule(1e-3),
-                  num_train_steps=1, partitioner=Partitioner((-1, 1)))
+  settings = RunSettings(
+      model=t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=vocab_size)),
+      task=TASK, feature_lengths={"inputs": L, "targets": T}, partitioner=Partitioner((-1, 1)),
+      training=TrainSettings(num_train_steps=1, batch_size=B,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(1e-3)))
   path = _write_jsonl(tmp_path / "in.jsonl", [{"input": "def f(): pass"}])
   run_dir = tmp_path / "never_trained"
   with pytest.raises(checkpoints.CheckpointError, match="no checkpoint in .*train one first"):
-    inference.infer(str(run_dir), path, progress=False, training=settings)
+    inference.infer(str(run_dir), inference.InferSettings(path, progress=False), settings)
   assert not run_dir.exists()  # nothing was created
 
   with pytest.raises(common.JobError, match="input file .*missing.jsonl not found"):
-    inference.infer(str(run_dir), str(tmp_path / "missing.jsonl"), training=settings)
+    inference.infer(str(run_dir), inference.InferSettings(str(tmp_path / "missing.jsonl")),
+                    settings)
   with pytest.raises(common.JobError, match="no input file"):
-    inference.infer(str(run_dir), None, training=settings)
+    inference.infer(str(run_dir), inference.InferSettings(None), settings)
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"input": "ok"}\n{"text": "no input field"}\n')
   with pytest.raises(common.JobError, match="line 2 of .*bad.jsonl has no string"):
@@ -179,10 +186,10 @@ def test_cli_infer_finds_the_training_run_dir(tmp_path, monkeypatch):
   import gin
   from irl_lm import config
   monkeypatch.chdir(tmp_path)
-  train_bindings = ["train.num_train_steps = 2", "train.batch_size = 8",
+  train_bindings = ["TrainSettings.num_train_steps = 2", "TrainSettings.batch_size = 8",
                     "train.feature_lengths = {'inputs': 32, 'targets': 8}",
-                    "train.eval_examples = 0", "train.tensorboard = False",
-                    "train.checkpoint_every = 2", "make_schedule.warmup_steps = 1"]
+                    "EvalSettings.examples = 0", "TrainSettings.tensorboard = False",
+                    "CheckpointSettings.every = 2", "make_schedule.warmup_steps = 1"]
   path = _write_jsonl(tmp_path / "in.jsonl", [{"input": "def f(x): return x"}] * 3)
   infer_bindings = train_bindings + [
       "run.mode = 'infer'", f"infer.input_file = '{path}'", "infer.progress = False",
@@ -220,5 +227,5 @@ def test_run_and_infer_bindings_keep_the_fingerprint():
   assert fingerprint("run.mode = 'infer'", "infer.input_file = '" + "x" * 200 + ".jsonl'",
                      "infer.decoding = @infer/DecodingConfig()",
                      "infer/DecodingConfig.method = 'sample'") == plain
-  assert fingerprint("train.num_train_steps = 7") != plain
-  assert fingerprint("DecodingConfig.method = 'beam'") != plain  # train.decoding's settings
+  assert fingerprint("TrainSettings.num_train_steps = 7") != plain
+  assert fingerprint("DecodingConfig.method = 'beam'") != plain  # EvalSettings.decoding's settings

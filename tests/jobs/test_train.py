@@ -1,5 +1,6 @@
 """The training loop: metrics log, checkpoints, resume, and run-directory guards."""
 
+import dataclasses
 import json
 import os
 
@@ -15,6 +16,7 @@ from irl_lm.checkpoints import manager as checkpoints
 from irl_lm.jobs import train as train_job
 from irl_lm.training import objectives, optimizers
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 from tests.training.test_step import VOCAB, B, L, T, _batches
 
 TINY = t5.t5_1_1_config("tiny", vocab_size=VOCAB, activation_dtype=jnp.float32)
@@ -22,16 +24,17 @@ TINY = t5.t5_1_1_config("tiny", vocab_size=VOCAB, activation_dtype=jnp.float32)
 
 def _train(run_dir, num_steps, **overrides):
   batch = _batches(1)[0]
-  kwargs = dict(run_dir=str(run_dir), model=t5.EncoderDecoderModel(TINY), task="unused",
-                feature_lengths={"inputs": L, "targets": T}, batch_size=B,
-                num_train_steps=num_steps, objective=objectives.IQLearn(td_weight=0.1),
-                partitioner=Partitioner((-1, 1)),
-                optimizer=lambda schedule: optax.adam(schedule),
-                schedule=lambda total_steps: optax.constant_schedule(3e-3),
-                checkpoint_every=4, keep_checkpoints=None, log_every=2, eval_examples=0,
-                batches=iter(lambda: batch, None), tensorboard=False)
-  kwargs.update(overrides)
-  return train_job.train(**kwargs)
+  run = RunSettings(
+      model=t5.EncoderDecoderModel(TINY), task="unused",
+      feature_lengths={"inputs": L, "targets": T}, objective=objectives.IQLearn(td_weight=0.1),
+      partitioner=Partitioner((-1, 1)),
+      training=TrainSettings(num_train_steps=num_steps, batch_size=B,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(3e-3),
+                             log_every=2, tensorboard=False),
+      evaluation=EvalSettings(examples=0), checkpoints=CheckpointSettings(every=4, keep=None))
+  return train_job.train(str(run_dir), dataclasses.replace(run, **overrides),
+                         batches=iter(lambda: batch, None))
 
 
 def test_train_logs_checkpoints_and_resumes(tmp_path):
@@ -134,15 +137,17 @@ def test_init_from_starts_training_from_the_given_params(tmp_path):
   model = t5.EncoderDecoderModel(helpers.CONFIG)
 
   def run(run_dir, num_steps, init_from):
-    return train_job.train(
-        run_dir=str(tmp_path / run_dir), model=model, task="unused",
-        feature_lengths={"inputs": L_, "targets": T_}, batch_size=B_, num_train_steps=num_steps,
+    return train_job.train(str(tmp_path / run_dir), RunSettings(
+        model=model, task="unused", feature_lengths={"inputs": L_, "targets": T_},
         objective=objectives.MLE(),
         partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),  # compiles fastest
-        optimizer=lambda schedule: optax.adam(schedule),
-        schedule=lambda total_steps: optax.constant_schedule(1e-2), checkpoint_every=100,
-        log_every=1, eval_examples=0, batches=iter(lambda: batch, None), tensorboard=False,
-        init_from=init_from)
+        init_from=init_from,
+        training=TrainSettings(num_train_steps=num_steps, batch_size=B_,
+                               optimizer=lambda schedule: optax.adam(schedule),
+                               schedule=lambda total_steps: optax.constant_schedule(1e-2),
+                               log_every=1, tensorboard=False),
+        evaluation=EvalSettings(examples=0), checkpoints=CheckpointSettings(every=100)),
+        batches=iter(lambda: batch, None))
 
   # No steps: the run's step-0 checkpoint holds exactly the imported parameters.
   assert run("run", 0, str(tmp_path / "pretrained"))["final_step"] == 0
@@ -160,11 +165,10 @@ def test_init_from_starts_training_from_the_given_params(tmp_path):
 @pytest.mark.slow
 def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
   """`eval_every` runs the same Evaluator as the final evaluation, every K steps."""
-  summary = _train_tiny_t5(tmp_path, objective=objectives.MLE(), eval_examples=8,
-                           eval_diversity_examples=2)
+  summary = _train_tiny_t5(tmp_path, objectives.MLE(), examples=8, diversity_examples=2)
   with open(tmp_path / "metrics.jsonl") as f:
     evals = [r for r in map(json.loads, f) if "eval_validation/rouge1" in r]
-  assert [r["step"] for r in evals] == [2, 4]
+  assert [r["step"] for r in evals] == [0, 2, 4]  # from the start of training
   for record in evals:
     assert 0.0 <= record["eval_validation/rouge1"] <= 100.0
     assert 0.0 <= record["eval_validation/self_bleu"] <= 100.0
@@ -181,20 +185,21 @@ def test_eval_every_logs_scores_and_self_bleu_during_training(tmp_path):
 def test_validation_loss_every_eval_decoding_only_at_the_end(tmp_path):
   """`eval_decode_every = 0`: the periodic evaluations log only the teacher-forced validation
   loss; the final one also decodes, shows the baselines and writes per-example records."""
-  summary = _train_tiny_t5(tmp_path, objective=objectives.IQLearn(td_weight=0.5),
-                           eval_examples=16, eval_decode_every=0)
+  summary = _train_tiny_t5(tmp_path, objectives.IQLearn(td_weight=0.5), examples=16,
+                           decode_every=0)
   with open(tmp_path / "metrics.jsonl") as f:
     evals = [r for r in map(json.loads, f) if "eval_validation/nll" in r]
-  assert [r["step"] for r in evals] == [2, 4]
-  assert "eval_validation/rouge1" not in evals[0]
+  assert [r["step"] for r in evals] == [0, 2, 4]
+  assert "eval_validation/rouge1" not in evals[0] and "eval_validation/rouge1" not in evals[1]
   for key in ("rouge1", "baseline_rouge1", "margin", "repeated_3gram_rate"):
-    assert f"eval_validation/{key}" in evals[1]
-  last = evals[1]
+    assert f"eval_validation/{key}" in evals[2]
+  last = evals[2]
   assert last["eval_validation/margin"] == pytest.approx(
       last["eval_validation/rouge1"] - last["eval_validation/baseline_rouge1"])
   assert last["eval_validation/loss"] == pytest.approx(
       last["eval_validation/nll"] + 0.5 * last["eval_validation/td_loss"], rel=1e-4)
-  assert evals[1]["eval_validation/nll"] < evals[0]["eval_validation/nll"]
+  assert evals[2]["eval_validation/nll"] < evals[1]["eval_validation/nll"] < evals[0][
+      "eval_validation/nll"]
   with open(tmp_path / "eval_validation_greedy_summary.json") as f:
     final = json.load(f)
   assert set(final["baselines"]) == {"constant", "name_template"}
@@ -210,15 +215,17 @@ def test_validation_loss_every_eval_decoding_only_at_the_end(tmp_path):
   assert summary["eval"]["margin"] == last["eval_validation/margin"]
 
 
-def _train_tiny_t5(tmp_path, **settings):
+def _train_tiny_t5(tmp_path, objective, **evaluation):
   """4 steps of a 1-layer T5 on the docstring task, evaluated every 2 steps."""
   model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=4096,
                                                   activation_dtype=jnp.float32,
                                                   num_encoder_layers=1, num_decoder_layers=1))
-  return train_job.train(
-      run_dir=str(tmp_path), model=model, task="stdlib_docstrings",
-      feature_lengths={"inputs": 32, "targets": 8}, batch_size=8, num_train_steps=4,
-      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-      optimizer=lambda schedule: optax.adam(schedule),
-      schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
-      log_every=2, eval_batch_size=8, eval_every=2, tensorboard=False, **settings)
+  return train_job.train(str(tmp_path), RunSettings(
+      model=model, task="stdlib_docstrings", feature_lengths={"inputs": 32, "targets": 8},
+      objective=objective, partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      training=TrainSettings(num_train_steps=4, batch_size=8,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(3e-3),
+                             log_every=2, tensorboard=False),
+      evaluation=EvalSettings(batch_size=8, every=2, **evaluation),
+      checkpoints=CheckpointSettings(every=100)))

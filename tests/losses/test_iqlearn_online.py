@@ -1,4 +1,5 @@
-"""Tests for irl_lm.losses.iqlearn.iqlearn_online_loss (online IQLearn, DESIGN.md 1.2)."""
+"""Tests for irl_lm.losses.iqlearn.iqlearn_online_loss (online IQLearn,
+docs/design.md#objectives)."""
 import math
 
 import jax
@@ -28,7 +29,7 @@ def _random_sequences(seed, b=3, t=6, v=5, packed=True):
 
 
 def _design_loss(data, samples, td_weight, gamma, alpha, td_on):
-  """DESIGN.md's form, written independently in float64 numpy loops:
+  """docs/design.md's form, written independently in float64 numpy loops:
   -E_data[z - g V'] + E_mix[V - g V'] + td_weight * E_reg[r^2]."""
   def per_token(seqs):
     z = np.asarray(seqs.logits, np.float64)
@@ -100,7 +101,7 @@ def test_matches_design_formula(alpha, td_on):
 
 
 def test_gradient_matches_design_form():
-  """Autodiff of the rewritten loss equals autodiff of DESIGN.md's literal expression."""
+  """Autodiff of the rewritten loss equals autodiff of docs/design.md's literal expression."""
   data = _random_sequences(4)
   samples = _random_sequences(5, b=2, t=6, packed=False)
   gamma, alpha, lam = 0.8, 0.25, 0.4

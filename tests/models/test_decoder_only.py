@@ -160,7 +160,12 @@ def test_bad_configs_are_refused_clearly():
 
 def test_prompt_lengths_and_start_tokens(tiny):
   model, _ = tiny
-  np.testing.assert_array_equal(prompt_lengths(PROMPTS), PROMPT_LENGTHS)
+  # id 0 pads a prompt only where it is not a token; PROMPT_PAD_ID (-1) always does.
+  np.testing.assert_array_equal(prompt_lengths(PROMPTS, 0), PROMPT_LENGTHS)
+  np.testing.assert_array_equal(prompt_lengths(PROMPTS), [6, 6, 6, 6, 6])
+  padded = np.where(np.arange(6)[None] < np.array(PROMPT_LENGTHS)[:, None], PROMPTS, -1)
+  np.testing.assert_array_equal(prompt_lengths(padded), PROMPT_LENGTHS)
+  np.testing.assert_array_equal(model.start_tokens(padded), [16, 23, 31, 0, 44])
   np.testing.assert_array_equal(model.start_tokens(PROMPTS), [16, 23, 31, 0, 44])
 
 
@@ -277,12 +282,6 @@ def test_qkv_biases_are_used():
   np.testing.assert_allclose(out - base_out, jnp.broadcast_to(delta, out.shape), atol=1e-5)
 
 
-def _dataset(examples):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  spec = {"inputs": tf.TensorSpec([None], tf.int32), "targets": tf.TensorSpec([None], tf.int32)}
-  return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=spec)
-
-
 EXAMPLES = [{"inputs": [7, 8, 5, 1], "targets": [3, 9, 1]},
             {"inputs": [8, 4, 9, 3, 1], "targets": [4, 1]},
             {"inputs": [2], "targets": [6, 6, 6, 5, 1]}]
@@ -291,30 +290,34 @@ LENGTHS = {"inputs": 7, "targets": 8}
 
 def _converted(model, pack):
   converter = model.feature_converter(pack)
-  return [dict(ex) for ex in converter(_dataset(EXAMPLES), LENGTHS).as_numpy_iterator()]
+  examples = [{k: np.asarray(v, np.int32) for k, v in ex.items()} for ex in EXAMPLES]
+  return list(converter.convert(examples, LENGTHS))
 
 
 def test_feature_converter_lengths_and_prompts(tiny):
   model, _ = tiny
   unpacked = model.feature_converter(False)
   assert unpacked.get_model_feature_lengths(LENGTHS) == {
-      "prompt_tokens": 7, "decoder_target_tokens": 8, "decoder_input_tokens": 8,
-      "decoder_loss_weights": 8}
+      "prompt_tokens": 7, "prompt_mask": 7, "decoder_target_tokens": 8,
+      "decoder_input_tokens": 8, "decoder_loss_weights": 8}
   assert model.feature_converter(True).get_model_feature_lengths(LENGTHS)[
       "decoder_target_tokens"] == 15
   rows = _converted(model, pack=False)
   np.testing.assert_array_equal(rows[0]["prompt_tokens"], [7, 8, 5, 1, 0, 0, 0])
+  np.testing.assert_array_equal(rows[0]["prompt_mask"], [1, 1, 1, 1, 0, 0, 0])
+  np.testing.assert_array_equal(rows[2]["prompt_mask"], [1, 0, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(rows[0]["decoder_target_tokens"], [3, 9, 1, 0, 0, 0, 0, 0])
   # Column 0 reads the last prompt token (here the inputs' EOS), then the targets shifted.
   np.testing.assert_array_equal(rows[0]["decoder_input_tokens"], [1, 3, 9, 1, 0, 0, 0, 0])
   np.testing.assert_array_equal(rows[0]["decoder_loss_weights"], [1, 1, 1, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(rows[2]["decoder_input_tokens"], [2, 6, 6, 6, 5, 1, 0, 0])
   batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-  np.testing.assert_array_equal(model.prompts(batch), [r["prompt_tokens"] for r in rows])
+  np.testing.assert_array_equal(model.prompts(batch)[0], [7, 8, 5, 1, -1, -1, -1])
+  np.testing.assert_array_equal(model.prompts(batch)[2], [2, -1, -1, -1, -1, -1, -1])
   assert model.continuation_length(batch) == 8
   packed = _converted(model, pack=True)
   assert "prompt_tokens" not in packed[0]
-  with pytest.raises(ValueError, match="set train.pack = False"):
+  with pytest.raises(ValueError, match="set TrainSettings.pack = False"):
     model.prompts({k: v[None] for k, v in packed[0].items()})
 
 
@@ -328,7 +331,7 @@ def test_teacher_forcing_batch_equals_the_feature_converter(tiny):
   continuations[1, 2:] = [5, 5, 5, 5, 5, 5]  # after EOS: not part of the continuation
   got = model.teacher_forcing_batch(prompts, continuations)
   for key in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
-              "prompt_tokens"):
+              "prompt_tokens", "prompt_mask"):
     np.testing.assert_array_equal(got[key], np.stack([r[key] for r in rows]), err_msg=key)
   assert got["decoder_loss_weights"].dtype == jnp.float32
   # `lengths` cut continuations (a sampled row that hit its limit).
@@ -386,10 +389,11 @@ def _greedy_by_full_forward(model, params, prompts, num_steps):
   batch = prompts.shape[0]
   tokens = np.zeros((batch, num_steps), np.int32)
   done = np.zeros(batch, bool)
-  lengths = prompt_lengths(prompts)
+  lengths = prompt_lengths(prompts, model.pad_id)
   for t in range(num_steps):
     logits = np.stack([_prefix_lm_logits(model, params, np.concatenate(
         [prompts[b, :n], tokens[b, :t], [0]]))[n + t] for b, n in enumerate(lengths)])
+    logits[:, model.pad_id] = -np.inf  # id 0 is not a token of this vocabulary
     tokens[:, t] = np.where(done, 0, np.argmax(logits, -1))
     done |= tokens[:, t] == model.eos_id
   return tokens
@@ -485,8 +489,9 @@ def test_check_mode_builds_the_presets_abstractly_sharded(gin_file, count, tmp_p
   setup.write_text("\n".join([
       f"include 'models/{gin_file}'", "include 'methods/iqlearn.gin'",
       "include 'tasks/stdlib_docstrings.gin'", "include 'meshes/cpu.gin'",
-      "train.feature_lengths = {'inputs': 128, 'targets': 32}", "train.batch_size = 8",
-      "train.num_train_steps = 1", "train.pack = False", "Partitioner.mesh_shape = (2, 4)"]))
+      "train.feature_lengths = {'inputs': 128, 'targets': 32}", "TrainSettings.batch_size = 8",
+      "TrainSettings.num_train_steps = 1", "TrainSettings.pack = False",
+      "Partitioner.mesh_shape = (2, 4)"]))
   config.parse([str(setup)], ["run.mode = 'check'", f"run.run_dir = '{tmp_path / 'run'}'"])
   summary = gin.get_configurable("run")()
   assert summary["dry_run"] and summary["param_count"] == count

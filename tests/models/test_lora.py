@@ -13,6 +13,7 @@ from irl_lm.checkpoints import formats
 from irl_lm.jobs import convert, train as train_job
 from irl_lm.models import decoder_only, lora, t5
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 from irl_lm.training import objectives
 
 B, L, T, V = 4, 8, 6, 64
@@ -133,16 +134,20 @@ def test_bad_targets_are_refused_clearly():
 
 def _train(run_dir, model, **overrides):
   batch = _batch(model)
-  kwargs = dict(run_dir=str(run_dir), model=model, task="unused",
-                feature_lengths={"inputs": L, "targets": T}, batch_size=B, num_train_steps=4,
-                objective=objectives.IQLearn(td_weight=0.1),
-                partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-                optimizer=lambda schedule: optax.adam(schedule),
-                schedule=lambda total_steps: optax.constant_schedule(1e-2),
-                checkpoint_every=1000, log_every=1, eval_examples=0,
-                batches=iter(lambda: batch, None), tensorboard=False)
-  kwargs.update(overrides)
-  return train_job.train(**kwargs)
+  return train_job.train(str(run_dir), _settings(model, **overrides),
+                         batches=iter(lambda: batch, None))
+
+
+def _settings(model, num_train_steps=4, init_from=None):
+  return RunSettings(
+      model=model, task="unused", feature_lengths={"inputs": L, "targets": T},
+      objective=objectives.IQLearn(td_weight=0.1),
+      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])), init_from=init_from,
+      training=TrainSettings(num_train_steps=num_train_steps, batch_size=B,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(1e-2),
+                             log_every=1, tensorboard=False),
+      evaluation=EvalSettings(examples=0), checkpoints=CheckpointSettings(every=1000))
 
 
 @pytest.mark.slow
@@ -165,12 +170,7 @@ def test_lora_run_trains_only_adapters_and_exports_merged(tmp_path):
       trained["lora"]).items() if p[-1] == "b")
   # The optimiser keeps moments for the adapters only.
   from irl_lm.jobs import common  # pylint: disable=g-import-not-at-top
-  layout, _, _ = common.train_state_layout(
-      model=model, objective=objectives.IQLearn(td_weight=0.1),
-      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-      optimizer=lambda schedule: optax.adam(schedule),
-      schedule=lambda total_steps: optax.constant_schedule(1e-2), batch_size=B,
-      feature_lengths={"inputs": L, "targets": T}, num_train_steps=4)
+  layout, _, _ = common.train_state_layout(_settings(model))
   opt_size = sum(x.size for x in jax.tree.leaves(layout.abstract.opt_state))
   lora_size = sum(x.size for x in jax.tree.leaves(abstract["lora"]))
   assert opt_size <= 2 * lora_size + 16  # Adam's two moments (+ step counters)

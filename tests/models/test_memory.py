@@ -68,7 +68,7 @@ def test_check_mode_says_whether_a_step_fits(tmp_path, capsys):
   import gin  # pylint: disable=g-import-not-at-top
   from irl_lm import config  # pylint: disable=g-import-not-at-top
   from irl_lm.jobs import common  # pylint: disable=g-import-not-at-top
-  base = ["include 'iqlearn_tiny.gin'", "train.batch_size = 8"]
+  base = ["include 'iqlearn_tiny.gin'", "TrainSettings.batch_size = 8"]
   setup = tmp_path / "setup.gin"
   setup.write_text("\n".join(base))
   for limit, fits in (("0.001", False), ("'tpu_v5e'", True)):

@@ -23,7 +23,7 @@ def _abstract_params(config: T5Config):
 
 
 def _expected_tree(V, E, H, J, F, n_layers):
-  """The T5X T5 1.1 tree from the NOTES table: {path: shape}."""
+  """The T5X T5 1.1 tree from docs/design.md#t5-11-parameter-layout: {path: shape}."""
   tree = {"token_embedder/embedding": (V, E),
           "encoder/relpos_bias/rel_embedding": (H, 32),
           "decoder/relpos_bias/rel_embedding": (H, 32),
@@ -258,19 +258,20 @@ def test_logical_constraints_noop_without_mesh_and_sharded_run_matches(tiny):
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_teacher_forcing_batch_ends_at_eos_or_a_sampled_pad():
+def test_teacher_forcing_batch_ends_at_eos_or_its_length():
   model = t5.EncoderDecoderModel(t5.t5_1_1_config("tiny", vocab_size=16))
   tokens = jnp.array([[5, 6, 1, 0], [7, 0, 8, 1], [4, 4, 4, 4]])
-  lengths = jnp.array([3, 4, 4])  # row 1 sampled a PAD at t=1; row 2 hit the length limit
-  out = model.teacher_forcing_batch(jnp.ones((3, 2), jnp.int32), tokens, lengths)
+  lengths = jnp.array([3, 3, 4])  # row 1 hit its length limit (an id 0 inside is no end)
+  prompts = jnp.array([[3, 2], [3, -1], [3, 2]])  # PROMPT_PAD_ID pads like 0
+  out = model.teacher_forcing_batch(prompts, tokens, lengths)
   np.testing.assert_array_equal(out["decoder_target_tokens"],
-                                [[5, 6, 1, 0], [7, 0, 0, 0], [4, 4, 4, 4]])
+                                [[5, 6, 1, 0], [7, 0, 8, 0], [4, 4, 4, 4]])
   np.testing.assert_array_equal(out["decoder_loss_weights"],
-                                [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+                                [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
   np.testing.assert_array_equal(out["decoder_input_tokens"],
-                                [[0, 5, 6, 1], [0, 7, 0, 0], [0, 4, 4, 4]])
-  np.testing.assert_array_equal(out["encoder_input_tokens"], np.ones((3, 2)))
+                                [[0, 5, 6, 1], [0, 7, 0, 8], [0, 4, 4, 4]])
+  np.testing.assert_array_equal(out["encoder_input_tokens"], [[3, 2], [3, 0], [3, 2]])
   # Without lengths a continuation ends at its first EOS (beam outputs, infer, rewards).
-  no_lengths = model.teacher_forcing_batch(jnp.ones((3, 2), jnp.int32), tokens)
+  no_lengths = model.teacher_forcing_batch(prompts, tokens)
   np.testing.assert_array_equal(no_lengths["decoder_loss_weights"],
-                                [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+                                [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1]])

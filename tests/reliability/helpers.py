@@ -16,16 +16,16 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY = (
-    "train.num_train_steps = 30",
-    "train.batch_size = 8",
+    "TrainSettings.num_train_steps = 30",
+    "TrainSettings.batch_size = 8",
     "train.feature_lengths = {'inputs': 32, 'targets': 16}",
     "stdlib_docstrings_task.train_examples = 64",
     "t5_1_1_config.dropout_rate = 0.1",
-    "train.log_every = 1",
-    "train.checkpoint_every = 10",
-    "train.keep_checkpoints = None",
-    "train.eval_examples = 0",
-    "train.tensorboard = False",
+    "TrainSettings.log_every = 1",
+    "CheckpointSettings.every = 10",
+    "CheckpointSettings.keep = None",
+    "EvalSettings.examples = 0",
+    "TrainSettings.tensorboard = False",
 )
 # absl's INFO format (Python and native) and the other native INFO chatter main filters.
 INFO_LINE = re.compile(r"^(I\d{4} \d\d:\d\d:\d+\.\d+|.*LOG\(INFO\)|WARNING: All log messages "

@@ -37,6 +37,7 @@ from irl_lm.jobs import train as train_job
 from irl_lm.models import t5
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import objectives, stopping
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 
 SHARDS, BATCH, SEED = 2, 8, 0
 LENGTHS = {"inputs": 32, "targets": 16}
@@ -64,16 +65,19 @@ if args.num_processes == 1:
   batches = _stacked_shards(max(steps, default=0))
 
 assert jax.device_count() == 4, jax.devices()
-settings = dict(model=model, objective=objectives.IQLearn(td_weight=0.1),
-                partitioner=Partitioner((-1, 1)),
-                # Plain SGD: Adam's normalisation would blow float rounding in tiny gradients
-                # up to O(lr).
-                optimizer=lambda schedule: optax.sgd(schedule),
-                schedule=lambda total_steps: optax.constant_schedule(0.05))
+settings = RunSettings(
+    model=model, task="stdlib_docstrings", feature_lengths=LENGTHS,
+    objective=objectives.IQLearn(td_weight=0.1), partitioner=Partitioner((-1, 1)),
+    training=TrainSettings(
+        num_train_steps=args.steps, batch_size=BATCH, seed=SEED,
+        # Plain SGD: Adam's normalisation would blow float rounding in tiny gradients up to O(lr).
+        optimizer=lambda schedule: optax.sgd(schedule),
+        schedule=lambda total_steps: optax.constant_schedule(0.05), log_every=1,
+        tensorboard=False),
+    evaluation=EvalSettings(examples=0), checkpoints=CheckpointSettings(every=3, keep=None))
 
 if args.dump_restored:  # the restore the train job does, laid out over this run's devices
-  layout, _, _ = common.train_state_layout(batch_size=BATCH, feature_lengths=LENGTHS,
-                                           num_train_steps=args.steps, seed=SEED, **settings)
+  layout, _, _ = common.train_state_layout(settings)
   checkpointer = manager.Checkpointer(os.path.join(args.run_dir, "checkpoints"),
                                       async_save=False)
   restored = checkpointer.restore(layout.abstract, layout.shardings)
@@ -84,11 +88,7 @@ if args.dump_restored:  # the restore the train job does, laid out over this run
                                     for path, x in flat})
 
 try:
-  summary = train_job.train(
-      run_dir=args.run_dir, task="stdlib_docstrings", feature_lengths=LENGTHS,
-      batch_size=BATCH, num_train_steps=args.steps, seed=SEED, checkpoint_every=3,
-      keep_checkpoints=None, log_every=1, eval_examples=0, batches=batches,
-      tensorboard=False, **settings)
+  summary = train_job.train(args.run_dir, settings, batches=batches)
 except stopping.TrainingStopped as e:  # as main reports it
   print(e, file=sys.stderr, flush=True)
   sys.exit(e.exit_code)

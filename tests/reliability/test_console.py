@@ -12,9 +12,9 @@ PROGRESS = re.compile(r"^step (\d+)/4 \| loss \d+\.\d{4} \| \d+\.\d\d steps/s \|
 
 @pytest.mark.slow
 def test_training_shows_progress_and_evaluation_and_nothing_else(tmp_path):
-  result = helpers.run(tmp_path / "run", "train.num_train_steps = 4", "train.log_every = 2",
-                       "train.eval_examples = 8", "train.eval_batch_size = 8",
-                       "train.tensorboard = True")
+  result = helpers.run(tmp_path / "run", "TrainSettings.num_train_steps = 4",
+                       "TrainSettings.log_every = 2", "EvalSettings.examples = 8", "EvalSettings.batch_size = 8",
+                       "TrainSettings.tensorboard = True")
   assert result.returncode == 0, result.stderr[-3000:]
   assert [int(m.group(1)) for m in PROGRESS.finditer(result.stdout)] == [2, 4]
   assert re.search(r"^step 4 \| eval_validation rouge1 \d+\.\d\d, rouge2 ", result.stdout, re.M)
@@ -27,8 +27,8 @@ def test_training_shows_progress_and_evaluation_and_nothing_else(tmp_path):
 
 
 @pytest.mark.parametrize("binding,message", [
-    ("train.on_nonfinite = 'sometimes'",
-     "error: train.on_nonfinite = 'sometimes' is not a mode: use 'stop' (stop at the first "
+    ("TrainSettings.on_nonfinite = 'sometimes'",
+     "error: TrainSettings.on_nonfinite = 'sometimes' is not a mode: use 'stop' (stop at the first "
      "non-finite loss or gradient) or 'skip' (skip that update)."),
     # Fails after the run's Orbax checkpointer is open: it is closed on the way out.
     ("train.init_from = '/nowhere'", "error: no checkpoint at /nowhere: the path does not exist"),

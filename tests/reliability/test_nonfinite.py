@@ -10,10 +10,11 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from irl_lm.jobs import common
+from irl_lm import errors
 from irl_lm.jobs import train as train_job
 from irl_lm.models import t5
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 from irl_lm.training import objectives, stopping
 from tests.reliability import helpers
 from tests.training.test_step import VOCAB, B, L, T, _batches
@@ -34,17 +35,17 @@ def _poisoned(steps, nan_steps):
   return out
 
 
-def _train(run_dir, batches, *, learning_rate=1e-2, **overrides):
-  kwargs = dict(run_dir=str(run_dir), model=MODEL, task="unused",
-                feature_lengths={"inputs": L, "targets": T}, batch_size=B,
-                num_train_steps=len(batches), objective=objectives.MLE(),
-                partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-                optimizer=lambda schedule: optax.adam(schedule),
-                schedule=lambda total_steps: optax.constant_schedule(learning_rate),
-                checkpoint_every=2, keep_checkpoints=1, log_every=2, eval_examples=0,
-                batches=iter(batches), tensorboard=False)
-  kwargs.update(overrides)
-  return train_job.train(**kwargs)
+def _train(run_dir, batches, *, learning_rate=1e-2, checkpoint_every=2, **training):
+  training = {"num_train_steps": len(batches), "batch_size": B,
+              "optimizer": lambda schedule: optax.adam(schedule),
+              "schedule": lambda total_steps: optax.constant_schedule(learning_rate),
+              "log_every": 2, "tensorboard": False, **training}
+  return train_job.train(str(run_dir), RunSettings(
+      model=MODEL, task="unused", feature_lengths={"inputs": L, "targets": T},
+      objective=objectives.MLE(),
+      partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
+      training=TrainSettings(**training), evaluation=EvalSettings(examples=0),
+      checkpoints=CheckpointSettings(every=checkpoint_every, keep=1)), batches=iter(batches))
 
 
 def _checkpoint(run_dir, step):
@@ -69,8 +70,8 @@ def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(tmp_path):
   assert str(error.value) == (
       f"training stopped at step 5: the loss is not finite (loss nan, gradient norm nan); "
       f"nothing from step 5 on was saved, so checkpoint 4 in {tmp_path}/checkpoints is the "
-      "last good one. Lower the learning rate (or set train.on_nonfinite = 'skip') and resume "
-      "with --gin_bindings=\"run.allow_config_change = True\", or start a new run directory.")
+      "last good one. Lower the learning rate (or set TrainSettings.on_nonfinite = 'skip') and "
+      "resume with --gin_bindings=\"run.allow_config_change = True\", or start a new run directory.")
   # keep_checkpoints = 1: checkpoint 4 was not rotated out, because nothing came after it.
   assert helpers.checkpoint_steps(tmp_path) == [4]
   assert _all_finite(_checkpoint(tmp_path, 4))
@@ -117,8 +118,8 @@ def test_skip_with_learning_rate_1e30_saves_only_finite_states(tmp_path):
 
 
 def test_an_unknown_mode_is_one_sentence(tmp_path):
-  with pytest.raises(common.JobError, match=r"^train.on_nonfinite = 'sometimes' is not a mode: "
-                     r"use 'stop' .* or 'skip'"):
+  with pytest.raises(errors.SettingError, match=r"^TrainSettings.on_nonfinite = 'sometimes' is "
+                     r"not a mode: use 'stop' .* or 'skip'"):
     _train(tmp_path, _batches(1), on_nonfinite="sometimes")
   assert not os.path.exists(tmp_path / "checkpoints")
 

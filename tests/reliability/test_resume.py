@@ -9,26 +9,29 @@ import signal
 
 import numpy as np
 import pytest
-import seqio
-
+from irl_lm.models import features
 from irl_lm.training import trainer
 from tests.reliability import helpers
 
-CONVERTER = seqio.EncDecFeatureConverter(pack=False)
+# The numpy source (irl_lm's converter) and the seqio source (a seqio converter).
+CONVERTERS = {"numpy": lambda: features.EncDecFeatureConverter(pack=False),
+              "seqio": lambda: pytest.importorskip("seqio").EncDecFeatureConverter(pack=False)}
 
 
-def _batches(start_batch, n, seed=7):
+def _batches(start_batch, n, seed=7, converter=None):
   from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top
   it = pipeline.get_batches("stdlib_docstrings", "validation",
                             feature_lengths={"inputs": 32, "targets": 16}, batch_size=8,
-                            shuffle=True, seed=seed, feature_converter=CONVERTER,
+                            shuffle=True, seed=seed, feature_converter=converter,
                             start_batch=start_batch)
   return [next(it)["encoder_input_tokens"] for _ in range(n)]
 
 
-def test_batches_from_start_batch_are_the_tail_of_a_fresh_stream():
+@pytest.mark.parametrize("source", sorted(CONVERTERS))
+def test_batches_from_start_batch_are_the_tail_of_a_fresh_stream(source):
   from irl_lm.data import pipeline  # pylint: disable=g-import-not-at-top
-  reference = _batches(0, 75)  # the validation split has 32 batches of 8: 2 epochs and more
+  converter = CONVERTERS[source]()
+  reference = _batches(0, 75, converter=converter)  # the validation split has 32 batches of 8: 2 epochs and more
   epoch_rows = [b.tobytes() for b in reference[:32]]
   assert len(set(epoch_rows)) == 32  # one epoch: distinct batches
   assert reference[32].tobytes() != reference[0].tobytes()  # epoch 2 reshuffled
@@ -36,7 +39,7 @@ def test_batches_from_start_batch_are_the_tail_of_a_fresh_stream():
   rows = lambda bs: {r.tobytes() for b in bs for r in b}
   assert len(rows(reference[:32]) & rows(reference[32:64])) > 256 - 8
   for start in (5, 31, 32, 45):
-    got = _batches(start, 75 - start)
+    got = _batches(start, 75 - start, converter=converter)
     for i, (a, b) in enumerate(zip(got, reference[start:])):
       np.testing.assert_array_equal(a, b, err_msg=f"start {start}, batch {start + i}")
   assert pipeline.epoch_seed(7, 1) == pipeline.epoch_seed(7, 1) != pipeline.epoch_seed(7, 2)

@@ -15,9 +15,9 @@ from irl_lm import main as main_lib
 from irl_lm import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ("train.batch_size = 8", "train.feature_lengths = {'inputs': 16, 'targets': 8}",
-        "train.num_train_steps = 2", "train.checkpoint_every = 2", "train.eval_examples = 0",
-        "train.tensorboard = False", "make_schedule.warmup_steps = 0")
+TINY = ("TrainSettings.batch_size = 8", "train.feature_lengths = {'inputs': 16, 'targets': 8}",
+        "TrainSettings.num_train_steps = 2", "CheckpointSettings.every = 2",
+        "EvalSettings.examples = 0", "TrainSettings.tensorboard = False", "make_schedule.warmup_steps = 0")
 GOOD = {"prompt": "a", "completion": "b"}
 
 
@@ -75,20 +75,19 @@ def test_a_bad_data_file_is_one_line_and_leaves_no_run_dir(case, tmp_path, capsy
 @pytest.mark.parametrize("existed", [False, True])
 def test_a_user_error_after_the_start_removes_what_the_start_added(existed, tmp_path, capsys,
                                                                    monkeypatch):
-  import gin  # pylint: disable=g-import-not-at-top
   from irl_lm.jobs import common  # pylint: disable=g-import-not-at-top
   run_dir = tmp_path / "run"
   if existed:
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("mine")
-  get_configurable = gin.get_configurable
+  from irl_lm.jobs import train as train_job  # pylint: disable=g-import-not-at-top
 
-  def failing_train(run_dir):
+  def failing_train(run_dir, settings):
+    del settings
     os.makedirs(os.path.join(run_dir, "tensorboard"))
     raise common.JobError("train.init_from = '/nowhere': the path does not exist.")
 
-  monkeypatch.setattr(gin, "get_configurable", lambda name: failing_train if name == "train"
-                      else get_configurable(name))
+  monkeypatch.setattr(train_job, "train", failing_train)
   status, err = _execute(capsys, f"run.run_dir = '{run_dir}'")
   _assert_one_error_line(status, err, "train.init_from = '/nowhere'")
   assert os.listdir(run_dir) == ["notes.txt"] if existed else not run_dir.exists()
@@ -102,12 +101,13 @@ def test_a_user_error_after_the_start_removes_what_the_start_added(existed, tmp_
      "you mean 'adamw'?)"),
     ("make_schedule.learning_rate = -1.0", "make_schedule.learning_rate = -1.0 must be a "
      "number >= 0"),
-    ("train.batch_size = 0", "train.batch_size = 0 is invalid: use an integer >= 1."),
-    ("train.seed = five", "binding 'train.seed = five' (--gin_bindings) has an unquoted value: "
-     "quote a string (train.seed = 'five')"),
+    ("TrainSettings.batch_size = 0", "TrainSettings.batch_size = 0 is invalid: use an integer "
+     ">= 1."),
+    ("TrainSettings.seed = five", "binding 'TrainSettings.seed = five' (--gin_bindings) has an "
+     "unquoted value: quote a string (TrainSettings.seed = 'five')"),
     ("IQLearnn.td_weight = 0.0", "unknown gin configurable 'IQLearnn' (bindings string line "),
-    ("train.sed = 1", "train has no parameter 'sed' (bindings string line 9) (did you mean "
-     "'seed'?)"),
+    ("TrainSettings.sed = 1", "TrainSettings has no parameter 'sed' (bindings string line 9) "
+     "(did you mean 'seed'?)"),
 ])
 def test_a_bad_binding_is_one_line_before_anything_is_written(binding, message, tmp_path,
                                                               capsys):
@@ -164,7 +164,7 @@ def test_a_missing_gin_file_suggests_the_closest_shipped_one(capsys):
 
 
 def test_an_empty_run_dir_means_the_default():
-  text = "train.seed = 0\n"
+  text = "TrainSettings.seed = 0\n"
   default = runner.resolve_run_dir(None, "iqlearn_tiny", text)
   assert default.startswith(os.path.join("runs", "iqlearn_tiny-")) and len(default) == 26
   assert runner.resolve_run_dir("", "iqlearn_tiny", text) == default
@@ -176,10 +176,10 @@ def test_a_run_dir_without_config_gin_is_not_resumed_silently(tmp_path):
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
   with pytest.raises(runner.RunDirError, match="has checkpoints but no config.gin, so this "
                      "configuration cannot be checked"):
-    runner.prepare_run_dir(str(tmp_path), "train.seed = 1\n", allow_config_change=False)
+    runner.prepare_run_dir(str(tmp_path), "TrainSettings.seed = 1\n", allow_config_change=False)
   assert not (tmp_path / "config.gin").exists()
-  runner.prepare_run_dir(str(tmp_path), "train.seed = 1\n", allow_config_change=True)
-  assert (tmp_path / "config.gin").read_text() == "train.seed = 1\n"
+  runner.prepare_run_dir(str(tmp_path), "TrainSettings.seed = 1\n", allow_config_change=True)
+  assert (tmp_path / "config.gin").read_text() == "TrainSettings.seed = 1\n"
 
 
 def test_the_config_change_refusal_shows_every_difference_or_counts_the_rest(tmp_path):
@@ -221,13 +221,13 @@ def test_command_line_conventions(args, status, stderr, tmp_path):
 
 
 def test_command_line_user_error_is_one_line(tmp_path):
-  result = _cli("--gin_file=gin/iqlearn_tiny.gin", "--gin_bindings=train.seed = five",
+  result = _cli("--gin_file=gin/iqlearn_tiny.gin", "--gin_bindings=TrainSettings.seed = five",
                 f"--gin_bindings=run.run_dir = '{tmp_path}/run'")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: binding 'train.seed = five' (--gin_bindings) has an unquoted value: quote a "
-      "string (train.seed = 'five'), or reference a configurable with @five() or a macro with "
-      "%five."]
+      "error: binding 'TrainSettings.seed = five' (--gin_bindings) has an unquoted value: quote "
+      "a string (TrainSettings.seed = 'five'), or reference a configurable with @five() or a "
+      "macro with %five."]
   assert not (tmp_path / "run").exists()
 
 
@@ -246,7 +246,7 @@ def test_shipped_gin_files_resolve_from_anywhere_after_a_non_editable_install(tm
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                   str(target), str(wheel)], check=True, capture_output=True, timeout=600)
   code = ("from irl_lm import config\n"
-          "config.parse(['gin/iqlearn_tiny.gin'], ['train.seed = 3'])\n"
+          "config.parse(['gin/iqlearn_tiny.gin'], ['TrainSettings.seed = 3'])\n"
           "print(config.GIN_DIR)\n")
   env = dict(os.environ, PYTHONPATH=str(target), JAX_PLATFORMS="cpu")
   elsewhere = tmp_path / "elsewhere"
@@ -300,16 +300,18 @@ def test_a_run_dir_whose_config_cannot_be_checked_or_differs(differs, tmp_path, 
   config_gin = None
   if differs:  # the run was trained with another seed and batch size
     config.parse(["gin/iqlearn_tiny.gin"], [*TINY, f"run.run_dir = '{run_dir}'"])
-    config_gin = gin.config_str().replace("train.seed = 0", "train.seed = 12345").replace(
-        "train.batch_size = 8", "train.batch_size = 16")
+    config_gin = gin.config_str().replace(
+        "TrainSettings.seed = 0", "TrainSettings.seed = 12345").replace(
+            "TrainSettings.batch_size = 8", "TrainSettings.batch_size = 16")
     (run_dir / "config.gin").write_text(config_gin)
   status, err = _execute(capsys, f"run.run_dir = '{run_dir}'")
   if not differs:
     _assert_one_error_line(status, err, "has checkpoints but no config.gin")
   else:
-    _assert_one_error_line(status, err, "holds a run with a different configuration (-train."
-                           "batch_size = 16; +train.batch_size = 8; -train.seed = 12345; "
-                           "+train.seed = 0); choose another directory")
+    _assert_one_error_line(status, err, "holds a run with a different configuration "
+                           "(-TrainSettings.batch_size = 16; +TrainSettings.batch_size = 8; "
+                           "-TrainSettings.seed = 12345; +TrainSettings.seed = 0); choose "
+                           "another directory")
     assert (run_dir / "config.gin").read_text() == config_gin
   assert sorted(os.listdir(run_dir)) == ["checkpoints"] + (["config.gin"] if config_gin else [])
   assert os.listdir(run_dir / "checkpoints") == ["10"]

@@ -2,6 +2,8 @@
 offline and online IQLearn, and GAIL (with a decoder-only discriminator); MLE and IQLearn on 8
 devices equal 1 device."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from irl_lm.jobs import train as train_job
 from irl_lm.models import decoder_only
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 from irl_lm.training import objectives
 
 VOCAB = 64
@@ -49,16 +52,16 @@ def _batch(seed: int = 0) -> dict[str, np.ndarray]:
 def _train(run_dir, objective, mesh_shape, **overrides):
   batch = _batch()
   devices = tuple(jax.devices()[:mesh_shape[0] * mesh_shape[1]])
-  kwargs = dict(run_dir=str(run_dir), model=MODEL, task="unused",
-                feature_lengths={"inputs": L, "targets": T}, batch_size=B,
-                num_train_steps=STEPS, objective=objective,
-                partitioner=Partitioner(mesh_shape, devices=devices),
-                optimizer=lambda schedule: optax.adam(schedule),
-                schedule=lambda total_steps: optax.constant_schedule(3e-3),
-                checkpoint_every=1000, log_every=1, eval_examples=0,
-                batches=iter(lambda: batch, None), tensorboard=False)
-  kwargs.update(overrides)
-  return train_job.train(**kwargs)
+  run = RunSettings(
+      model=MODEL, task="unused", feature_lengths={"inputs": L, "targets": T},
+      objective=objective, partitioner=Partitioner(mesh_shape, devices=devices),
+      training=TrainSettings(num_train_steps=STEPS, batch_size=B,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(3e-3),
+                             log_every=1, tensorboard=False),
+      evaluation=EvalSettings(examples=0), checkpoints=CheckpointSettings(every=1000))
+  return train_job.train(str(run_dir), dataclasses.replace(run, **overrides),
+                         batches=iter(lambda: batch, None))
 
 
 def test_batch_is_the_split_layout():

@@ -14,6 +14,7 @@ from irl_lm.checkpoints import formats as checkpoint_formats, manager as checkpo
 from irl_lm.training import objectives, state as state_lib
 from irl_lm.jobs import train as train_job
 from irl_lm.partitioning import Partitioner
+from irl_lm.training.settings import CheckpointSettings, EvalSettings, RunSettings, TrainSettings
 from tests.training.test_step import B, L, T, VOCAB, _batches
 
 # The tiny T5 with one layer per stack: these tests are about the methods, and compiling the
@@ -46,16 +47,16 @@ EXTRA_METRICS = {
 def _train(run_dir, objective, mesh_shape, num_steps=STEPS, **overrides):
   batch = _batches(1)[0]  # one batch, repeated: it must be learnt
   devices = tuple(jax.devices()[:mesh_shape[0] * mesh_shape[1]])
-  kwargs = dict(run_dir=str(run_dir), model=t5.EncoderDecoderModel(TINY), task="unused",
-                feature_lengths={"inputs": L, "targets": T}, batch_size=B,
-                num_train_steps=num_steps, objective=objective,
-                partitioner=Partitioner(mesh_shape, devices=devices),
-                optimizer=lambda schedule: optax.adam(schedule),
-                schedule=lambda total_steps: optax.constant_schedule(3e-3),
-                checkpoint_every=1000, log_every=1, eval_examples=0,
-                batches=iter(lambda: batch, None), tensorboard=False)
-  kwargs.update(overrides)
-  return train_job.train(**kwargs)
+  run = RunSettings(
+      model=t5.EncoderDecoderModel(TINY), task="unused",
+      feature_lengths={"inputs": L, "targets": T}, objective=objective, partitioner=Partitioner(mesh_shape, devices=devices),
+      training=TrainSettings(num_train_steps=num_steps, batch_size=B,
+                             optimizer=lambda schedule: optax.adam(schedule),
+                             schedule=lambda total_steps: optax.constant_schedule(3e-3),
+                             log_every=1, tensorboard=False),
+      evaluation=EvalSettings(examples=0), checkpoints=CheckpointSettings(every=1000))
+  return train_job.train(str(run_dir), dataclasses.replace(run, **overrides),
+                         batches=iter(lambda: batch, None))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Gradient accumulation (`train.microbatches`): k slices of a batch make the same update as the
-whole batch, within float rounding, on one device and on the 8-device mesh."""
+"""Gradient accumulation (`TrainSettings.microbatches`): k slices of a batch make the same update
+as the whole batch, within float rounding, on one device and on the 8-device mesh."""
 
 import jax
 import numpy as np
@@ -58,7 +58,7 @@ def test_accumulation_on_the_data_parallel_mesh():
 
 
 def test_bad_microbatch_settings_are_refused_clearly():
-  with pytest.raises(ValueError, match="not divisible by train.microbatches"):
+  with pytest.raises(ValueError, match="not divisible by TrainSettings.microbatches"):
     step_lib.check_microbatches(3, objectives.MLE(), 8)
   with pytest.raises(ValueError, match="offline objectives only"):
     step_lib.check_microbatches(2, objectives.IQLearnOnline(), 8)

@@ -43,3 +43,17 @@ def test_online_objectives_are_measured_offline():
   assert validation.offline_objective(objectives.GAIL()) == objectives.MLE()
   offline = objectives.IQLearn(td_weight=0.3)
   assert validation.offline_objective(offline) is offline
+
+
+def test_select_step_picks_the_lowest_checkpointed_value():
+  records = [{"step": 0, "eval_validation/nll": 3.0},
+             {"step": 10, "train/loss": 1.0},
+             {"step": 100, "eval_validation/nll": 1.5},
+             {"step": 200, "eval_validation/nll": 1.2},  # no checkpoint at 200
+             {"step": 300, "eval_validation/nll": 1.5},
+             {"step": 400, "eval_validation/nll": 1.8, "eval_test/nll": 0.1}]
+  assert validation.select_step(records, [100, 300, 400], split="validation") == (100, 1.5)
+  assert validation.select_step(records, [0, 100, 200, 300], split="validation") == (200, 1.2)
+  assert validation.select_step(records, [400], split="test") == (400, 0.1)
+  assert validation.select_step(records, [10], split="validation") is None
+  assert validation.select_step(records, [100], split="validation", metric="td_loss") is None

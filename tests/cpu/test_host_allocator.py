@@ -1,4 +1,4 @@
-"""The command-line job's choice of host allocator (irl_lm/host_allocator.py)."""
+"""The command-line job's choice of host allocator (irl_lm/cpu/host_allocator.py)."""
 import os
 import subprocess
 import sys
@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from irl_lm import host_allocator as ha
+from irl_lm.cpu import host_allocator as ha
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Any shared library that is harmless to preload stands in for an allocator.
 STAND_IN = "/usr/lib/x86_64-linux-gnu/libm.so.6"
 
@@ -36,6 +36,20 @@ def test_no_reexec_when_not_found_opted_out_already_chosen_or_already_preloaded(
   assert ha.preload_environment({}, candidates=found) is not None
 
 
+def test_auto_preloads_only_when_jax_runs_on_the_cpu(tmp_path):
+  lib = tmp_path / "libtcmalloc.so.4"
+  lib.write_bytes(b"")
+  found = (str(lib),)
+  assert ha.jax_runs_on_cpu({"JAX_PLATFORMS": "cpu"})
+  assert ha.jax_runs_on_cpu({"JAX_PLATFORMS": "cpu,cuda"})
+  assert not ha.jax_runs_on_cpu({"JAX_PLATFORMS": "cuda,cpu"})
+  assert not ha.jax_runs_on_cpu({"JAX_PLATFORM_NAME": "tpu"})
+  assert ha.preload_environment({"JAX_PLATFORMS": "cuda"}, candidates=found) is None
+  assert ha.preload_environment({"JAX_PLATFORMS": "cpu"}, candidates=found) is not None
+  # An explicit library is the user's choice, whatever the backend.
+  assert ha.preload_environment({"JAX_PLATFORMS": "cuda", ha.ENV: str(lib)}) is not None
+
+
 def test_an_explicit_library_is_used_and_a_missing_one_is_one_clear_error(tmp_path):
   lib = tmp_path / "libmine.so"
   lib.write_bytes(b"")
@@ -49,7 +63,7 @@ def _run_probe(tmp_path, env_overrides):
   its LD_PRELOAD and whether the preloaded library is mapped into the process."""
   (tmp_path / "probe.py").write_text(textwrap.dedent("""
       import os, sys
-      from irl_lm import host_allocator
+      from irl_lm.cpu import host_allocator
       host_allocator.reexec_with_allocator("probe", sys.argv)
       maps = open("/proc/self/maps").read()
       chosen = os.environ.get(host_allocator.CHOSEN_ENV, "")

@@ -1,23 +1,26 @@
-"""The host's memory allocator: tcmalloc instead of glibc's malloc for the command-line job.
+"""The host's memory allocator: tcmalloc instead of glibc's malloc when jax runs on the CPU.
 
-Why: XLA on CPU allocates a step's temporaries (4.3 GB for T5 1.1 small, batch 8, 512 / 128)
-as one block per execution, and YNNPACK's fusions take 48 MB scratch blocks. glibc's malloc
-serves blocks of that size with fresh mmap()s from the runtime's worker threads and unmaps them
-when they are freed, so every step page-faults its whole working set again: 1.3 million minor
-faults and about 3.5 s of kernel time per 10 s step on a 2-core CPU. tcmalloc keeps freed
-pages for reuse (no faults after the first step); `benchmarks/host_allocator.py` measures the
-step under each allocator in separate processes.
+XLA on CPU allocates a step's temporaries (gigabytes for T5 1.1 small) as one block per
+execution. glibc's malloc serves blocks of that size with fresh mmap()s and unmaps them when
+they are freed, so every step page-faults its whole working set again; tcmalloc keeps freed
+pages for reuse. docs/performance.md gives the measured effect (`python -m benchmarks
+host_allocator`).
 
-An allocator can only be chosen when a process starts, so `irl_lm.main` re-executes itself once
-with tcmalloc in LD_PRELOAD when the library is installed (Debian / Ubuntu:
-``apt-get install libtcmalloc-minimal4``) and not already loaded. The environment variable
-``IRL_LM_HOST_ALLOCATOR`` decides: unset or ``auto`` (the default: tcmalloc when found),
-``system`` (keep the allocator the process has), or the path of an allocator library to preload.
-Nothing else in the package depends on it; on machines without tcmalloc everything runs as is.
+An allocator can only be chosen when a process starts, so `irl_lm.main` (and
+`irl_lm.experiments`) re-execute themselves once with tcmalloc in LD_PRELOAD when the library is
+installed (Debian / Ubuntu: ``apt-get install libtcmalloc-minimal4``), not already loaded, and
+jax will run on the CPU (`jax_runs_on_cpu`: JAX_PLATFORMS names the CPU first, or it is unset
+and no GPU or TPU plugin of jax is installed). The environment variable
+``IRL_LM_HOST_ALLOCATOR`` decides: unset or ``auto`` (the default: tcmalloc when found and on
+the CPU), ``system`` (keep the allocator the process has), or the path of an allocator library
+to preload (whatever the backend). Without tcmalloc everything runs as is.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import sys
 from typing import Mapping, Sequence
 
@@ -43,12 +46,29 @@ def find_tcmalloc(candidates: Sequence[str] = TCMALLOC_CANDIDATES) -> str | None
   return next((path for path in candidates if os.path.isfile(path)), None)
 
 
+def jax_runs_on_cpu(environ: Mapping[str, str]) -> bool:
+  """Whether jax, started with `environ`, will compute on the CPU (without importing jax):
+  JAX_PLATFORMS (or JAX_PLATFORM_NAME) names 'cpu' first, or neither is set and no accelerator
+  plugin is installed (libtpu, or a module or entry point of jax's `jax_plugins` group)."""
+  platforms = environ.get("JAX_PLATFORMS") or environ.get("JAX_PLATFORM_NAME")
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  if importlib.util.find_spec("libtpu") is not None:
+    return False
+  if importlib.metadata.entry_points(group="jax_plugins"):
+    return False
+  namespace = importlib.util.find_spec("jax_plugins")
+  locations = namespace.submodule_search_locations if namespace else None
+  return not any(True for _ in pkgutil.iter_modules(locations or []))
+
+
 def preload_environment(environ: Mapping[str, str],
                         candidates: Sequence[str] = TCMALLOC_CANDIDATES) -> dict[str, str] | None:
   """The environment to re-execute with, or None to keep the current process as it is.
 
   None when: `ENV` is 'system', the process was already re-executed (`CHOSEN_ENV`), LD_PRELOAD
-  already names an allocator, or (for 'auto') no tcmalloc is installed.
+  already names an allocator, or (for 'auto') no tcmalloc is installed or jax will not run on
+  the CPU.
 
   Raises:
     ValueError: `ENV` names a library that does not exist.
@@ -60,7 +80,7 @@ def preload_environment(environ: Mapping[str, str],
   if any(name in os.path.basename(p) for p in preload for name in _PRELOADED_ALLOCATORS):
     return None
   if choice == "auto":
-    library = find_tcmalloc(candidates)
+    library = find_tcmalloc(candidates) if jax_runs_on_cpu(environ) else None
     if library is None:
       return None
   elif os.path.isfile(choice):

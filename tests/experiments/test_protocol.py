@@ -1,0 +1,148 @@
+"""The protocol's per-input records and findings on small synthetic results, by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from irl_lm.evaluation import metrics
+from irl_lm.experiments import protocol, stats
+
+
+def test_input_rows_by_hand():
+  ident = {"sweep": "s", "point": "mle", "method": "mle", "seed": 0}
+  samples = [  # score rises with reward, falls with log pi; one empty output
+      {"output": "a b", "scores": {"correct": 0.0}, "implicit_reward": 1.0, "log_prob": -1.0,
+       "num_tokens": 2},
+      {"output": "a b", "scores": {"correct": 100.0}, "implicit_reward": 2.0, "log_prob": -2.0,
+       "num_tokens": 4},
+      {"output": " ", "scores": {"correct": 100.0}, "implicit_reward": 3.0, "log_prob": -9.0,
+       "num_tokens": 1}]
+  (row,) = protocol.input_rows(ident, 0.5, [{"index": 7, "samples": samples}])
+  assert row["index"] == 7 and row["temperature"] == 0.5 and row["samples"] == 3
+  assert row["quality"] == pytest.approx(200 / 3)
+  assert row["distinct"] == pytest.approx(2 / 3)
+  assert row["empty_rate"] == pytest.approx(1 / 3)
+  assert row["length"] == pytest.approx(7 / 3)
+  assert row["self_bleu"] == pytest.approx(metrics.self_bleu([["a b", "a b", " "]]))
+  # Scores rank [1, 2.5, 2.5]; reward [1, 2, 3] -> 1.5 / sqrt(2 * 1.5) = 0.866; log pi the
+  # reverse -> -0.866; per token log pi [-0.5, -0.5, -9] ranks [2.5, 2.5, 1] -> -0.5.
+  assert row["rho_reward"] == pytest.approx(math.sqrt(3) / 2)
+  assert row["rho_logprob"] == pytest.approx(-math.sqrt(3) / 2)
+  assert row["rho_logprob_norm"] == pytest.approx(-0.5)
+
+
+def _examples(point, method, shift, seeds=(0, 1, 2), n=40):
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(len(seeds), n))
+  return [{"sweep": "s", "point": point, "method": method, "seed": s, "setting": "greedy",
+           "index": i, "score": float(base[k, i] + shift)}
+          for k, s in enumerate(seeds) for i in range(n)]
+
+
+def test_quality_rows_pair_by_seed_and_example():
+  examples = _examples("mle", "mle", 0.0) + _examples("iqlearn_td_weight0.1", "iqlearn", 1.0)
+  (row,) = protocol.quality_rows(examples, num_resamples=200)
+  assert row["comparison"] == "iqlearn_td_weight0.1 - mle"
+  # Same noise in both (paired): every difference is exactly 1.
+  assert (row["estimate"], row["low"], row["high"]) == pytest.approx((1.0, 1.0, 1.0))
+  assert row["verdict"] == stats.REPRODUCED and row["n"] == "3 seeds x 40 examples"
+
+
+def _inputs(point, method, quality_offset):
+  rows = []
+  for seed in (0, 1):
+    for t, distinct in ((0.5, 0.2), (1.0, 0.6)):
+      for i in range(5):
+        rows.append({"sweep": "s", "point": point, "method": method, "seed": seed,
+                     "temperature": t, "index": i, "distinct": distinct + 0.01 * i,
+                     "quality": 50 - 40 * distinct + quality_offset + i,
+                     "rho_reward": 0.5 + 0.1 * i, "rho_logprob_norm": 0.1 * i})
+  return rows
+
+
+def test_frontier_and_reward_rows():
+  inputs = _inputs("mle", "mle", 0.0) + _inputs("iqlearn_td_weight0.1", "iqlearn", 3.0)
+  (frontier,) = protocol.frontier_rows(inputs, num_resamples=100)
+  # Same diversity, quality 3 higher at every point: a mean gap of exactly 3.
+  assert frontier["estimate"] == pytest.approx(3.0)
+  assert frontier["low"] == pytest.approx(3.0) and frontier["verdict"] == stats.REPRODUCED
+  (reward,) = protocol.reward_rows(inputs, num_resamples=100)
+  assert reward["comparison"] == "iqlearn_td_weight0.1: reward - logprob_norm"
+  assert reward["estimate"] == pytest.approx(0.5) and reward["n"] == "5 inputs"
+
+
+def test_overfitting_and_cost_rows():
+  curves = []
+  for seed in (0, 1, 2):
+    for point, method, values in (("subset_mle", "mle", [1.0, 3.0, 2.0 - 0.1 * seed]),
+                                  ("subset_iqlearn", "iqlearn", [1.0, 3.0, 3.0])):
+      curves += [{"sweep": "s", "point": point, "method": method, "train_examples": 128,
+                  "seed": seed, "step": step, "metric": "eval_validation/accuracy",
+                  "value": v} for step, v in zip((0, 10, 20), values)]
+  (row,) = protocol.overfitting_rows(curves, "eval_validation/accuracy", num_resamples=200)
+  # MLE drops 1.0, 1.1, 1.2 from its peak, IQLearn 0: mean 1.1.
+  assert row["comparison"] == "subset_mle - subset_iqlearn (N=128)"
+  assert row["estimate"] == pytest.approx(1.1)
+  assert 1.0 <= row["low"] <= row["high"] <= 1.2 and row["verdict"] == stats.REPRODUCED
+  runs = [{"sweep": "s", "point": p, "method": m, "seed": s, "train_steps_per_second": r}
+          for s in (0, 1) for p, m, r in (("mle", "mle", 10.0),
+                                          ("iqlearn_td_weight0.1", "iqlearn", 9.5 + 0.2 * s))]
+  (cost,) = protocol.cost_rows(runs, num_resamples=200)
+  assert cost["estimate"] == pytest.approx(-0.04)  # rates 0.95 and 0.97 of MLE's
+  assert cost["verdict"] == stats.REPRODUCED  # within the 10% margin
+
+
+def test_findings_and_verdicts():
+  examples = _examples("mle", "mle", 0.0) + _examples("iqlearn_td_weight0.1", "iqlearn", 1.0)
+  examples += _examples("iqlearn_td_weight1", "iqlearn", -1.0)
+  rows = protocol.findings([], examples, [], [], num_resamples=200)
+  assert [r["finding"] for r in rows] == [1, 1]
+  assert all(r["confidence"] == pytest.approx(0.975) for r in rows)  # Bonferroni over 2
+  table = protocol.verdicts(rows)
+  assert [t["verdict"] for t in table] == [stats.REPRODUCED] + ["not measured"] * 4
+  assert table[0]["shown"] == "s: iqlearn_td_weight0.1 - mle" and table[0]["comparisons"] == 2
+
+
+def test_run_metric_rows_claim_a_lower_forward_kl():
+  rows = [{"sweep": "kd", "point": p, "method": m, "seed": s, "setting": "greedy",
+           "forward_kl": kl + 0.01 * s}
+          for s in (0, 1, 2) for p, m, kl in (("mle", "mle", 0.5),
+                                              ("iqlearn_td_weight0.1", "iqlearn", 0.45))]
+  (row,) = protocol.run_metric_rows(rows, num_resamples=200)
+  assert row["estimate"] == pytest.approx(-0.05) and row["measure"] == "forward_kl (greedy)"
+  assert row["verdict"] == stats.REPRODUCED  # lower is the claim
+
+
+def test_known_distribution_sweeps_read_their_exact_numbers():
+  rows = [{"sweep": "kd", "point": p, "method": m, "seed": s, "setting": "greedy",
+           "forward_kl": 0.5, "reward_teacher_spearman": rho + 0.01 * s,
+           "logprob_teacher_spearman": 0.3}
+          for s in (0, 1, 2) for p, m, rho in (("mle", "mle", 0.3),
+                                               ("iqlearn_td_weight0.1", "iqlearn", 0.5))]
+  examples = _examples("mle", "mle", 0.0) + _examples("iqlearn_td_weight0.1", "iqlearn", 1.0)
+  examples = [{**r, "sweep": "kd"} for r in examples]  # ROUGE to a teacher sample: ignored
+  found = protocol.findings(rows, examples, [], [], num_resamples=200)
+  assert [(r["finding"], r["measure"]) for r in found] == [
+      (1, "forward_kl (greedy)"), (4, "reward_teacher_spearman (greedy)")]
+  assert found[0]["verdict"] == stats.NOT_REPRODUCED  # equal forward KL: [0, 0]
+  assert found[1]["estimate"] == pytest.approx(0.21)  # reward 0.51 vs log pi 0.3
+  assert found[1]["verdict"] == stats.REPRODUCED
+
+
+def test_input_rows_count_arithmetic_solution_orders():
+  ident = {"sweep": "a", "point": "mle", "method": "mle", "seed": 0}
+  valid = ["x = 1 + 2 #### 3", "x = 2 + 1 #### 3"]  # a question's two solution orders
+  outputs = ["x = 1 + 2 #### 3", "x  = 2 + 1 #### 3", "x = 1 + 2 #### 3", "wrong"]
+  record = {"index": 0, "input": "q?", "samples": [
+      {"output": o, "scores": {"correct": 100.0}} for o in outputs]}
+  (row,) = protocol.input_rows(ident, 1.0, [record], lambda q: valid if q == "q?" else None)
+  assert row["valid_orders"] == 2
+  # Orders [0, 1, 0] of the valid samples: plug-in entropy of (2/3, 1/3).
+  p = np.array([2 / 3, 1 / 3])
+  assert row["order_entropy"] == pytest.approx(-np.sum(p * np.log(p)))
+  (other,) = protocol.input_rows(ident, 1.0, [{**record, "input": "unknown"}],
+                                 lambda q: valid if q == "q?" else None)
+  assert "valid_orders" not in other
+  (none_valid,) = protocol.input_rows(ident, 1.0, [{**record, "samples": record["samples"][3:]}],
+                                      lambda q: valid)
+  assert none_valid["valid_orders"] == 0 and none_valid["order_entropy"] is None
