@@ -30,17 +30,21 @@ CHILD = textwrap.dedent("""
     from irl_lm.jobs import train as train_job
     from irl_lm.models import t5
     from irl_lm.partitioning import Partitioner
+    from irl_lm.training.settings import (CheckpointSettings, EvalSettings, RunSettings,
+                                          TrainSettings)
 
     model = t5.EncoderDecoderModel(t5.t5_1_1_config(
         "tiny", vocab_size=480, activation_dtype=jnp.float32, num_encoder_layers=1,
         num_decoder_layers=1))
-    summary = train_job.train(
-        run_dir={run_dir!r}, model=model, task="arithmetic_word_problems",
-        feature_lengths={{"inputs": 32, "targets": 16}}, batch_size=4, num_train_steps=3,
+    summary = train_job.train({run_dir!r}, RunSettings(
+        model=model, task="arithmetic_word_problems",
+        feature_lengths={{"inputs": 32, "targets": 16}},
         partitioner=Partitioner((1, 1), devices=tuple(jax.devices()[:1])),
-        optimizer=lambda schedule: optax.adam(schedule),
-        schedule=lambda total_steps: optax.constant_schedule(3e-3), checkpoint_every=100,
-        log_every=1, eval_examples=4, eval_batch_size=4)
+        training=TrainSettings(num_train_steps=3, batch_size=4, log_every=1,
+                               optimizer=lambda schedule: optax.adam(schedule),
+                               schedule=lambda total_steps: optax.constant_schedule(3e-3)),
+        evaluation=EvalSettings(examples=4, batch_size=4),
+        checkpoints=CheckpointSettings(every=100)))
     try:
       pipeline.get_task("xsum")
       missing_extra = None
