@@ -58,8 +58,9 @@ def softmax(x: jax.Array) -> jax.Array:
   """Softmax over the last axis whose backward pass keeps only its output.
 
   `jax.nn.softmax` is differentiated through exp, sum and divide unless the global flag
-  `jax_softmax_custom_jvp` is set (off by default in jax 0.10), which keeps both `exp(x - max)`
-  and the output: two [B, H, Q, K] tensors per attention layer where one suffices.
+  `jax_softmax_custom_jvp` is set (off by default in jax 0.10, on in newer versions), which
+  keeps both `exp(x - max)` and the output: two [B, H, Q, K] tensors per attention layer where
+  one suffices. This function keeps one on every jax version.
 
   Args:
     x: float [..., K].

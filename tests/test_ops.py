@@ -79,12 +79,13 @@ def test_softmax_equals_jax_nn_softmax_values_and_gradients():
 
 
 def test_softmax_backward_keeps_only_its_output(capsys):
-  """jax.nn.softmax's autodiff keeps exp(x - max), the sums and the output; ops.softmax only
-  the output (one [4, 8, 8] residual besides the argument c)."""
+  """ops.softmax's backward pass keeps only its output (one [4, 8, 8] residual besides the
+  argument c), never more than jax.nn.softmax's autodiff (which on jax 0.10 also keeps
+  exp(x - max) and the sums; newer jax versions keep only the output by default)."""
   x, c = jnp.ones((4, 8, 8)), jnp.full((4, 8, 8), 2.0)
   print_saved_residuals(lambda x, c: jnp.sum(ops.softmax(x) * c), x, c)
   kept = capsys.readouterr().out.strip().splitlines()
   assert len(kept) == 2, kept  # c (for the product's gradient) and the softmax's output
   assert sum("_softmax_fwd" in line for line in kept) == 1, kept
   print_saved_residuals(lambda x, c: jnp.sum(jax.nn.softmax(x, axis=-1) * c), x, c)
-  assert len(capsys.readouterr().out.strip().splitlines()) > 2
+  assert len(capsys.readouterr().out.strip().splitlines()) >= len(kept)
