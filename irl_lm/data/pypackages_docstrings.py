@@ -2,8 +2,9 @@
 
 The same code -> first-docstring-sentence examples as :mod:`irl_lm.data.stdlib_docstrings`
 (extracted with its :func:`~irl_lm.data.stdlib_docstrings.extract_file`), but from the
-third-party packages irl_lm itself pins in ``setup.py`` (:data:`PACKAGES`), so every machine
-that runs irl_lm has them and nothing is downloaded. It is the pretraining corpus of the CPU
+third-party packages irl_lm itself requires with its ``seqio`` extra (:data:`PACKAGES`, at the
+versions ``constraints/py311.txt`` pins), so every machine that runs the protocol has them and
+nothing is downloaded. It is the pretraining corpus of the CPU
 protocol (``gin/pretrain_tiny.gin``) and is disjoint from the fine-tuning task
 ``stdlib_docstrings``:
 
@@ -51,7 +52,7 @@ VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "validation")
 _SPLIT_PERCENT = (("train", 98), ("validation", 100))
 
-# (import name, distribution name in setup.py), in extraction order.
+# (import name, distribution name), in extraction order.
 PACKAGES: tuple[tuple[str, str], ...] = (
     ("numpy", "numpy"),
     ("scipy", "scipy"),
@@ -70,8 +71,8 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("tensorflow_datasets", "tensorflow-datasets"),
     ("tensorboard", "tensorboard"),
 )
-"""The packages read by default: all of ``setup.py``'s pins with Python sources worth reading
-(jaxlib, sentencepiece and safetensors are mostly compiled code)."""
+"""The packages read by default: irl_lm's requirements (``seqio`` extra included) with Python
+sources worth reading (jaxlib, sentencepiece and safetensors are mostly compiled code)."""
 
 _NON_STDLIB_DIRS = frozenset({"site-packages", "dist-packages"})
 
@@ -116,8 +117,8 @@ def package_dirs(packages: Optional[Sequence[str]] = None, stdlib_root: Optional
     locations = list(found_spec.submodule_search_locations or []) if found_spec else []
     if not locations:
       raise ValueError(f"pypackages_docstrings: {name!r} is not an installed package "
-                       "directory; install irl_lm's requirements (setup.py) or pass "
-                       "`packages` without it.")
+                       "directory; install irl_lm with its seqio extra "
+                       "(pip install 'irl_lm[seqio]') or pass `packages` without it.")
     directory = os.path.abspath(locations[0])
     if is_stdlib_file(os.path.join(directory, "__init__.py"), stdlib_root):
       raise ValueError(f"pypackages_docstrings: {name!r} ({directory}) is part of the standard "

@@ -308,6 +308,9 @@ def _check_sliding_window(hf_config: Mapping[str, Any], model_type: str) -> None
                window, positions)
 
 
+IRL_LM_KEY = "irl_lm_token_ids"
+
+
 def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> DecoderOnlyConfig:
   """Our DecoderOnlyConfig from a Hugging Face Llama, Mistral or Qwen2 `config.json` dict, with
   the tokenizer's ids as they are (`pad_is_token`, no start token: `start_id` None).
@@ -353,6 +356,10 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> DecoderOnl
       # The token ids as the checkpoint's tokenizer gives them: id 0 is a token (Llama 3 and
       # Qwen2: '!'), and a sequence starts with its own first token (any BOS is in the text).
       pad_is_token=True, start_id=None)
+  # A model irl_lm exported records its own token-id conventions (e.g. trained on a seqio
+  # vocabulary: id 0 is padding and every sequence starts with 0).
+  own = hf_config.get(IRL_LM_KEY) or {}
+  fields.update({k: own[k] for k in ("pad_is_token", "start_id") if k in own})
   if eos is not None:
     fields["eos_id"] = int(eos)
   fields.update(overrides)
@@ -363,7 +370,9 @@ def hf_config_dict(config: DecoderOnlyConfig) -> dict[str, Any]:
   """The `config.json` of `LlamaForCausalLM` (or `Qwen2ForCausalLM` when `config.qkv_bias`)
   for `config`'s model: plain RoPE (`rope_parameters`, and `rope_theta` for transformers 4),
   no sliding window, pad id 0, EOS `config.eos_id`, `max_position_embeddings`
-  EXPORT_MAX_POSITIONS.
+  EXPORT_MAX_POSITIONS, and under `IRL_LM_KEY` the model's `pad_is_token` and `start_id`
+  (transformers ignores the key; `config_from_hf` reads it back, so a model trained with a
+  start token keeps it).
 
   Raises:
     ValueError: `config.parallel_block`.
@@ -389,6 +398,7 @@ def hf_config_dict(config: DecoderOnlyConfig) -> dict[str, Any]:
       "pad_token_id": 0,
       "eos_token_id": config.eos_id,
       "dtype": "float32",
+      IRL_LM_KEY: {"pad_is_token": config.pad_is_token, "start_id": config.start_id},
   }
   if config.qkv_bias:
     hf.update(architectures=["Qwen2ForCausalLM"], model_type="qwen2", use_sliding_window=False,

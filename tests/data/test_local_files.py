@@ -59,11 +59,11 @@ def test_jsonl_template_held_out_split_and_tokens(jsonl_path, temp_task_names):
   assert train[0]["inputs_text"] == ("Question: What is 0 + 0?\nAnswer:" if held else
                                      "Question: What is 1 + 1?\nAnswer:")
   vocab = pipeline.get_vocabulary("lf_jsonl")
-  for ex in train:  # EOS (1) after both, then padding
+  for ex in train:  # EOS (1) after both, then padding (-1 for prompts: no real token)
     inputs = vocab.encode(ex["inputs_text"]) + [1]
     targets = vocab.encode(ex["targets_text"]) + [1]
     np.testing.assert_array_equal(ex["input_tokens"],
-                                  inputs + [0] * (LENGTHS["inputs"] - len(inputs)))
+                                  inputs + [-1] * (LENGTHS["inputs"] - len(inputs)))
     np.testing.assert_array_equal(ex["target_tokens"],
                                   targets + [0] * (LENGTHS["targets"] - len(targets)))
   assert registry.metric_family("lf_jsonl") == "rouge"
@@ -167,7 +167,7 @@ def test_gin_factory_records_settings_and_metric(jsonl_path, temp_task_names):
   assert text.startswith("Question: What is ") and text.endswith("?\nAnswer:")
   ids = vocab.encode(text)  # inputs_eos = False: no EOS after the prompt
   np.testing.assert_array_equal(examples[0]["input_tokens"],
-                                ids + [0] * (LENGTHS["inputs"] - len(ids)))
+                                ids + [-1] * (LENGTHS["inputs"] - len(ids)))
   assert local_files.local_files_task("lf_gin", train_path=jsonl_path) == "lf_gin"
   assert registry.metric_family("lf_gin") == "rouge"  # the default family again
 

@@ -1,6 +1,7 @@
 """The pretraining corpus: installed packages' code -> docstring summaries, disjoint from stdlib."""
 import importlib.util
 import os
+import re
 
 import pytest
 
@@ -22,11 +23,17 @@ def _stdlib_examples(cache_dir):
   return [ex for s in sd.SPLITS for ex in sd.load_examples(s, cache_dir=cache_dir)]
 
 
-def test_default_packages_are_pinned_in_setup_py_and_outside_the_stdlib():
-  with open(os.path.join(os.path.dirname(__file__), "..", "..", "setup.py")) as f:
+def test_default_packages_are_pinned_in_the_constraints_and_outside_the_stdlib():
+  root = os.path.join(os.path.dirname(__file__), "..", "..")
+  with open(os.path.join(root, "setup.py")) as f:
     setup_py = f.read()
+  with open(os.path.join(root, "constraints", "py311.txt")) as f:
+    # Names as pip writes them, normalised (PEP 503: rouge_score is rouge-score).
+    pins = [re.sub(r"[-_.]+", "-", line.lower()) for line in f.read().splitlines()]
   for _, distribution in pp.PACKAGES:
-    assert f'"{distribution}==' in setup_py, distribution
+    # A requirement or in an extra (quoted, maybe with a version range or a marker).
+    assert re.search(rf"[\"']{re.escape(distribution)}[<>=;\[\"' ]", setup_py), distribution
+    assert any(line.startswith(f"{distribution}==") for line in pins), distribution
   stdlib = os.path.realpath(sd.default_stdlib_root())
   dirs = pp.package_dirs()
   assert [name for name, _ in dirs] == [name for name, _ in pp.PACKAGES]

@@ -241,15 +241,16 @@ def test_select_by_nll_and_diversity_temperatures(evaluated, tmp_path):
   copy = str(tmp_path / "run")
   shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))
   with pytest.raises(common.JobError, match="no checkpoint of .* with eval_test/nll"):
-    evaluate_job.evaluate(copy, settings=["greedy"], select_by="nll", training=settings)
+    evaluate_job.evaluate(copy, EvaluateSettings(settings=["greedy"], select_by="nll"), settings)
   with open(os.path.join(copy, "metrics.jsonl"), "a") as f:  # as EvalSettings.every logs them
     f.write(json.dumps({"step": STEPS // 2, "eval_test/nll": 0.5}) + "\n")  # no checkpoint
     f.write(json.dumps({"step": STEPS, "eval_test/nll": 0.9}) + "\n")
   with pytest.raises(common.JobError, match="not both"):
-    evaluate_job.evaluate(copy, select_by="nll", checkpoint_step=STEPS, training=settings)
-  result = evaluate_job.evaluate(copy, settings=["greedy"], select_by="nll",
-                                 diversity_samples=2, diversity_temperatures=[0.5, 1.0],
-                                 training=settings)
+    evaluate_job.evaluate(copy, EvaluateSettings(select_by="nll", checkpoint_step=STEPS),
+                          settings)
+  result = evaluate_job.evaluate(
+      copy, EvaluateSettings(settings=["greedy"], select_by="nll", diversity_samples=2,
+                             diversity_temperatures=[0.5, 1.0]), settings)
   assert result["checkpoint_selection"] == {"metric": "eval_test/nll", "step": STEPS,
                                             "value": 0.9, "candidates": 1, "final_step": STEPS}
   assert result["output_dir"] == os.path.join(copy, "eval", f"{TASK}_test_best_nll_step{STEPS}")

@@ -3,6 +3,7 @@ recognising and diagnosing a parameter tree from its shapes. No model and no tor
 parameters are random numpy arrays of `llama_checkpoint.param_shapes` (which the logits tests in
 tests/checkpoints/test_decoder_only_hf.py pin to the model's own tree)."""
 
+import dataclasses
 import json
 
 import jax
@@ -21,10 +22,14 @@ from tests.checkpoints.helpers import abstract as t5_abstract
 # != D and H*D = 32 != E, so a transposed or swapped kernel, or a defaulted head_dim, shows.
 LLAMA = DecoderOnlyConfig(vocab_size=40, emb_dim=48, num_heads=4, num_kv_heads=2, head_dim=8,
                           mlp_dim=56, num_layers=2, rope_theta=500000.0, norm_epsilon=1e-5,
-                          eos_id=2, activation_dtype=jnp.float32)
+                          eos_id=2, activation_dtype=jnp.float32, pad_is_token=True,
+                          start_id=None)
 QWEN2 = DecoderOnlyConfig(vocab_size=40, emb_dim=32, num_heads=4, num_kv_heads=1, head_dim=8,
                           mlp_dim=24, num_layers=3, qkv_bias=True, tie_embeddings=True,
-                          eos_id=7, activation_dtype=jnp.float32)
+                          eos_id=7, activation_dtype=jnp.float32, pad_is_token=True,
+                          start_id=None)
+# (An imported checkpoint keeps its tokenizer's ids: id 0 is a real token and there is no
+# start token.)
 
 
 def random_flat(config, seed=0):
@@ -249,9 +254,12 @@ def test_infer_config_size_name_and_likely_cause():
   shapes = lc.param_shapes(LLAMA)
   split = dict(head_dim=8, rope_theta=LLAMA.rope_theta, norm_epsilon=LLAMA.norm_epsilon,
                eos_id=2, activation_dtype=jnp.float32)
-  assert lc.infer_config(shapes, **split) == LLAMA
+  # From shapes alone the token-id conventions are irl_lm's own (seqio's: start token 0).
+  assert lc.infer_config(shapes, **split) == dataclasses.replace(LLAMA, pad_is_token=False,
+                                                                 start_id=0)
   assert lc.infer_config(lc.param_shapes(QWEN2), num_heads=4, eos_id=7,
-                         activation_dtype=jnp.float32) == QWEN2
+                         activation_dtype=jnp.float32) == dataclasses.replace(
+                             QWEN2, pad_is_token=False, start_id=0)
   guessed = lc.infer_config(shapes)  # H*D = 32, K*D = 16: neither 128 nor 64 divides both
   assert (guessed.num_heads, guessed.num_kv_heads, guessed.head_dim) == (2, 1, 16)
   parallel = DecoderOnlyConfig(parallel_block=True)
