@@ -26,15 +26,17 @@ Host allocator: on Linux, when jax will run on the CPU, the job re-executes itse
 tcmalloc preloaded when it is installed (`apt-get install libtcmalloc-minimal4`);
 IRL_LM_HOST_ALLOCATOR=system keeps the system allocator (irl_lm/cpu/host_allocator.py).
 
-Quiet console: TensorFlow 2.21, absl's C++ logging and SentencePiece (inside tensorflow-text)
-write INFO lines straight to file descriptor 2, before any log level applies
-(TF_CPP_MIN_LOG_LEVEL does not reach them). Unless `-v 0` is given, stderr therefore passes
-through a small filter process that drops lines in absl's INFO format and nothing else.
+Quiet console: with the seqio extra installed, TensorFlow 2.21, absl's C++ logging and
+SentencePiece (inside tensorflow-text) write INFO lines straight to file descriptor 2, before
+any log level applies (TF_CPP_MIN_LOG_LEVEL does not reach them). Unless `-v 0` is given or
+TensorFlow is not installed, stderr therefore passes through a small filter process that drops
+lines in absl's INFO format and nothing else.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import subprocess
 import sys
@@ -90,7 +92,10 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
 
 
 def quiet_native_logs() -> None:
-  """Routes fd 2 through the NATIVE_INFO filter (see the module docstring)."""
+  """Routes fd 2 through the NATIVE_INFO filter when TensorFlow is installed (see the module
+  docstring); without it nothing writes such lines and stderr stays as it is."""
+  if importlib.util.find_spec("tensorflow") is None:
+    return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   try:
     original = os.dup(2)
