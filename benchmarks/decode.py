@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -39,21 +38,8 @@ from benchmarks import common
 
 from irl_lm import decoding, ops
 from irl_lm.models import layers
+from irl_lm.experiments.timing import median_seconds
 from irl_lm.training import objectives
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-  """Runs `fn` once to warm up (compile), then `repeats` times; median wall time in seconds.
-
-  `fn` must block until its result is ready.
-  """
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def sample_without_cache(model: Any, params: Any, encoder_input_tokens: jax.Array,
