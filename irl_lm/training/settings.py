@@ -256,6 +256,11 @@ class RunSettings:
     except ValueError as e:
       raise errors.SettingError(str(e)) from None
     training.make_optimizer()  # refuses make_schedule / make_optimizer settings that cannot work
+    if training.pack and getattr(self.model, "pad_is_token", False):
+      raise errors.SettingError(
+          "TrainSettings.pack = True packs examples by seqio's rule, which takes id 0 for "
+          "padding, but this model's vocabulary has a real token 0 (an imported checkpoint's): "
+          "set TrainSettings.pack = False.")
     sampling = getattr(self.objective, "sampling", None)
     if sampling is not None:
       name = type(self.objective).__name__

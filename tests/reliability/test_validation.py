@@ -3,6 +3,7 @@ fails before its first checkpoint leaves nothing that blocks the corrected comma
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -74,6 +75,10 @@ def test_valid_settings_pass():
      "'targets': 0} is invalid: use e.g. {'inputs': 512, 'targets': 128} (positive integers)."),
     ({"objective": objectives.IQLearnOnline(), "training": {"pack": True}}, "IQLearnOnline "
      "samples completions per input and needs unpacked batches: set TrainSettings.pack = False."),
+    ({"model": types.SimpleNamespace(pad_is_token=True), "training": {"pack": True}},
+     "TrainSettings.pack = True packs examples by seqio's rule, which takes id 0 for padding, "
+     "but this model's vocabulary has a real token 0 (an imported checkpoint's): set "
+     "TrainSettings.pack = False."),
     ({"objective": objectives.IQLearnOnline(sampling=DecodingConfig("sample", top_p=1.5))},
      "IQLearnOnline.sampling is invalid: top_p 1.5 must be in (0, 1] (1 disables it)."),
     ({"model": None, "task": None}, "the configuration lacks train.model, train.task: use the gin "
