@@ -20,12 +20,18 @@ def test_missing_pretrained_checkpoint_stops_the_full_run(tmp_path, monkeypatch)
   assert reproduce.missing_checkpoints(sweep) == []
 
 
-def test_collect_only_writes_every_file_from_existing_runs(tmp_path, monkeypatch):
+def _reduced_sweep(tmp_path, monkeypatch):
+  """The reduced sweep's (out_dir, sweep, runs), its manifest written, no run made yet."""
   monkeypatch.setenv("IRL_LM_DATA_DIR", str(tmp_path / "data"))
   out = str(tmp_path / "out")
   sweep = sweeps.load_sweep(reproduce.REDUCED)
   runs = sweeps.expand(sweep, out)
   sweeps.write_manifest(sweep, runs, out)
+  return out, sweep, runs
+
+
+def test_collect_only_writes_every_file_from_existing_runs(tmp_path, monkeypatch):
+  out, sweep, runs = _reduced_sweep(tmp_path, monkeypatch)
   for run in runs:
     fakes.fake_run(run.run_dir, evaluated=run.evaluate_bindings is not None,
                    curve=((3, 1.0), (6, 2.0)))
@@ -59,11 +65,7 @@ def _fake_temperature_sweep(run_dir, quality_offset):
 
 
 def test_collect_only_reads_the_findings_into_the_verdict_table(tmp_path, monkeypatch):
-  monkeypatch.setenv("IRL_LM_DATA_DIR", str(tmp_path / "data"))
-  out = str(tmp_path / "out")
-  sweep = sweeps.load_sweep(reproduce.REDUCED)
-  runs = sweeps.expand(sweep, out)
-  sweeps.write_manifest(sweep, runs, out)
+  out, sweep, runs = _reduced_sweep(tmp_path, monkeypatch)
   for run in runs:
     evaluated = run.evaluate_bindings is not None
     fakes.fake_run(run.run_dir, evaluated=evaluated, curve=((3, 1.0), (6, 2.0)))
