@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -272,6 +273,28 @@ def format_symbols(symbols: Sequence[int]) -> str:
 def parse_symbols(text: str) -> list[int]:
   """``'3 17 5' -> [3, 17, 5]``."""
   return [int(word) for word in text.split()]
+
+
+def sample_log_prob_per_token(teacher: Teacher, prompt_text: str, output_text: str) -> float:
+  """The teacher's log-probability per token of a model's sample (its symbols, then EOS).
+
+  A sample that reached the length limit without EOS is scored on its first ``T - 1`` symbols
+  and EOS, the teacher's own rule at the limit. NaN when the prompt or the output holds a word
+  that is not a symbol.
+
+  Args:
+    teacher: the task's teacher.
+    prompt_text, output_text: as the evaluator writes them (`format_symbols`).
+  """
+  try:
+    prompt, symbols = parse_symbols(prompt_text), parse_symbols(output_text)
+  except ValueError:
+    return math.nan
+  if (len(prompt) != teacher.config.prompt_length or
+      any(not 0 <= s < teacher.num_symbols for s in (*prompt, *symbols))):
+    return math.nan
+  continuation = symbols[:teacher.max_length - 1] + [teacher.eos]
+  return teacher.log_prob(prompt, continuation) / len(continuation)
 
 
 # ----------------------------------------------------------------------------- splits

@@ -4,11 +4,15 @@ read with paired intervals (`irl_lm.experiments.stats`) into a verdict table.
 `collect_inputs(out_dir)` gives ``inputs.csv``: one row per run × sampling temperature × input
 from evaluate mode's K-samples files (``diversity_sweep``, else the single ``diversity``
 setting): ``quality`` (the mean per-sample task score), ``distinct`` (distinct outputs / K, an
-exact diversity measure on every task), ``self_bleu`` (of the input's K samples), ``length``
-(mean tokens), ``empty_rate`` (outputs that are empty after stripping whitespace: an empty
-sample makes Self-BLEU look diverse), and the within-input Spearman correlations with the
+exact diversity measure on every task), ``self_bleu`` (of the input's K samples) and
+``bleu_diversity`` (100 − it), ``length`` (mean tokens), ``eos_rate`` (samples that ended with
+EOS before the length limit), ``empty_rate`` (outputs that are empty after stripping
+whitespace: an empty sample makes Self-BLEU look diverse), and the within-input Spearman correlations with the
 task score of the summed implicit reward (``rho_reward``), log π (``rho_logprob``) and
-length-normalised log π (``rho_logprob_norm``). On the built-in arithmetic task also the
+length-normalised log π (``rho_logprob_norm``). On the known-distribution task a sample's
+quality is the teacher's log-probability of it per token
+(`known_distribution.sample_log_prob_per_token`), exact, instead of its ROUGE against one
+teacher sample. On the built-in arithmetic task also the
 exact solution-order diversity: ``valid_orders`` (distinct valid solution orders among the K
 samples) and ``order_entropy`` (nats, plug-in, over the valid samples' orders, blank without
 a valid sample; `irl_lm.evaluation.arithmetic`).
@@ -16,10 +20,10 @@ a valid sample; `irl_lm.evaluation.arithmetic`).
 `findings(rows, examples, curves, inputs)` compares every IQLearn point (offline and, for
 findings 1, 2 and 4, online) with its baseline,
 paired by seed and example, with Bonferroni-adjusted intervals within a finding. On the
-known-distribution task (sweeps whose runs report `forward_kl`) the per-sample score is ROUGE
-against one teacher sample, no measure of quality, so findings 1, 2 and 4 read its exact
-numbers instead (forward KL; the reward's Spearman with the teacher's log-probability against
-log π's) and it has no frontier comparison (its exact metrics are measured at T = 1 only):
+known-distribution task (sweeps whose runs report `forward_kl`) the greedy per-example score
+is ROUGE against one teacher sample, no measure of quality, so finding 1 reads its forward KL
+instead and finding 4 also its greedy reward-teacher Spearman; its temperature frontiers and
+within-input correlations use the teacher's log-probability (above):
 
 1. quality: sample score (greedy) of IQLearn − MLE (`stats.paired_difference`), and on the
    known-distribution task the forward KL to the teacher, paired by seed (lower claimed);
@@ -37,21 +41,27 @@ interval's SE, computed from this run's own variance) and its verdict (`stats.ve
 """
 from __future__ import annotations
 
+import ast
+import functools
 import math
 import os
+import re
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from irl_lm.data import known_distribution
 from irl_lm.evaluation import arithmetic
 from irl_lm.evaluation import metrics as metrics_lib
 from irl_lm.experiments import results, stats, sweeps
 
 Row = dict[str, Any]
 INPUT_COLUMNS = ("sweep", "point", "method", "seed", "temperature", "index", "quality",
-                 "distinct", "self_bleu", "valid_orders", "order_entropy", "length",
-                 "empty_rate", "rho_reward", "rho_logprob", "rho_logprob_norm", "samples")
+                 "distinct", "self_bleu", "bleu_diversity", "valid_orders", "order_entropy",
+                 "length", "eos_rate", "empty_rate", "rho_reward", "rho_logprob",
+                 "rho_logprob_norm", "samples")
+DIVERSITY_MEASURES = ("distinct", "bleu_diversity")  # finding 2: a frontier on each
 FINDING_COLUMNS = ("finding", "sweep", "comparison", "measure", "estimate", "low", "high",
                    "confidence", "smallest_detectable", "verdict", "n")
 FINDINGS = {1: "IQLearn improves task quality over MLE",
@@ -71,24 +81,42 @@ def _score(scores: Mapping[str, Any]) -> Optional[float]:
 
 def input_rows(ident: Mapping[str, Any], temperature: float,
                records: Sequence[Mapping[str, Any]],
-               solutions: Optional[Callable[[str], Optional[Sequence[str]]]] = None
-               ) -> list[Row]:
+               solutions: Optional[Callable[[str], Optional[Sequence[str]]]] = None,
+               sample_quality: Optional[Callable[[str, str], float]] = None,
+               max_length: Optional[int] = None) -> list[Row]:
   """`INPUT_COLUMNS` rows of one K-samples file's records (each 'index', 'input' and
   'samples' with 'output', 'scores' and, with statistics, 'implicit_reward', 'log_prob',
-  'num_tokens'). `solutions`: an input's valid solution texts by order (arithmetic), or None.
-  Pure."""
+  'num_tokens'). Pure.
+
+  Args:
+    ident: the run's columns ('sweep', 'point', 'method', 'seed').
+    temperature: the file's sampling temperature.
+    records: its records.
+    solutions: an input's valid solution texts by order (arithmetic), or None.
+    sample_quality: ``(input, output) -> quality`` replacing each sample's task score (the
+      known-distribution task's teacher log-probability), or None.
+    max_length: the most target tokens a sample may have; with 'num_tokens', ``eos_rate``
+      counts the samples shorter than it (ended with EOS).
+  """
   rows = []
   for record in records:
     samples = record.get("samples") or []
     if not samples:
       continue
     outputs = [str(s.get("output", "")) for s in samples]
-    score = np.asarray([_score(s.get("scores") or {}) for s in samples], dtype=np.float64)
+    if sample_quality is not None:
+      score = np.asarray([sample_quality(str(record.get("input", "")), o) for o in outputs],
+                         dtype=np.float64)
+    else:
+      score = np.asarray([_score(s.get("scores") or {}) for s in samples], dtype=np.float64)
+    self_bleu = metrics_lib.self_bleu([outputs]) if len(outputs) > 1 else None
     row: Row = {**ident, "temperature": temperature, "index": record.get("index"),
                 "quality": float(np.mean(score)), "samples": len(samples),
-                "distinct": len(set(outputs)) / len(outputs),
-                "self_bleu": metrics_lib.self_bleu([outputs]) if len(outputs) > 1 else None,
+                "distinct": len(set(outputs)) / len(outputs), "self_bleu": self_bleu,
+                "bleu_diversity": None if self_bleu is None else 100.0 - self_bleu,
                 "empty_rate": float(np.mean([not o.strip() for o in outputs]))}
+    if max_length and all("num_tokens" in s for s in samples):
+      row["eos_rate"] = float(np.mean([int(s["num_tokens"]) < max_length for s in samples]))
     valid = solutions(record.get("input", "")) if solutions else None
     if valid:
       orders = [arithmetic.solution_order(o, valid) for o in outputs]
@@ -108,6 +136,29 @@ def input_rows(ident: Mapping[str, Any], temperature: float,
 
 def _finite(x: float) -> Optional[float]:
   return float(x) if math.isfinite(x) else None
+
+
+def target_length(run_dir: str) -> Optional[int]:
+  """The run's ``train.feature_lengths['targets']`` (its samples' length limit), from its
+  ``config.gin``; None when it is not recorded there."""
+  path = os.path.join(run_dir, "config.gin")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    match = re.search(r"^train\.feature_lengths\s*=\s*(\{[^}]*\})", f.read(), re.MULTILINE)
+  if not match:
+    return None
+  try:
+    return int(ast.literal_eval(match.group(1))["targets"])
+  except (ValueError, SyntaxError, KeyError, TypeError):
+    return None
+
+
+def _teacher_quality(task: Optional[str]) -> Optional[Callable[[str, str], float]]:
+  known = known_distribution.known_task(task) if task else None
+  if known is None:
+    return None
+  return functools.partial(known_distribution.sample_log_prob_per_token, known.teacher)
 
 
 def collect_inputs(out_dir: str) -> list[Row]:
@@ -134,7 +185,8 @@ def collect_inputs(out_dir: str) -> list[Row]:
         records = results._read_jsonl(os.path.join(  # pylint: disable=protected-access
             os.path.dirname(path), f"{summary['setting']}.jsonl"))
         rows += input_rows(ident, float(summary["decoding"]["temperature"]), records,
-                           solutions)
+                           solutions, _teacher_quality(evaluation.get("task")),
+                           target_length(entry["run_dir"]))
   return rows
 
 
@@ -244,26 +296,30 @@ def _frontier_arrays(rows: Sequence[Mapping[str, Any]], seeds: Sequence[str],
   return d, q
 
 
-def frontier_rows(inputs: Sequence[Mapping[str, Any]], diversity: str = "distinct",
-                  **kw: Any) -> list[Row]:
+def frontier_rows(inputs: Sequence[Mapping[str, Any]],
+                  diversity: Sequence[str] = DIVERSITY_MEASURES, **kw: Any) -> list[Row]:
   """Finding 2: each IQLearn point's temperature frontier against MLE's and each MLE +
-  entropy point's (mean quality gap over the common `diversity` range)."""
+  entropy point's (mean quality gap over their common range), on each `diversity` measure
+  the inputs have (more than one temperature needed)."""
   out = []
   for sweep in sorted({r["sweep"] for r in inputs}):
     in_sweep = [r for r in inputs if r["sweep"] == sweep]
+    if len({r["temperature"] for r in in_sweep}) < 2:
+      continue
     others = [p for m in (BASELINE, ENTROPY) for _, p in _points(in_sweep, m)]
+    measures = [m for m in diversity if any(r.get(m) not in (None, "") for r in in_sweep)]
     for _, point in _points(in_sweep, IQLEARN_METHODS):
       mine = [r for r in in_sweep if r["point"] == point]
-      for other in others:
+      for other, measure in ((o, m) for m in measures for o in others):
         theirs = [r for r in in_sweep if r["point"] == other]
         seeds, indices = _common(mine, theirs, "seed"), _common(mine, theirs, "index")
         if not seeds or not indices:
           continue
         interval = stats.frontier_area_interval(
-            *_frontier_arrays(mine, seeds, indices, diversity),
-            *_frontier_arrays(theirs, seeds, indices, diversity), normalise=True, **kw)
+            *_frontier_arrays(mine, seeds, indices, measure),
+            *_frontier_arrays(theirs, seeds, indices, measure), normalise=True, **kw)
         out.append(_row(2, sweep, f"{point} - {other}",
-                        f"quality gap at matched {diversity}", interval))
+                        f"quality gap at matched {measure}", interval))
   return out
 
 
@@ -351,13 +407,12 @@ def findings(rows: Sequence[Mapping[str, Any]], examples: Sequence[Mapping[str, 
   `overfitting_metric`: the curve finding 3 reads (higher better); the default is the negated
   teacher-forced validation NLL (`negate_nll`), which every task logs.
   """
-  known = known_distribution_sweeps(rows)  # their per-sample score is no quality measure
+  known = known_distribution_sweeps(rows)  # their greedy score is no quality measure
   examples = [r for r in examples if r["sweep"] not in known]
-  task_inputs = [r for r in inputs if r["sweep"] not in known]
   builders = {1: lambda **kw: quality_rows(examples, **kw) + run_metric_rows(rows, **kw),
-              2: lambda **kw: frontier_rows(task_inputs, **kw),
+              2: lambda **kw: frontier_rows(inputs, **kw),
               3: lambda **kw: overfitting_rows(curves, overfitting_metric, **kw),
-              4: lambda **kw: reward_rows(task_inputs, **kw) + run_metric_rows(
+              4: lambda **kw: reward_rows(inputs, **kw) + run_metric_rows(
                   rows, "reward_teacher_spearman", higher_is_claimed=True,
                   baseline_column="logprob_teacher_spearman", finding=4, **kw),
               5: lambda **kw: cost_rows(rows, **kw)}

@@ -1,8 +1,9 @@
 """Figures of the protocol with intervals: a PNG and a CSV per item (as `figures`).
 
-* `frontiers`: per sweep, each point's (diversity, quality) per sampling temperature, means
-  over seeds and inputs with 95% bootstrap intervals over inputs on both axes, plus output
-  length and the empty-output rate per temperature in the CSV.
+* `frontiers` / `frontiers_bleu`: per sweep, each point's (diversity, quality) per sampling
+  temperature, diversity as distinct outputs / K or as 100 − Self-BLEU, means over seeds and
+  inputs with 95% bootstrap intervals over inputs on both axes, plus output length, the
+  empty-output rate and the rate of samples ending with EOS per temperature in the CSV.
 * `overfitting_curves`: the validation NLL (teacher-forced) and each evaluated score of the
   subset points over training, mean ± SEM over seeds.
 * `reward_correlations`: per point, the mean within-input Spearman of the summed implicit
@@ -34,9 +35,11 @@ def _groups(rows: Sequence[Row], keys: Sequence[str]) -> dict[tuple, list[Row]]:
   return out
 
 
-def frontiers(inputs: Sequence[Row], out_dir: str, diversity: str = "distinct"
-              ) -> dict[str, Any]:
-  """Quality against `diversity` per point and temperature (module docstring)."""
+def frontiers(inputs: Sequence[Row], out_dir: str, diversity: str = "distinct",
+              name: str = "frontiers") -> dict[str, Any]:
+  """Quality against `diversity` per point and temperature (module docstring), drawn as
+  `name`."""
+  inputs = [r for r in inputs if r.get(diversity) not in (None, "")]
   table = []
   for (sweep, point, method, t), group in sorted(
       _groups(inputs, ("sweep", "point", "method", "temperature")).items(), key=str):
@@ -46,6 +49,7 @@ def frontiers(inputs: Sequence[Row], out_dir: str, diversity: str = "distinct"
                   diversity: d.estimate, f"{diversity}_low": d.low, f"{diversity}_high": d.high,
                   "length": _interval([r.get("length") for r in group]).estimate,
                   "empty_rate": _interval([r.get("empty_rate") for r in group]).estimate,
+                  "eos_rate": _interval([r.get("eos_rate") for r in group]).estimate,
                   "seeds": len({r["seed"] for r in group}), "inputs": len(group)})
   sweeps = sorted({r["sweep"] for r in table})
   fig, axes = plt.subplots(1, max(len(sweeps), 1), figsize=(6 * max(len(sweeps), 1), 4.5),
@@ -63,7 +67,7 @@ def frontiers(inputs: Sequence[Row], out_dir: str, diversity: str = "distinct"
     ax.set(title=f"{sweep}: temperature frontiers (95% CI over inputs)",
            xlabel=f"diversity ({diversity})", ylabel="sample quality")
     ax.legend(fontsize=7)
-  return figures._finish(fig, table, out_dir, "frontiers")  # pylint: disable=protected-access
+  return figures._finish(fig, table, out_dir, name)  # pylint: disable=protected-access
 
 
 def overfitting_curves(curves: Sequence[Row], out_dir: str) -> dict[str, Any]:
@@ -135,6 +139,7 @@ def make_all(inputs: Sequence[Row], curves: Sequence[Row], finding_rows: Sequenc
              out_dir: str) -> dict[str, dict[str, Any]]:
   """Every item above into `out_dir`; {item name: {'png', 'csv', 'rows'}}."""
   return {"frontiers": frontiers(inputs, out_dir),
+          "frontiers_bleu": frontiers(inputs, out_dir, "bleu_diversity", "frontiers_bleu"),
           "overfitting_curves": overfitting_curves(curves, out_dir),
           "reward_correlations": reward_correlations(inputs, out_dir),
           "findings": findings_plot(finding_rows, out_dir)}

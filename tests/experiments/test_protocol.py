@@ -1,9 +1,11 @@
 """The protocol's per-input records and findings on small synthetic results, by hand."""
+import functools
 import math
 
 import numpy as np
 import pytest
 
+from irl_lm.data import known_distribution
 from irl_lm.evaluation import metrics
 from irl_lm.experiments import protocol, stats
 
@@ -146,3 +148,48 @@ def test_input_rows_count_arithmetic_solution_orders():
   (none_valid,) = protocol.input_rows(ident, 1.0, [{**record, "samples": record["samples"][3:]}],
                                       lambda q: valid)
   assert none_valid["valid_orders"] == 0 and none_valid["order_entropy"] is None
+
+
+def test_known_distribution_samples_are_scored_by_the_teacher():
+  teacher = known_distribution.Teacher()
+  prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+  text = known_distribution.format_symbols
+  quality = known_distribution.sample_log_prob_per_token
+  # A sample that ended: its symbols, then EOS, per token.
+  assert quality(teacher, text(prompt), "7 8") == pytest.approx(
+      teacher.log_prob(prompt, [7, 8, teacher.eos]) / 3)
+  # One that reached the limit (24 symbols, no EOS): the first 23, then EOS.
+  long = list(range(24))
+  assert quality(teacher, text(prompt), text(long)) == pytest.approx(
+      teacher.log_prob(prompt, long[:23] + [teacher.eos]) / 24)
+  assert math.isnan(quality(teacher, text(prompt), "7 x"))
+  assert math.isnan(quality(teacher, text(prompt), "7 99"))
+  ident = {"sweep": "kd", "point": "mle", "method": "mle", "seed": 0}
+  samples = [{"output": o, "scores": {"rouge1": 50.0}, "num_tokens": n}
+             for o, n in (("7 8", 3), ("7 8", 3), (text(long), 24))]
+  (row,) = protocol.input_rows(ident, 1.0, [{"index": 0, "input": text(prompt),
+                                             "samples": samples}],
+                               sample_quality=functools.partial(quality, teacher),
+                               max_length=24)
+  assert row["quality"] == pytest.approx(np.mean([quality(teacher, text(prompt), s["output"])
+                                                  for s in samples]))
+  assert row["eos_rate"] == pytest.approx(2 / 3)  # the 24-token sample did not end
+  assert row["bleu_diversity"] == pytest.approx(100 - row["self_bleu"])
+
+
+def test_target_length_reads_the_run_config(tmp_path):
+  (tmp_path / "config.gin").write_text(
+      "train.model = @decoder_only()\ntrain.feature_lengths = {'inputs': 9, 'targets': 24}\n")
+  assert protocol.target_length(str(tmp_path)) == 24
+  assert protocol.target_length(str(tmp_path / "missing")) is None
+
+
+def test_frontier_rows_read_each_diversity_measure():
+  inputs = _inputs("mle", "mle", 0.0) + _inputs("iqlearn_td_weight0.1", "iqlearn", 3.0)
+  inputs = [{**r, "bleu_diversity": 100 * r["distinct"]} for r in inputs]
+  rows = protocol.frontier_rows(inputs, num_resamples=100)
+  assert [r["measure"] for r in rows] == ["quality gap at matched distinct",
+                                          "quality gap at matched bleu_diversity"]
+  assert all(r["estimate"] == pytest.approx(3.0) for r in rows)
+  one_temperature = [r for r in inputs if r["temperature"] == 1.0]
+  assert protocol.frontier_rows(one_temperature, num_resamples=100) == []
