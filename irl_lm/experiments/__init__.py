@@ -1,7 +1,7 @@
 """Experiments: sweeps of runs (in this process, or subprocesses of `python -m irl_lm.main`),
 tidy result CSVs with mean ± SEM over seeds, and the paper's figures and tables.
 
-  python -m irl_lm.experiments --sweep=gin/experiments/quick_cpu.gin --out_dir=results/quick
+  python -m irl_lm.experiments --sweep=gin/experiments/quick_cpu.gin --out_dir=results/docstring
 
 Modules: `sweeps` (the gin ``Sweep``, expansion to runs, resumable execution, commands),
 `inprocess` (every phase in one process, as `irl_lm.main` runs it: gin's `run` after

@@ -1,6 +1,6 @@
 r"""Sampling time vs update time of the tiny model (Table 1's sampling column).
 
-  python -m irl_lm.experiments.timing --out=results/quick/timing.json
+  python -m irl_lm.experiments.timing --out=results/docstring/timing.json
 
 Times one jitted `temperature_sample` batch (temperature 1, exactly `new_tokens` tokens) and one
 IQLearn + Adafactor train step of the same shape, medians after a warm-up, for the quick sweep's
