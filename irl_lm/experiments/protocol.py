@@ -31,8 +31,8 @@ within-input correlations use the teacher's log-probability (above):
    entropy's, on their common diversity range (`stats.frontier_area_interval`, normalised);
 3. over-fitting: on the small-subset points, MLE's peak-minus-final of the validation score
    minus IQLearn's, paired by seed;
-4. reward: within-input Spearman of the summed reward with the task score, minus that of
-   length-normalised log π (paired over inputs);
+4. reward: within-input Spearman of the summed reward with the task score, minus that of the
+   stronger of log π and length-normalised log π (paired over inputs);
 5. cost: IQLearn's training steps per second over MLE's − 1, paired by seed (the step-time
    benchmark is the controlled measurement; this is the sweep's own).
 
@@ -350,10 +350,15 @@ def overfitting_rows(curves: Sequence[Mapping[str, Any]], metric: str, **kw: Any
   return out
 
 
+REWARD_BASELINES = ("rho_logprob", "rho_logprob_norm")
+
+
 def reward_rows(inputs: Sequence[Mapping[str, Any]], temperature: float = 1.0,
-                baseline: str = "rho_logprob_norm", **kw: Any) -> list[Row]:
+                baselines: Sequence[str] = REWARD_BASELINES, **kw: Any) -> list[Row]:
   """Finding 4: per IQLearn point, the within-input Spearman of the reward with the score
-  minus that of `baseline`, per input averaged over seeds, paired over inputs."""
+  minus that of the stronger of `baselines` (the one of higher mean over inputs: log π or
+  length-normalised log π), per input averaged over seeds, paired over inputs. With γ = 1 the
+  summed reward ranks an input's samples exactly as log π does, so only γ < 1 can beat it."""
   out = []
   use = [r for r in inputs if r.get("temperature") not in (None, "")
          and float(r["temperature"]) == temperature]
@@ -365,10 +370,16 @@ def reward_rows(inputs: Sequence[Mapping[str, Any]], temperature: float = 1.0,
       with warnings.catch_warnings():  # an input without a correlation in any seed: NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         reward = np.nanmean(_matrix(mine, "rho_reward", seeds, indices), axis=0)
-        base = np.nanmean(_matrix(mine, baseline, seeds, indices), axis=0)
-      out.append(_row(4, sweep, f"{point}: reward - {baseline[4:]}",
+        candidates = {b: np.nanmean(_matrix(mine, b, seeds, indices), axis=0)
+                      for b in baselines if any(r.get(b) not in (None, "") for r in mine)}
+      if not candidates:
+        continue
+      name = max(candidates, key=lambda b: np.nanmean(candidates[b])
+                 if np.isfinite(candidates[b]).any() else -np.inf)
+      out.append(_row(4, sweep, f"{point}: reward - {name[4:]}",
                       f"within-input Spearman with the score (T={temperature:g})",
-                      stats.paired_seed_interval(reward, base, unit="inputs", **kw)))
+                      stats.paired_seed_interval(reward, candidates[name], unit="inputs",
+                                                 **kw)))
   return out
 
 

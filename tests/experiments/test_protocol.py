@@ -193,3 +193,11 @@ def test_frontier_rows_read_each_diversity_measure():
   assert all(r["estimate"] == pytest.approx(3.0) for r in rows)
   one_temperature = [r for r in inputs if r["temperature"] == 1.0]
   assert protocol.frontier_rows(one_temperature, num_resamples=100) == []
+
+
+def test_reward_rows_compare_with_the_stronger_log_pi_baseline():
+  inputs = _inputs("iqlearn_td_weight0.1", "iqlearn", 0.0)
+  inputs = [{**r, "rho_logprob": 0.4 + 0.1 * r["index"]} for r in inputs]  # beats normalised
+  (row,) = protocol.reward_rows(inputs, num_resamples=100)
+  assert row["comparison"] == "iqlearn_td_weight0.1: reward - logprob"
+  assert row["estimate"] == pytest.approx(0.1)
