@@ -201,6 +201,11 @@ def save_t5x(params: Any, checkpoint_dir: str, *, step: int = 0,
 
 # ----------------------------------------------------------------------------- Orbax
 
+def _orbax_path(path: str) -> str:
+  """`path`, absolute when local: Orbax reads no tree metadata from a relative path."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def save_t5x_orbax(params: Any, checkpoint_dir: str, *, step: int = 0,
                    dtype: Any = np.float32) -> None:
   """Writes parameters as a T5X Orbax checkpoint: `<checkpoint_dir>/state/`, an Orbax PyTree of
@@ -214,7 +219,7 @@ def save_t5x_orbax(params: Any, checkpoint_dir: str, *, step: int = 0,
           "state": {"step": np.asarray(step, np.int32)}}
   epath.Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
   checkpointer = ocp.PyTreeCheckpointer()
-  checkpointer.save(os.path.join(checkpoint_dir, "state"), tree, force=True)
+  checkpointer.save(_orbax_path(os.path.join(checkpoint_dir, "state")), tree, force=True)
   checkpointer.close()
 
 
@@ -226,7 +231,7 @@ def orbax_tree_metadata(path: str) -> Mapping[str, Any]:
   """
   import orbax.checkpoint as ocp
   try:
-    metadata = ocp.PyTreeCheckpointer().metadata(path)
+    metadata = ocp.PyTreeCheckpointer().metadata(_orbax_path(path))
   except Exception as e:  # Orbax raises many types; all mean "unreadable".
     raise CheckpointError(f"the Orbax checkpoint {path} is unreadable or corrupt "
                           f"({type(e).__name__}: {str(e)[:200]}).") from e
@@ -263,7 +268,7 @@ def restore_orbax_params(path: str, subtree: str, abstract_params: Any, *, where
   item = jax.tree.map(lambda x: np.zeros((), x.dtype), abstract_params)
   try:
     restored = ocp.PyTreeCheckpointer().restore(
-        path, args=ocp.args.PyTreeRestore(item={subtree: item},
+        _orbax_path(path), args=ocp.args.PyTreeRestore(item={subtree: item},
                                           restore_args={subtree: restore_args},
                                           partial_restore=True))
   except Exception as e:  # Orbax raises many types; all mean "this checkpoint won't load".

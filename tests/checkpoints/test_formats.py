@@ -50,6 +50,16 @@ def test_reads_our_own_run_checkpoints(tmp_path, params):
   assert_exact(params, cf.load_params(str(tmp_path / "run/checkpoints/4"), abstract()))
 
 
+def test_reads_run_checkpoints_by_relative_path(tmp_path, params, monkeypatch):
+  state = state_lib.create_train_state(params, optax.adam(1e-3), jax.random.PRNGKey(0))
+  checkpointer = checkpoints.Checkpointer(str(tmp_path / "run" / "checkpoints"), async_save=False)
+  checkpointer.save(3, state)
+  checkpointer.close()
+  monkeypatch.chdir(tmp_path)  # what `train.init_from = 'results/.../seed0'` gives
+  assert cf.detect_format("run").format == "irl_lm"
+  assert_exact(params, cf.load_params("run", abstract()))
+
+
 def test_loads_directly_into_shardings(tmp_path, params):
   partitioner = Partitioner((2, 4))
   model = t5.EncoderDecoderModel(CONFIG)
