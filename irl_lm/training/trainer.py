@@ -218,7 +218,9 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
         checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog,
         evaluate: Optional[Callable[[int, state_lib.TrainState], None]] = None,
         eval_every: int = 0, handle_signals: bool = True,
-        throughput: Throughput = Throughput()
+        throughput: Throughput = Throughput(),
+        term_norms: Optional[Callable[[state_lib.TrainState, Mapping[str, jax.Array]],
+                                      Mapping[str, jax.Array]]] = None
         ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
   """Runs `train_step` on `batches` (global, sharded over 'data': see `global_batches`) from
   `state.step` up to `settings.num_train_steps`.
@@ -243,6 +245,11 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   Each record also has the `throughput` rates (`Throughput.rates`); the model-FLOP
   utilisation shows on the progress line.
 
+  `term_norms(state, batch)` (`term_norms.make_term_grad_norms`; None: none), when given, runs
+  on the state and batch of each step that ends at a multiple of `log_every` (and of the last
+  step), before that step; its values, of that one step, join the step's record as
+  `train/<name>` (e.g. `train/grad_norm/nll`).
+
   Returns:
     (final state, logged records [{'step', metric: value, ...}], seconds spent in the loop).
   """
@@ -257,9 +264,13 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   train_start = time.time()
   window_start, window_step = train_start, start_step
 
+  norms: dict[int, Mapping[str, jax.Array]] = {}  # the step's term norms, until recorded
+
   def record(done: int) -> None:
     nonlocal window_start, window_step
     means, skipped = window.flush()
+    if done in norms:
+      means.update({k: float(v) for k, v in jax.device_get(norms.pop(done)).items()})
     now = time.time()
     steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
     window_start, window_step = now, done
@@ -285,8 +296,10 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   with stopping.StopRequest(enabled=handle_signals,
                             directory=getattr(checkpointer, "directory", None)) as stop:
     for step in range(start_step, num_train_steps):
-      state, metrics = train_step(state, next(batches))
-      done = step + 1
+      batch, done = next(batches), step + 1
+      if term_norms is not None and (done % log_every == 0 or done == num_train_steps):
+        norms[done] = term_norms(state, batch)  # before the step donates the state
+      state, metrics = train_step(state, batch)
       window.add(done, metrics)
       # Keep at most one step in flight: the host still prepares the next batch while the
       # device works, but a long queue of dispatched steps can starve XLA's CPU collectives
