@@ -148,9 +148,10 @@ def train(run_dir: str, run: RunSettings, *, batches: Optional[Iterator[Batch]] 
         settings=training, checkpointer=checkpointer, log=log,
         eval_every=evaluation.every if evaluator else 0,
         evaluate=lambda step, state: evaluate(step, state.params),
-        throughput=trainer.Throughput(_flops_per_step(model, batch_size, feature_lengths),
-                                      _peak_flops(partitioner)),
-        term_norms=term_norms)
+        extras=trainer.RecordExtras(
+            trainer.Throughput(_flops_per_step(model, batch_size, feature_lengths),
+                               _peak_flops(partitioner)),
+            term_norms=term_norms))
     open_checkpointer.pop().close()  # the checkpoints commit before the final evaluation
 
     eval_metrics = None

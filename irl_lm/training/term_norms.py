@@ -2,8 +2,9 @@
 
 For the objective's unweighted terms (the NLL, the TD penalty E[r²] before λ, the mean entropy
 before β) the global L2 norm of each term's own gradient w.r.t. the parameters; λ·‖∇E[r²]‖ is
-then the TD term's effective pull next to ‖∇NLL‖. Each term costs one extra backward pass, so
-the trainer computes them only at its log steps (`TrainSettings.term_grad_norms`).
+then the TD term's effective pull next to ‖∇NLL‖. Each term costs an extra backward pass (and,
+with microbatches, an extra forward pass), so the trainer computes them only at its log steps
+(`TrainSettings.term_grad_norms`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from irl_lm.training import step as step_lib
 from irl_lm.training.state import TrainState
 
 Batch = Mapping[str, jax.Array]
-TermNorms = Callable[[TrainState, Batch], dict[str, jax.Array]]
 
 # The metrics that are terms of an objective, in logging order.
 TERMS = ("nll", "td_loss", "entropy")
@@ -58,25 +58,26 @@ def term_grad_norms(objective: objectives_lib.Objective, params: Any, batch: Bat
     return objective(p, b, r, model)[1]
 
   names = term_names(objective, jax.eval_shape(terms, params, batch, rng))
+  norms = {}
   if microbatches > 1:
-    grads = {}
     for name in names:
-      _, grads[name] = step_lib.microbatch_grads(
+      _, grads = step_lib.microbatch_grads(
           lambda p, b, r, name=name: (terms(p, b, r)[name], {}), params, batch, rng,
           microbatches)
+      norms[f"grad_norm/{name}"] = optax.global_norm(grads)
   else:
     # One forward pass shared by every term's backward pass.
     values, pullback = jax.vjp(lambda p: {n: terms(p, batch, rng)[n] for n in names}, params)
-    grads = {}
     for name in names:
-      (grads[name],) = pullback({n: jnp.asarray(float(n == name), values[n].dtype)
-                                 for n in names})
-  return {f"grad_norm/{name}": optax.global_norm(grads[name]) for name in names}
+      (grads,) = pullback({n: jnp.asarray(float(n == name), values[n].dtype) for n in names})
+      norms[f"grad_norm/{name}"] = optax.global_norm(grads)
+  return norms
 
 
 def make_term_grad_norms(*, model: Any, objective: objectives_lib.Objective,
                          partitioner: Partitioner, shardings: TrainState,
-                         microbatches: int = 1) -> TermNorms:
+                         microbatches: int = 1
+                         ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
   """Jits `term_grad_norms` for the train state and batch the train step receives.
 
   Args:
