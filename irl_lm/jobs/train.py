@@ -22,6 +22,7 @@ from irl_lm.jobs import common
 from irl_lm.models import flops, lora
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import step as step_lib
+from irl_lm.training import term_norms as term_norms_lib
 from irl_lm.training import trainer
 from irl_lm.training import validation
 from irl_lm.training.settings import RunSettings
@@ -92,6 +93,11 @@ def train(run_dir: str, run: RunSettings, *, batches: Optional[Iterator[Batch]] 
                                           shardings=layout.shardings,
                                           on_nonfinite=training.on_nonfinite,
                                           microbatches=training.microbatches)
+    term_norms = None
+    if training.term_grad_norms:
+      term_norms = term_norms_lib.make_term_grad_norms(
+          model=model, objective=objective, partitioner=partitioner, shardings=layout.shardings,
+          microbatches=training.microbatches)
     if batches is None:
       from irl_lm.data import pipeline  # TensorFlow only when real data is needed.
       # Step-indexed order: a resumed run reads exactly the batches it would have read.
@@ -142,8 +148,10 @@ def train(run_dir: str, run: RunSettings, *, batches: Optional[Iterator[Batch]] 
         settings=training, checkpointer=checkpointer, log=log,
         eval_every=evaluation.every if evaluator else 0,
         evaluate=lambda step, state: evaluate(step, state.params),
-        throughput=trainer.Throughput(_flops_per_step(model, batch_size, feature_lengths),
-                                      _peak_flops(partitioner)))
+        extras=trainer.RecordExtras(
+            trainer.Throughput(_flops_per_step(model, batch_size, feature_lengths),
+                               _peak_flops(partitioner)),
+            term_norms=term_norms))
     open_checkpointer.pop().close()  # the checkpoints commit before the final evaluation
 
     eval_metrics = None

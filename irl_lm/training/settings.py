@@ -28,7 +28,7 @@ from irl_lm.decoding.config import DecodingConfig
 from irl_lm.partitioning import Partitioner
 from irl_lm.training import optimizers
 from irl_lm.training import step as step_lib
-from irl_lm.training.objectives import IQLearn, Objective
+from irl_lm.training.objectives import IQLearn, Objective, OnlineObjective
 
 
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
@@ -83,6 +83,9 @@ class TrainSettings:
       advances) and count them as `train/skipped_updates`.
     log_every: steps between metric records / progress lines.
     tensorboard: also write TensorBoard summaries.
+    term_grad_norms: at each log step, also log the gradient norm of each unweighted term of
+      the (offline) objective on that step's batch (`train/grad_norm/nll`, `/td_loss`,
+      `/entropy`; see `term_norms`): one extra backward pass per term at those steps.
   """
   num_train_steps: Optional[int] = None
   batch_size: Optional[int] = None
@@ -94,6 +97,7 @@ class TrainSettings:
   on_nonfinite: str = "stop"
   log_every: int = 50
   tensorboard: bool = True
+  term_grad_norms: bool = False
 
   def __post_init__(self):
     if self.num_train_steps is not None:  # unset: `RunSettings.validate` asks for it
@@ -102,6 +106,9 @@ class TrainSettings:
       _check_int("TrainSettings.batch_size", self.batch_size, 1)
     _check_int("TrainSettings.log_every", self.log_every, 1)
     _check_int("TrainSettings.microbatches", self.microbatches, 1)
+    if not isinstance(self.term_grad_norms, bool):
+      raise errors.SettingError(f"TrainSettings.term_grad_norms = {self.term_grad_norms!r} is "
+                                "invalid: use True or False.")
     if self.on_nonfinite not in step_lib.NONFINITE_MODES:
       raise errors.SettingError(
           f"TrainSettings.on_nonfinite = {self.on_nonfinite!r} is not a mode: use 'stop' (stop "
@@ -255,6 +262,10 @@ class RunSettings:
                                   training.batch_size // hosts, mesh.data_size // hosts)
     except ValueError as e:
       raise errors.SettingError(str(e)) from None
+    if training.term_grad_norms and isinstance(self.objective, OnlineObjective):
+      raise errors.SettingError(
+          f"TrainSettings.term_grad_norms = True measures the terms of offline objectives (MLE, "
+          f"IQLearn), and {type(self.objective).__name__} samples online: set it to False.")
     training.make_optimizer()  # refuses make_schedule / make_optimizer settings that cannot work
     if training.pack and getattr(self.model, "pad_is_token", False):
       raise errors.SettingError(

@@ -52,7 +52,7 @@ def _guard(old: TrainState, new: TrainState, metrics: dict[str, jax.Array],
   return new, dict(metrics, **health)
 
 
-def _microbatch_grads(loss_fn: Callable[..., Any], params: Any, batch: Mapping[str, jax.Array],
+def microbatch_grads(loss_fn: Callable[..., Any], params: Any, batch: Mapping[str, jax.Array],
                       rng: jax.Array, microbatches: int) -> tuple[Any, dict, Any]:
   """(loss, metrics) and gradients of `loss_fn(params, batch, rng)` accumulated over
   `microbatches` slices of the batch, one at a time (`lax.scan`: only one slice's activations
@@ -110,7 +110,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
     samples: only for an `OnlineObjective`: samples drawn outside the step (None: drawn here).
     on_nonfinite: 'stop' or 'skip' (see the module docstring).
     microbatches: accumulate the gradient over this many slices of the batch (offline
-      objectives; `_microbatch_grads`): the same update in less activation memory.
+      objectives; `microbatch_grads`): the same update in less activation memory.
 
   Returns:
     (new state, metrics): metrics are float32 scalars, including 'loss', 'grad_norm' and
@@ -121,7 +121,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
                              schedule=schedule, samples=samples, on_nonfinite=on_nonfinite)
   rng, step_rng = jax.random.split(state.rng)
   if microbatches > 1:
-    (loss, metrics), grads = _microbatch_grads(
+    (loss, metrics), grads = microbatch_grads(
         lambda p, b, r: objective(p, b, r, model), state.params, batch, step_rng, microbatches)
   else:
     (loss, metrics), grads = jax.value_and_grad(

@@ -142,6 +142,24 @@ class Throughput:
     return out
 
 
+TermNorms = Callable[[state_lib.TrainState, Mapping[str, jax.Array]], Mapping[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordExtras:
+  """What each train record holds besides the means of the steps' metrics.
+
+  Attributes:
+    throughput: what the speed is compared with (`Throughput`).
+    term_norms: None, or `norms(state, batch) -> {name: scalar}`
+      (`term_norms.make_term_grad_norms`), run on the state and batch of each step that ends at
+      a multiple of `log_every` (and of the last step), before that step: its values, of that
+      one step, join the step's record as `train/<name>` (e.g. `train/grad_norm/nll`).
+  """
+  throughput: Throughput = Throughput()
+  term_norms: Optional[TermNorms] = None
+
+
 _BLAME = {"finite_loss": "the loss", "finite_grad_norm": "the gradient norm",
           "finite_state": "the updated parameters/optimiser state"}
 
@@ -218,7 +236,7 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
         checkpointer: checkpoints_lib.Checkpointer, log: MetricsLog,
         evaluate: Optional[Callable[[int, state_lib.TrainState], None]] = None,
         eval_every: int = 0, handle_signals: bool = True,
-        throughput: Throughput = Throughput()
+        extras: RecordExtras = RecordExtras()
         ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
   """Runs `train_step` on `batches` (global, sharded over 'data': see `global_batches`) from
   `state.step` up to `settings.num_train_steps`.
@@ -240,8 +258,9 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
 
   Every checkpoint is saved only after every step up to it was checked finite.
 
-  Each record also has the `throughput` rates (`Throughput.rates`); the model-FLOP
-  utilisation shows on the progress line.
+  Each record also has what `extras` adds: the throughput rates (`Throughput.rates`; the
+  model-FLOP utilisation shows on the progress line) and the per-term gradient norms of the
+  logged step (`RecordExtras.term_norms`).
 
   Returns:
     (final state, logged records [{'step', metric: value, ...}], seconds spent in the loop).
@@ -257,14 +276,18 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   train_start = time.time()
   window_start, window_step = train_start, start_step
 
+  norms: dict[int, Mapping[str, jax.Array]] = {}  # the step's term norms, until recorded
+
   def record(done: int) -> None:
     nonlocal window_start, window_step
     means, skipped = window.flush()
+    if done in norms:
+      means.update({k: float(v) for k, v in jax.device_get(norms.pop(done)).items()})
     now = time.time()
     steps_per_second = (done - window_step) / max(now - window_start, 1e-9)
     window_start, window_step = now, done
     means["steps_per_second"] = steps_per_second
-    means.update(throughput.rates(steps_per_second))
+    means.update(extras.throughput.rates(steps_per_second))
     if on_nonfinite == "skip":
       means["skipped_updates"] = float(skipped)
     log.write(done, "train", means)
@@ -285,8 +308,10 @@ def fit(state: state_lib.TrainState, train_step: Callable[..., Any],
   with stopping.StopRequest(enabled=handle_signals,
                             directory=getattr(checkpointer, "directory", None)) as stop:
     for step in range(start_step, num_train_steps):
-      state, metrics = train_step(state, next(batches))
-      done = step + 1
+      batch, done = next(batches), step + 1
+      if extras.term_norms is not None and (done % log_every == 0 or done == num_train_steps):
+        norms[done] = extras.term_norms(state, batch)  # before the step donates the state
+      state, metrics = train_step(state, batch)
       window.add(done, metrics)
       # Keep at most one step in flight: the host still prepares the next batch while the
       # device works, but a long queue of dispatched steps can starve XLA's CPU collectives
