@@ -284,7 +284,7 @@ class Evaluator:
     return summary, records
 
   def diversity(self, params: Any, *, samples_per_input: int = 4, temperature: float = 1.0,
-                seed: int = 0, num_inputs: Optional[int] = None
+                seed: int = 0, num_inputs: Optional[int] = None, calculator: bool = False
                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """K samples per input: Self-BLEU, distinct-1/2 over all samples, task scores and, with
     statistics, the entropy and the reward correlation over all K*N samples.
@@ -294,6 +294,8 @@ class Evaluator:
       temperature: the sampling temperature.
       seed: sampling seed.
       num_inputs: use only the first N inputs of the split (default all).
+      calculator: sample with GSM8k calculator forcing (`irl_lm.decoding.calculator`); the
+        setting's name ends in ``_calc``.
 
     Returns:
       (summary, records): each diversity number with its K, temperature and tokenisation;
@@ -303,7 +305,7 @@ class Evaluator:
       raise ValueError(f"diversity needs at least 2 samples per input, got {samples_per_input}.")
     start, k = time.time(), samples_per_input
     n = self.num_examples if num_inputs is None else min(num_inputs, self.num_examples)
-    config = DecodingConfig("sample", temperature=temperature, seed=seed)
+    config = DecodingConfig("sample", temperature=temperature, seed=seed, calculator=calculator)
     prompts = np.repeat(self.prompts[:n], k, axis=0)
     tokens, outputs = self.decode(params, config, prompts)
     sample_refs = [ref for ref in self.references[:n] for _ in range(k)]
@@ -313,7 +315,8 @@ class Evaluator:
     entry = lambda value: diversity_entry(value, samples_per_input=k, temperature=temperature,
                                           tokenize=self.tokenize)
     summary: dict[str, Any] = {
-        "setting": f"diversity_K{k}_t{temperature:g}", "decoding": decoding_dict(config),
+        "setting": f"diversity_K{k}_t{temperature:g}{'_calc' if calculator else ''}",
+        "decoding": decoding_dict(config),
         "num_inputs": n,
         "self_bleu": {**entry(metrics_lib.self_bleu(groups, tokenize=self.tokenize)),
                       "smoothing": "exp", "effective_order": True},

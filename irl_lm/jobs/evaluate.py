@@ -118,6 +118,8 @@ class EvaluateSettings:
     select_by: 'nll' (or another teacher-forced validation metric the train job logged):
       restore the checkpoint with its lowest value (module docstring); None: the newest (or
       `checkpoint_step`).
+    diversity_calculator: draw the K samples with calculator forcing (arithmetic / GSM8k:
+      sample quality then measures the solution, not the model's multiplication).
   """
   split: Optional[str] = None
   num_examples: Optional[int] = None
@@ -136,6 +138,7 @@ class EvaluateSettings:
   seed: int = 0
   diversity_temperatures: Sequence[float] = ()
   select_by: Optional[str] = None
+  diversity_calculator: bool = False
 
 
 def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> dict[str, Any]:
@@ -221,7 +224,8 @@ def evaluate(run_dir: str, options: EvaluateSettings, training: RunSettings) -> 
     for i, temperature in enumerate([first, *(
         t for t in temperatures if float(t) != float(first))]):
       summary, records = evaluator.diversity(restored.params, samples_per_input=k,
-                                             temperature=float(temperature), seed=seed)
+                                             temperature=float(temperature), seed=seed,
+                                             calculator=options.diversity_calculator)
       summary.update(context)
       write(summary["setting"], summary, records)
       diversity = diversity or summary

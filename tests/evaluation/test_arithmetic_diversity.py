@@ -237,3 +237,12 @@ def test_evaluator_adds_the_arithmetic_figures():
       [[s["log_prob"] for s in row] for row in samples], correct)
   # 12 tokens of a random model are no valid solution, so no order entropy is defined.
   assert got["valid_rate"] == 0.0 and got["order_entropy"] is None
+  # With calculator forcing: its own setting, and a row the calculator never wrote to is the
+  # plain sample of the same seed.
+  calc, calc_records = evaluator.diversity(params, samples_per_input=3, temperature=1.0,
+                                           calculator=True)
+  assert calc["setting"] == "diversity_K3_t1_calc" and calc["decoding"]["calculator"]
+  plain = [s["output"] for r in records for s in r["samples"]]
+  forced = [s["output"] for r in calc_records for s in r["samples"]]
+  untouched = [i for i, text in enumerate(plain) if "<<" not in text]
+  assert untouched and all(forced[i] == plain[i] for i in untouched)
