@@ -17,7 +17,8 @@ every run), ``aggregate.csv`` (mean ± SEM over seeds), ``curves.csv``, ``exampl
 (per example), ``inputs.csv`` (per run × temperature × input, `irl_lm.experiments.protocol`),
 ``findings.csv`` (every paired comparison with its interval and smallest detectable effect),
 ``timing.json``, ``figures/<item>.png`` + ``.csv`` and ``results.md``, which opens with the
-verdict table generated from those numbers. ``--from_scratch`` trains without a pretrained
+verdict table generated from those numbers and one table per substrate
+(`irl_lm.experiments.protocol_summary`). ``--from_scratch`` trains without a pretrained
 checkpoint (``train.init_from = None``), which ``--reduced`` does by itself when it is missing.
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ from typing import Any, Optional, Sequence
 
 from irl_lm import errors
 from irl_lm.data import sources
-from irl_lm.experiments import figures, inprocess, protocol, protocol_figures, report
+from irl_lm.experiments import figures, inprocess, protocol, protocol_figures, protocol_summary
+from irl_lm.experiments import report
 from irl_lm.experiments import results, sweeps
 from irl_lm.experiments import __main__ as experiments_cli
 
@@ -162,7 +164,8 @@ def reproduce(out_dir: str = "results/quick", *, reduced: bool = False,
   seconds = time.time() - start
   notes.append(f"wall time of this invocation: {seconds / 60:.1f} min "
                f"({'runs skipped when finished' if run else 'collect only'})")
-  preamble = protocol.verdict_markdown(verdicts, finding_rows)
+  preamble = (protocol.verdict_markdown(verdicts, finding_rows) + "\n## Every point\n\n" +
+              protocol_summary.summary_markdown(rows, inputs))
   paths["report"] = report.write_report(out_dir, items, rows, notes=notes, timing=timing,
                                         title="irl_lm: CPU reproduction of the paper's results",
                                         preamble=preamble)

@@ -7,7 +7,7 @@ import pytest
 
 from irl_lm.data import known_distribution
 from irl_lm.evaluation import metrics
-from irl_lm.experiments import protocol, stats
+from irl_lm.experiments import protocol, protocol_summary, stats
 
 
 def test_input_rows_by_hand():
@@ -201,3 +201,24 @@ def test_reward_rows_compare_with_the_stronger_log_pi_baseline():
   (row,) = protocol.reward_rows(inputs, num_resamples=100)
   assert row["comparison"] == "iqlearn_td_weight0.1: reward - logprob"
   assert row["estimate"] == pytest.approx(0.1)
+
+
+def test_summary_rows_by_hand():
+  rows = [{"sweep": "kd", "point": p, "method": m, "seed": s, "status": "ok",
+           "setting": "greedy", "forward_kl": kl + 0.1 * s}
+          for s in (0, 1) for p, m, kl in (("mle", "mle", 1.0), ("iq", "iqlearn", 2.0))]
+  rows.append({"sweep": "kd", "point": "subset", "method": "mle", "seed": 0, "status": "ok",
+               "setting": "greedy", "train_examples": 100, "forward_kl": 9.0})
+  inputs = [{"sweep": "kd", "point": "mle", "seed": s, "temperature": t, "index": i,
+             "quality": q + s, "eos_rate": 1.0}
+            for s in (0, 1) for i, q in enumerate((-2.0, -4.0)) for t in (0.5, 1.0)]
+  table = protocol_summary.summary_rows(rows, inputs)
+  assert [r["point"] for r in table] == ["mle", "iq"]  # the subset point is left out
+  mle, iq = table
+  assert mle["seeds"] == 2 and mle["forward KL"] == "1.050 ± 0.050"
+  # Per run: quality -3 (seed 0) and -2 (seed 1): mean -2.5, SEM 0.5.
+  assert mle["sample quality"] == "-2.500 ± 0.500" and mle["EOS rate"] == "1.000 ± 0.000"
+  assert "sample quality" not in iq
+  text = protocol_summary.summary_markdown(rows, inputs)
+  assert text.startswith("### kd (mean ± SEM over seeds; samples at T = 1)")
+  assert "| point | seeds | forward KL | sample quality | EOS rate |" in text
