@@ -222,3 +222,12 @@ def test_summary_rows_by_hand():
   text = protocol_summary.summary_markdown(rows, inputs)
   assert text.startswith("### kd (mean ± SEM over seeds; samples at T = 1)")
   assert "| point | seeds | forward KL | sample quality | EOS rate |" in text
+
+
+def test_quality_rows_prefer_the_calculator_setting():
+  examples = _examples("mle", "mle", 0.0) + _examples("iqlearn_td_weight0.1", "iqlearn", 1.0)
+  examples += [{**r, "setting": "greedy_calc", "score": r["score"] + (2.0 if r["method"] ==
+                                                                       "iqlearn" else 0.0)}
+               for r in examples]
+  (row,) = protocol.quality_rows(examples, num_resamples=100)
+  assert row["measure"] == "greedy_calc score" and row["estimate"] == pytest.approx(3.0)
