@@ -25,8 +25,9 @@ is ROUGE against one teacher sample, no measure of quality, so finding 1 reads i
 instead and finding 4 also its greedy reward-teacher Spearman; its temperature frontiers and
 within-input correlations use the teacher's log-probability (above):
 
-1. quality: greedy score (with the calculator where evaluated) of IQLearn − MLE (`stats.paired_difference`), and on the
-   known-distribution task the forward KL to the teacher, paired by seed (lower claimed);
+1. quality: greedy score (with the calculator where evaluated) of IQLearn − MLE
+   (`stats.paired_difference`), and on the known-distribution task the forward KL to the
+   teacher, paired by seed (lower claimed);
 2. trade-off: the mean quality gap of IQLearn's temperature frontier over MLE's and over MLE +
    entropy's, on their common diversity range (`stats.frontier_area_interval`, normalised);
 3. over-fitting: on the small-subset points, MLE's peak-minus-final of the validation score
