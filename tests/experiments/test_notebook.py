@@ -12,7 +12,7 @@ from irl_lm.experiments import sweeps
 
 NOTEBOOK = os.path.join(sweeps.REPO_ROOT, "notebooks", "reproduce_paper.ipynb")
 FIGURES = ("table1_timing", "score_vs_self_bleu", "score_vs_temperature", "training_curves",
-           "spearman_table", "frontiers", "overfitting_curves", "reward_correlations",
+           "spearman_table", "frontiers", "frontiers_bleu", "overfitting_curves", "reward_correlations",
            "findings")
 
 
