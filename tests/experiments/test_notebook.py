@@ -12,8 +12,8 @@ from irl_lm.experiments import sweeps
 
 NOTEBOOK = os.path.join(sweeps.REPO_ROOT, "notebooks", "reproduce_paper.ipynb")
 FIGURES = ("table1_timing", "score_vs_self_bleu", "score_vs_temperature", "training_curves",
-           "spearman_table", "frontiers", "frontiers_bleu", "overfitting_curves", "reward_correlations",
-           "findings")
+           "spearman_table", "frontiers", "frontiers_bleu", "overfitting_curves",
+           "reward_correlations", "findings")
 
 
 def test_notebook_reduced_writes_every_file(tmp_path, monkeypatch):
