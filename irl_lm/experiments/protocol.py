@@ -306,11 +306,26 @@ def _frontier_arrays(rows: Sequence[Mapping[str, Any]], seeds: Sequence[str],
   return d, q
 
 
+def _saturated(rows: Sequence[Mapping[str, Any]], measure: str) -> bool:
+  """Whether some point's mean `measure` is the same at two temperatures (e.g. every one of K
+  samples distinct at each T >= 0.5): a frontier with a vertical segment has no gap at
+  matched diversity, so that measure is not compared."""
+  for _, point in _points(rows, (BASELINE, ENTROPY, *IQLEARN_METHODS)):
+    means = {}
+    for r in rows:
+      if r["point"] == point and r.get(measure) not in (None, ""):
+        means.setdefault(float(r["temperature"]), []).append(float(r[measure]))
+    levels = [round(float(np.mean(v)), 6) for v in means.values()]
+    if len(set(levels)) < len(levels):
+      return True
+  return False
+
+
 def frontier_rows(inputs: Sequence[Mapping[str, Any]],
                   diversity: Sequence[str] = DIVERSITY_MEASURES, **kw: Any) -> list[Row]:
   """Finding 2: each IQLearn point's temperature frontier against MLE's and each MLE +
   entropy point's (mean quality gap over their common range), on each `diversity` measure
-  the inputs have (more than one temperature needed)."""
+  the inputs have that is not saturated (`_saturated`; more than one temperature needed)."""
   out = []
   for sweep in sorted({r["sweep"] for r in inputs}):
     in_sweep = [r for r in inputs if r["sweep"] == sweep]
@@ -318,6 +333,7 @@ def frontier_rows(inputs: Sequence[Mapping[str, Any]],
       continue
     others = [p for m in (BASELINE, ENTROPY) for _, p in _points(in_sweep, m)]
     measures = [m for m in diversity if any(r.get(m) not in (None, "") for r in in_sweep)]
+    measures = [m for m in measures if not _saturated(in_sweep, m)]
     for _, point in _points(in_sweep, IQLEARN_METHODS):
       mine = [r for r in in_sweep if r["point"] == point]
       for other, measure in ((o, m) for m in measures for o in others):

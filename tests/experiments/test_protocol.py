@@ -231,3 +231,11 @@ def test_quality_rows_prefer_the_calculator_setting():
                for r in examples]
   (row,) = protocol.quality_rows(examples, num_resamples=100)
   assert row["measure"] == "greedy_calc score" and row["estimate"] == pytest.approx(3.0)
+
+
+def test_frontier_rows_skip_a_saturated_measure():
+  inputs = _inputs("mle", "mle", 0.0) + _inputs("iqlearn_td_weight0.1", "iqlearn", 3.0)
+  # Every sample distinct at both temperatures: no frontier on `distinct`.
+  inputs = [{**r, "bleu_diversity": 100 * r["distinct"], "distinct": 1.0} for r in inputs]
+  (row,) = protocol.frontier_rows(inputs, num_resamples=100)
+  assert row["measure"] == "quality gap at matched bleu_diversity"
