@@ -239,3 +239,18 @@ def test_frontier_rows_skip_a_saturated_measure():
   inputs = [{**r, "bleu_diversity": 100 * r["distinct"], "distinct": 1.0} for r in inputs]
   (row,) = protocol.frontier_rows(inputs, num_resamples=100)
   assert row["measure"] == "quality gap at matched bleu_diversity"
+
+
+def test_finding_2_needs_every_baseline():
+  def row(other, verdict, estimate):
+    return {"finding": 2, "sweep": "s", "comparison": f"iq - {other}",
+            "measure": "quality gap at matched bleu_diversity", "estimate": estimate,
+            "low": estimate - 0.1, "high": estimate + 0.1, "confidence": 0.99,
+            "smallest_detectable": 0.05, "verdict": verdict, "n": "5 seeds"}
+  beats_weak_only = [row("mle", stats.INCONCLUSIVE, 0.02),
+                     row("mle_entropy_b0.3", stats.REPRODUCED, 0.5)]
+  (verdict,) = [v for v in protocol.verdicts(beats_weak_only) if v["finding"] == 2]
+  assert verdict["verdict"] == stats.INCONCLUSIVE and verdict["shown"] == "s: iq - mle"
+  beats_all = [row("mle", stats.REPRODUCED, 0.3), row("mle_entropy_b0.3", stats.REPRODUCED, 0.5)]
+  (verdict,) = [v for v in protocol.verdicts(beats_all) if v["finding"] == 2]
+  assert verdict["verdict"] == stats.REPRODUCED and verdict["estimate"] == pytest.approx(0.3)
