@@ -1,7 +1,7 @@
 r"""Reproduces the paper's findings at CPU scale, in one command, with a verdict per finding
 (docs/reproduction.md#the-cpu-protocol).
 
-  python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # ~30 min on 2 cores
+  python -m irl_lm.reproduce --quick [--out_dir=results/quick]  # ~15 min on 2 cores
   python -m irl_lm.reproduce --full [--out_dir=results/full]    # ~2 h on 2 cores
   python -m irl_lm.reproduce --quick --reduced                  # smoke run, a few minutes
   python -m irl_lm.reproduce --docstring                        # the docstring-task sweep
@@ -178,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    description=__doc__.split("\n\n")[0])
   which = parser.add_mutually_exclusive_group(required=True)
   which.add_argument("--quick", action="store_true",
-                     help="the protocol's quick sweeps (~30 min on 2 cores; the "
+                     help="the protocol's quick sweeps (~15 min on 2 cores; the "
                           "pod sweeps are gin/experiments/{xsum,gsm8k}.gin)")
   which.add_argument("--full", action="store_true",
                      help="the protocol's full sweeps (5 seeds; ~2 h on 2 cores)")
