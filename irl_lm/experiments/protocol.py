@@ -7,9 +7,9 @@ setting): ``quality`` (the mean per-sample task score), ``distinct`` (distinct o
 exact diversity measure on every task), ``self_bleu`` (of the input's K samples) and
 ``bleu_diversity`` (100 − it), ``length`` (mean tokens), ``eos_rate`` (samples that ended with
 EOS before the length limit), ``empty_rate`` (outputs that are empty after stripping
-whitespace: an empty sample makes Self-BLEU look diverse), and the within-input Spearman correlations with the
-task score of the summed implicit reward (``rho_reward``), log π (``rho_logprob``) and
-length-normalised log π (``rho_logprob_norm``). On the known-distribution task a sample's
+whitespace: an empty sample makes Self-BLEU look diverse), and the within-input Spearman
+correlations with the task score of the summed implicit reward (``rho_reward``), log π
+(``rho_logprob``) and length-normalised log π (``rho_logprob_norm``). On the known-distribution task a sample's
 quality is the teacher's log-probability of it per token
 (`known_distribution.sample_log_prob_per_token`), exact, instead of its ROUGE against one
 teacher sample. On the built-in arithmetic task also the
